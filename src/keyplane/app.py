@@ -1,0 +1,64 @@
+"""create_app(settings): routes, middleware and the lifespan that owns the ORM."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Route
+from tortoise.contrib.starlette import RegisterTortoise
+
+from keyplane.auth.dashboard import utcnow
+from keyplane.auth.oauth import JwksCache
+from keyplane.auth.passwords import Passwords
+from keyplane.db import apply_migrations, tortoise_config
+from keyplane.http import AuthenticationMiddleware, GraphQLView, healthz, readyz
+from keyplane.schema.root import schema
+from keyplane.services import build_services
+from keyplane.settings import Settings
+
+MAX_BODY_BYTES = 2 * 1024 * 1024
+
+
+def create_app(
+    settings: Settings,
+    *,
+    passwords: Passwords | None = None,
+    jwks: JwksCache | None = None,
+    clock: Callable[[], datetime] = utcnow,
+    migrate: bool = True,
+) -> Starlette:
+    services = build_services(settings, passwords=passwords, jwks=jwks, clock=clock)
+    view = GraphQLView(
+        schema,
+        graphql_ide="graphiql" if settings.development else None,
+        allow_queries_via_get=True,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if migrate:
+            # `keyplane serve` has migrated before forking; this finds nothing to do then,
+            # and makes a bare `uvicorn keyplane.main:app` safe too (it runs under a lock).
+            await apply_migrations(settings.database_url)
+        async with RegisterTortoise(app, config=tortoise_config(settings.database_url)):
+            app.state.services = services
+            yield
+
+    return Starlette(
+        routes=[
+            Route(
+                "/graphql",
+                view,
+                methods=["GET", "POST"],
+                middleware=[Middleware(AuthenticationMiddleware)],
+            ),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+        max_body_size=MAX_BODY_BYTES,
+    )

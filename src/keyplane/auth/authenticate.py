@@ -1,0 +1,160 @@
+"""Turns the Authorization header into a Principal, trying each credential reader in turn.
+
+A reader returns None when the credential is not its kind and raises InvalidCredentials when
+it is its kind but unusable, so every refusal looks the same to the caller (HTTP 401).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import jwt
+from tortoise.exceptions import IntegrityError
+
+from keyplane.auth import api_key as key_format
+from keyplane.auth import dashboard
+from keyplane.auth.oauth import AccessTokenVerifier, is_access_token
+from keyplane.auth.principal import (
+    ANONYMOUS,
+    AuthKind,
+    KeyGrant,
+    OAuthClient,
+    Principal,
+    dashboard_principal,
+)
+from keyplane.errors import InvalidCredentials
+from keyplane.models import ApiKey, OAuthIdentity, Session, User
+from keyplane.permissions.scopes import decode_scopes
+
+
+class Authenticator:
+    def __init__(
+        self,
+        *,
+        jwt_secret: str,
+        oauth: AccessTokenVerifier | None,
+        clock: Callable[[], datetime] = dashboard.utcnow,
+    ) -> None:
+        self._jwt_secret = jwt_secret
+        self._oauth = oauth
+        self._clock = clock
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        if authorization is None:
+            return ANONYMOUS
+        scheme, _, token = authorization.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise InvalidCredentials()
+        principal = await self._api_key(token)
+        if principal is None:
+            principal = await self._jwt(token)
+        if principal is None:
+            raise InvalidCredentials()
+        return principal
+
+    async def _api_key(self, token: str) -> Principal | None:
+        if not token.startswith(key_format.SECRET_PREFIX):
+            return None
+        if not key_format.is_well_formed(token):
+            raise InvalidCredentials()
+        rows = await ApiKey.filter(secret_hash=key_format.hash_secret(token)).values(
+            "id",
+            "environment_id",
+            "project_id",
+            "scopes",
+            "created_by_id",
+            "expires_at",
+            "revoked_at",
+        )
+        if not rows:
+            raise InvalidCredentials()
+        row = rows[0]
+        expires_at = row["expires_at"]
+        if row["revoked_at"] is not None or (
+            expires_at is not None and expires_at <= self._clock()
+        ):
+            raise InvalidCredentials()
+        scopes = decode_scopes(row["scopes"])
+        return Principal(
+            kind=AuthKind.API_KEY,
+            token_scopes=scopes,
+            user_id=row["created_by_id"],
+            key=KeyGrant(
+                key_id=row["id"],
+                environment_id=row["environment_id"],
+                project_id=row["project_id"],
+                scopes=scopes,
+                created_by_id=row["created_by_id"],
+            ),
+        )
+
+    async def _jwt(self, token: str) -> Principal | None:
+        try:
+            header: dict[str, Any] = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            return None
+        if is_access_token(header):
+            return await self._oauth_token(token, header)
+        if dashboard.is_dashboard_token(header):
+            return await self._dashboard_token(token)
+        return None
+
+    async def _dashboard_token(self, token: str) -> Principal:
+        claims = dashboard.verify_token(token, secret=self._jwt_secret)
+        if claims is None:
+            raise InvalidCredentials()
+        live = await Session.filter(
+            id=claims.session_id,
+            user_id=claims.user_id,
+            ended_at__isnull=True,
+            expires_at__gt=self._clock(),
+        ).exists()
+        if not live:
+            raise InvalidCredentials()
+        return dashboard_principal(claims.user_id, claims.session_id)
+
+    async def _oauth_token(self, token: str, header: dict[str, Any]) -> Principal:
+        if self._oauth is None:
+            raise InvalidCredentials()
+        claims = await self._oauth.verify(token, header)
+        if claims is None:
+            raise InvalidCredentials()
+        user_id = await _linked_user(claims.issuer, claims.subject, claims.email, claims.email_verified)
+        if user_id is None:
+            raise InvalidCredentials()
+        return Principal(
+            kind=AuthKind.OAUTH,
+            token_scopes=claims.scopes,
+            user_id=user_id,
+            oauth=OAuthClient(
+                issuer=claims.issuer, subject=claims.subject, client_id=claims.client_id
+            ),
+        )
+
+
+async def _linked_user(
+    issuer: str, subject: str, email: str | None, email_verified: bool
+) -> str | None:
+    """The user linked to (iss, sub); else link the user owning a verified email claim."""
+    linked = await OAuthIdentity.filter(issuer=issuer, subject=subject).values_list(
+        "user_id", flat=True
+    )
+    if linked:
+        return str(linked[0])
+    if email is None or not email_verified:
+        return None
+    user = await User.get_or_none(email=email)
+    if user is None:
+        return None
+    try:
+        await OAuthIdentity.create(issuer=issuer, subject=subject, user=user)
+    except IntegrityError:
+        # Another request linked the same identity first; theirs stands.
+        again = await OAuthIdentity.filter(issuer=issuer, subject=subject).values_list(
+            "user_id", flat=True
+        )
+        return str(again[0]) if again else None
+    return str(user.id)

@@ -1,0 +1,83 @@
+"""`keyplane serve | migrate`: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+import uvicorn
+
+from keyplane.db import apply_migrations_sync
+from keyplane.settings import Settings, SettingsError
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_environ()
+    except SettingsError as exc:
+        print(f"keyplane: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+
+
+def serve(args: argparse.Namespace) -> None:
+    if args.dev:
+        os.environ["KEYPLANE_ENV"] = "development"
+    # Read (and on first start create) the shared secret and migrate before any worker forks,
+    # so that workers find both ready and never race each other.
+    settings = _settings()
+    apply_migrations_sync(settings.database_url)
+    if settings.database_url.startswith("sqlite://") and args.workers > 1:
+        print(
+            "keyplane: note: several workers share one SQLite file; writes serialise. "
+            "Use PostgreSQL (KEYPLANE_DATABASE_URL) to scale out.",
+            file=sys.stderr,
+        )
+    if settings.development:
+        print(f"keyplane: GraphiQL on http://{args.host}:{args.port}/graphql", file=sys.stderr)
+    uvicorn.run(
+        "keyplane.main:app_factory",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        access_log=args.access_log,
+        # Client addresses come from the socket unless proxies are configured explicitly.
+        proxy_headers=False,
+        log_level="info",
+    )
+
+
+def migrate(args: argparse.Namespace) -> None:
+    settings = _settings()
+    apply_migrations_sync(settings.database_url)
+    print("keyplane: database schema is up to date")
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="keyplane", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve_parser = commands.add_parser("serve", help="serve the GraphQL API")
+    serve_parser.add_argument("--host", default="127.0.0.1")
+    serve_parser.add_argument("--port", type=int, default=8000)
+    serve_parser.add_argument("--workers", type=int, default=1)
+    serve_parser.add_argument(
+        "--dev", action="store_true", help="development mode: GraphiQL at GET /graphql"
+    )
+    serve_parser.add_argument("--access-log", action="store_true", help="log every request")
+    serve_parser.set_defaults(func=serve)
+
+    migrate_parser = commands.add_parser("migrate", help="apply database migrations")
+    migrate_parser.set_defaults(func=migrate)
+
+    args = parser.parse_args(argv)
+    if getattr(args, "workers", 1) < 1:
+        parser.error("--workers must be at least 1")
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""The closed set of errors keyplane reports, each with a stable code.
+
+    KeyplaneError                 INTERNAL (never shown: masked)
+     ├── Unauthenticated          UNAUTHENTICATED  no credentials where some are needed
+     ├── InvalidCredentials       UNAUTHENTICATED  credentials presented but refused (HTTP 401)
+     ├── Forbidden                FORBIDDEN        known caller, missing scope or role
+     ├── NotFound                 NOT_FOUND        absent, or outside the caller's reach
+     ├── BadUserInput             BAD_USER_INPUT   invalid argument; `field` names it
+     ├── Conflict                 CONFLICT         uniqueness or state conflict
+     └── RateLimited              RATE_LIMITED     quota exhausted (HTTP 429)
+
+Resolvers raise these; graphql-core copies `extensions` onto the GraphQL error, and
+`schema.errors.MaskInternalErrors` hides every other exception behind INTERNAL.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class KeyplaneError(Exception):
+    code: ClassVar[str] = "INTERNAL"
+    default_message: ClassVar[str] = "Internal server error."
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message or self.default_message
+        super().__init__(self.message)
+
+    @property
+    def extensions(self) -> dict[str, Any]:
+        return {"code": self.code}
+
+
+class Unauthenticated(KeyplaneError):
+    code = "UNAUTHENTICATED"
+    default_message = "Authentication required."
+
+
+class InvalidCredentials(Unauthenticated):
+    default_message = "Invalid or expired credentials."
+
+
+class Forbidden(KeyplaneError):
+    code = "FORBIDDEN"
+    default_message = "You are not allowed to do this."
+
+
+class NotFound(KeyplaneError):
+    code = "NOT_FOUND"
+    default_message = "Not found."
+
+
+class BadUserInput(KeyplaneError):
+    code = "BAD_USER_INPUT"
+    default_message = "Invalid input."
+
+    def __init__(self, message: str, *, field: str) -> None:
+        self.field = field
+        super().__init__(message)
+
+    @property
+    def extensions(self) -> dict[str, Any]:
+        return {"code": self.code, "field": self.field}
+
+
+class Conflict(KeyplaneError):
+    code = "CONFLICT"
+    default_message = "This conflicts with an existing object."
+
+
+class RateLimited(KeyplaneError):
+    code = "RATE_LIMITED"
+    default_message = "Rate limit exceeded."

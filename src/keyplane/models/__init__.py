@@ -1,0 +1,17 @@
+"""Tortoise models, one module per domain concept; Tortoise discovers them from this package."""
+
+from keyplane.models.api_key import ApiKey
+from keyplane.models.project import Environment, Invitation, Member, MemberEnvironment, Project
+from keyplane.models.user import OAuthIdentity, Session, User
+
+__all__ = [
+    "ApiKey",
+    "Environment",
+    "Invitation",
+    "Member",
+    "MemberEnvironment",
+    "OAuthIdentity",
+    "Project",
+    "Session",
+    "User",
+]

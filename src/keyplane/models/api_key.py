@@ -1,0 +1,63 @@
+"""API keys: stored as a SHA-256 hash plus a displayable prefix, never as the secret."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from tortoise import fields
+from tortoise.models import Model
+
+from keyplane.models.base import new_id
+from keyplane.models.project import Environment, Project
+from keyplane.models.user import User
+from keyplane.permissions.scopes import Scope, decode_scopes
+
+
+def _api_key_id() -> str:
+    return new_id("key")
+
+
+class ApiKey(Model):
+    id = fields.CharField(pk=True, max_length=32, default=_api_key_id)
+    environment: fields.ForeignKeyRelation[Environment] = fields.ForeignKeyField(
+        "keyplane.Environment", related_name="api_keys", on_delete=fields.CASCADE
+    )
+    # Denormalised from the environment so that authorisation needs no join.
+    project: fields.ForeignKeyRelation[Project] = fields.ForeignKeyField(
+        "keyplane.Project", related_name="api_keys", on_delete=fields.CASCADE
+    )
+    name = fields.CharField(max_length=64)
+    prefix = fields.CharField(max_length=16)
+    secret_hash = fields.CharField(max_length=64, unique=True)
+    scopes = fields.CharField(max_length=128)
+    created_by: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "keyplane.User", related_name="created_api_keys", on_delete=fields.RESTRICT
+    )
+    created_at = fields.DatetimeField(auto_now_add=True)
+    expires_at = fields.DatetimeField(null=True)
+    revoked_at = fields.DatetimeField(null=True)
+    last_used_at = fields.DatetimeField(null=True)
+    total_requests = fields.BigIntField(default=0)
+
+    class Meta:
+        table = "api_key"
+        indexes = (("environment_id", "created_at"),)
+
+    @property
+    def scope_set(self) -> frozenset[Scope]:
+        return decode_scopes(self.scopes)
+
+
+class ApiKeyStatus(StrEnum):
+    ACTIVE = "ACTIVE"
+    REVOKED = "REVOKED"
+    EXPIRED = "EXPIRED"
+
+
+def status_of(key: ApiKey, now: datetime) -> ApiKeyStatus:
+    if key.revoked_at is not None:
+        return ApiKeyStatus.REVOKED
+    if key.expires_at is not None and key.expires_at <= now:
+        return ApiKeyStatus.EXPIRED
+    return ApiKeyStatus.ACTIVE

@@ -1,0 +1,68 @@
+"""Field permissions: pure checks of the principal, declared next to each root field.
+
+They read `info.context.principal` only. Whether the principal reaches a given environment,
+and holds a scope *there*, is decided by the resolver through `Access`, since that needs data.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from strawberry.permission import BasePermission
+
+from keyplane.auth.principal import AuthKind, Principal
+from keyplane.context import Info
+from keyplane.errors import Forbidden, Unauthenticated
+from keyplane.permissions.scopes import Scope
+
+
+def _principal(info: Info) -> Principal:
+    return info.context.principal
+
+
+class AllowAny(BasePermission):
+    """Open to everyone, anonymous callers included; declared so that openness is explicit."""
+
+    def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
+        return True
+
+
+class IsAuthenticated(BasePermission):
+    message: ClassVar[str] = Unauthenticated.default_message
+    error_extensions: ClassVar[dict[str, Any]] = {"code": Unauthenticated.code}
+
+    def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
+        if not _principal(info).is_authenticated:
+            raise Unauthenticated()
+        return True
+
+
+class IsUser(BasePermission):
+    """A person: a dashboard session or an OAuth token, not an API key."""
+
+    def __init__(self, *kinds: AuthKind) -> None:
+        self.kinds = frozenset(kinds or (AuthKind.JWT, AuthKind.OAUTH))
+
+    def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
+        principal = _principal(info)
+        if not principal.is_authenticated:
+            raise Unauthenticated()
+        if principal.kind not in self.kinds:
+            raise Forbidden("This operation is for signed-in users.")
+        return True
+
+
+class HasAnyScope(BasePermission):
+    """The credential carries at least one of these scopes (before role intersection)."""
+
+    def __init__(self, *scopes: Scope) -> None:
+        self.scopes = frozenset(scopes)
+
+    def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
+        principal = _principal(info)
+        if not principal.is_authenticated:
+            raise Unauthenticated()
+        if not principal.token_scopes & self.scopes:
+            names = " or ".join(sorted(self.scopes))
+            raise Forbidden(f"This needs the {names} scope.")
+        return True

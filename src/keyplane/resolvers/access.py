@@ -1,0 +1,127 @@
+"""What the calling principal may reach: environments, projects and the scopes it holds there.
+
+Tenancy is a filter: anything outside the principal's reach answers NOT_FOUND, exactly as a
+missing object would, so that existence never leaks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from keyplane.auth.principal import Principal
+from keyplane.errors import Forbidden, NotFound, Unauthenticated
+from keyplane.models import Environment, Member, MemberEnvironment, Project
+from keyplane.permissions.scopes import ROLE_SCOPES, Role, Scope
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    member_id: str
+    role: Role
+    all_environments: bool
+    environment_ids: frozenset[str]
+
+    def reaches(self, environment_id: str) -> bool:
+        return self.all_environments or environment_id in self.environment_ids
+
+
+class Access:
+    """Per-request view of the principal's reach; memberships are read once per project."""
+
+    def __init__(self, principal: Principal) -> None:
+        self.principal = principal
+        self._memberships: dict[str, Membership | None] = {}
+
+    def require_authenticated(self) -> Principal:
+        if not self.principal.is_authenticated:
+            raise Unauthenticated()
+        return self.principal
+
+    async def membership(self, project_id: str) -> Membership | None:
+        user_id = self.principal.user_id
+        if user_id is None or self.principal.key is not None:
+            return None
+        if project_id not in self._memberships:
+            member = await Member.get_or_none(project_id=project_id, user_id=user_id)
+            if member is None:
+                self._memberships[project_id] = None
+            else:
+                grants: list[str] = []
+                if not member.all_environments:
+                    grants = await MemberEnvironment.filter(member_id=member.id).values_list(
+                        "environment_id", flat=True
+                    )  # type: ignore[assignment]
+                self._memberships[project_id] = Membership(
+                    member_id=member.id,
+                    role=member.role,
+                    all_environments=member.all_environments,
+                    environment_ids=frozenset(grants),
+                )
+        return self._memberships[project_id]
+
+    async def scopes_in(self, *, project_id: str, environment_id: str) -> frozenset[Scope] | None:
+        """The scopes held in an environment, or None when it is out of reach."""
+        key = self.principal.key
+        if key is not None:
+            return key.scopes if key.environment_id == environment_id else None
+        membership = await self.membership(project_id)
+        if membership is None or not membership.reaches(environment_id):
+            return None
+        return ROLE_SCOPES[membership.role] & self.principal.token_scopes
+
+    async def project_scopes(self, project_id: str) -> frozenset[Scope] | None:
+        """Scopes held across the whole project (needs reach to every environment)."""
+        if self.principal.key is not None:
+            return None
+        membership = await self.membership(project_id)
+        if membership is None:
+            return None
+        if not membership.all_environments:
+            return frozenset()
+        return ROLE_SCOPES[membership.role] & self.principal.token_scopes
+
+    async def can_see_project(self, project_id: str) -> bool:
+        key = self.principal.key
+        if key is not None:
+            return key.project_id == project_id
+        return await self.membership(project_id) is not None
+
+    async def environment(
+        self, environment_id: str, *, any_of: frozenset[Scope] | None = None
+    ) -> tuple[Environment, frozenset[Scope]]:
+        """Load a reachable environment, requiring one of `any_of` there (FORBIDDEN if absent)."""
+        self.require_authenticated()
+        environment = await Environment.get_or_none(id=environment_id)
+        if environment is None:
+            raise NotFound()
+        scopes = await self.scopes_in(
+            project_id=environment.project_id,  # type: ignore[attr-defined]
+            environment_id=environment.id,
+        )
+        if scopes is None:
+            raise NotFound()
+        if any_of is not None and not scopes & any_of:
+            raise Forbidden()
+        return environment, scopes
+
+    async def project(self, project_id: str) -> Project:
+        self.require_authenticated()
+        project = await Project.get_or_none(id=project_id)
+        if project is None or not await self.can_see_project(project.id):
+            raise NotFound()
+        return project
+
+    async def visible_environments(self, project_id: str) -> list[Environment]:
+        key = self.principal.key
+        query = Environment.filter(project_id=project_id)
+        if key is not None:
+            if key.project_id != project_id:
+                return []
+            query = query.filter(id=key.environment_id)
+        else:
+            membership = await self.membership(project_id)
+            if membership is None:
+                return []
+            if not membership.all_environments:
+                query = query.filter(id__in=list(membership.environment_ids))
+        return await query.order_by("created_at", "id")

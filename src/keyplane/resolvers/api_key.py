@@ -1,0 +1,220 @@
+"""API keys: issue, list, read, update, revoke, delete and rotate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from tortoise.expressions import Q
+from tortoise.transactions import in_transaction
+
+from keyplane.auth import api_key as key_format
+from keyplane.errors import Conflict, Forbidden, NotFound
+from keyplane.models import ApiKey, Environment
+from keyplane.models.api_key import ApiKeyStatus
+from keyplane.permissions.scopes import Scope, encode_scopes
+from keyplane.resolvers import validate
+from keyplane.resolvers.access import Access
+from keyplane.resolvers.pagination import Page, newest_first
+
+READ_KEYS = frozenset({Scope.MANAGE_PROJECT, Scope.VIEW_ANALYTICS})
+MANAGE_KEYS = frozenset({Scope.MANAGE_PROJECT})
+MAX_ROTATION_OVERLAP = timedelta(days=7)
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    """A key together with its secret: the only moment the secret exists outside the caller."""
+
+    api_key: ApiKey
+    secret: str
+
+
+def _no_escalation(wanted: frozenset[Scope], held: frozenset[Scope]) -> None:
+    missing = wanted - held
+    if missing:
+        names = ", ".join(sorted(missing))
+        raise Forbidden(f"You cannot grant scopes you do not hold here: {names}.")
+
+
+def _creator_id(access: Access) -> str:
+    principal = access.require_authenticated()
+    # A key acts for the user who created it, so every key has a human createdBy.
+    assert principal.user_id is not None
+    return principal.user_id
+
+
+async def _new_key(
+    *,
+    environment_id: str,
+    project_id: str,
+    name: str,
+    scopes: frozenset[Scope],
+    created_by_id: str,
+    expires_at: datetime | None,
+) -> IssuedKey:
+    secret = key_format.generate_secret()
+    key = await ApiKey.create(
+        environment_id=environment_id,
+        project_id=project_id,
+        name=name,
+        prefix=key_format.display_prefix(secret),
+        secret_hash=key_format.hash_secret(secret),
+        scopes=encode_scopes(scopes),
+        created_by_id=created_by_id,
+        expires_at=expires_at,
+    )
+    return IssuedKey(api_key=key, secret=secret)
+
+
+async def create_api_key(
+    access: Access,
+    *,
+    environment_id: str,
+    name: str,
+    scopes: list[Scope],
+    expires_at: datetime | None,
+    now: datetime,
+) -> IssuedKey:
+    environment, held = await access.environment(environment_id, any_of=MANAGE_KEYS)
+    name = validate.name(name)
+    wanted = validate.scopes(scopes)
+    expiry = None if expires_at is None else validate.future_instant(
+        expires_at, now=now, field="expiresAt"
+    )
+    _no_escalation(wanted, held)
+    async with in_transaction():
+        return await _new_key(
+            environment_id=environment.id,
+            project_id=environment.project_id,  # type: ignore[attr-defined]
+            name=name,
+            scopes=wanted,
+            created_by_id=_creator_id(access),
+            expires_at=expiry,
+        )
+
+
+async def _reachable_key(
+    access: Access, key_id: str, *, any_of: frozenset[Scope]
+) -> tuple[ApiKey, frozenset[Scope]]:
+    access.require_authenticated()
+    key = await ApiKey.get_or_none(id=key_id)
+    if key is None:
+        raise NotFound()
+    held = await access.scopes_in(
+        project_id=key.project_id,  # type: ignore[attr-defined]
+        environment_id=key.environment_id,  # type: ignore[attr-defined]
+    )
+    if held is None:
+        raise NotFound()
+    own_key = access.principal.key is not None and access.principal.key.key_id == key.id
+    if not held & any_of and not (own_key and any_of == READ_KEYS):
+        raise Forbidden()
+    return key, held
+
+
+async def get_api_key(access: Access, *, key_id: str) -> ApiKey:
+    key, _ = await _reachable_key(access, key_id, any_of=READ_KEYS)
+    return key
+
+
+def _status_filter(status: ApiKeyStatus, now: datetime) -> Q:
+    if status is ApiKeyStatus.REVOKED:
+        return Q(revoked_at__isnull=False)
+    if status is ApiKeyStatus.EXPIRED:
+        return Q(revoked_at__isnull=True, expires_at__lte=now)
+    return Q(revoked_at__isnull=True) & (Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+
+
+async def list_api_keys(
+    access: Access,
+    environment: Environment,
+    *,
+    first: int,
+    after: str | None,
+    status: ApiKeyStatus | None,
+    now: datetime,
+) -> Page[ApiKey]:
+    held = await access.scopes_in(
+        project_id=environment.project_id,  # type: ignore[attr-defined]
+        environment_id=environment.id,
+    )
+    if held is None:
+        raise NotFound()
+    if not held & READ_KEYS:
+        raise Forbidden("Reading keys needs MANAGE_PROJECT or VIEW_ANALYTICS here.")
+    query = ApiKey.filter(environment_id=environment.id)
+    if status is not None:
+        query = query.filter(_status_filter(status, now))
+    return await newest_first(query, first=first, after=after)
+
+
+async def update_api_key(
+    access: Access, *, key_id: str, name: str | None, scopes: list[Scope] | None
+) -> ApiKey:
+    key, held = await _reachable_key(access, key_id, any_of=MANAGE_KEYS)
+    changes: dict[str, str] = {}
+    if name is not None:
+        changes["name"] = validate.name(name)
+    if scopes is not None:
+        wanted = validate.scopes(scopes)
+        _no_escalation(wanted, held)
+        changes["scopes"] = encode_scopes(wanted)
+    if changes:
+        async with in_transaction():
+            await ApiKey.filter(id=key.id).update(**changes)
+        key.update_from_dict(changes)
+    return key
+
+
+async def revoke_api_key(access: Access, *, key_id: str, now: datetime) -> ApiKey:
+    key, _ = await _reachable_key(access, key_id, any_of=MANAGE_KEYS)
+    if key.revoked_at is None:
+        async with in_transaction():
+            await ApiKey.filter(id=key.id, revoked_at__isnull=True).update(revoked_at=now)
+        key.revoked_at = now
+    return key
+
+
+async def delete_api_key(access: Access, *, key_id: str) -> ApiKey:
+    key, _ = await _reachable_key(access, key_id, any_of=MANAGE_KEYS)
+    async with in_transaction():
+        await ApiKey.filter(id=key.id).delete()
+    return key
+
+
+async def rotate_api_key(
+    access: Access, *, key_id: str, expire_old_in_seconds: int, now: datetime
+) -> IssuedKey:
+    """Stripe-style roll: a new key with the same name, scopes and environment; the old one
+    keeps working for `expire_old_in_seconds` (0 to 7 days) so deployments can switch over.
+
+    A key that had an expiry gets the same lifetime again, counted from now.
+    """
+    key, held = await _reachable_key(access, key_id, any_of=MANAGE_KEYS)
+    overlap = validate.whole_range(
+        expire_old_in_seconds,
+        low=0,
+        high=int(MAX_ROTATION_OVERLAP.total_seconds()),
+        field="expireOldInSeconds",
+    )
+    if key.revoked_at is not None:
+        raise Conflict("A revoked key cannot be rotated.")
+    _no_escalation(key.scope_set, held)
+    old_expiry = now + timedelta(seconds=overlap)
+    if key.expires_at is not None and key.expires_at < old_expiry:
+        old_expiry = key.expires_at
+    new_expiry = None
+    if key.expires_at is not None:
+        new_expiry = now + max(key.expires_at - key.created_at, timedelta(seconds=1))
+    async with in_transaction():
+        issued = await _new_key(
+            environment_id=key.environment_id,  # type: ignore[attr-defined]
+            project_id=key.project_id,  # type: ignore[attr-defined]
+            name=key.name,
+            scopes=key.scope_set,
+            created_by_id=_creator_id(access),
+            expires_at=new_expiry,
+        )
+        await ApiKey.filter(id=key.id).update(expires_at=old_expiry)
+    return issued

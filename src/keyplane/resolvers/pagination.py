@@ -1,0 +1,52 @@
+"""Keyset pagination, newest first: cursors stay valid while rows are added or removed."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from tortoise.expressions import Q
+from tortoise.models import Model
+from tortoise.queryset import QuerySet
+
+from keyplane.errors import BadUserInput
+from keyplane.resolvers import validate
+
+M = TypeVar("M", bound=Model)
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[M]):
+    items: list[M]
+    has_next_page: bool
+    has_previous_page: bool
+
+
+def encode_cursor(created_at: datetime, row_id: str) -> str:
+    raw = f"{created_at.isoformat()}|{row_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, *, field: str = "after") -> tuple[datetime, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        text = base64.urlsafe_b64decode(padded.encode()).decode()
+        moment, row_id = text.split("|", 1)
+        return validate.instant(datetime.fromisoformat(moment)), row_id
+    except (ValueError, binascii.Error, UnicodeError) as exc:
+        raise BadUserInput("This cursor is not one we issued.", field=field) from exc
+
+
+async def newest_first(query: QuerySet[M], *, first: int, after: str | None) -> Page[M]:
+    """One page of `query` ordered by (created_at, id) descending."""
+    first = validate.page_size(first)
+    if after is not None:
+        created_at, row_id = decode_cursor(after)
+        query = query.filter(
+            Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=row_id)
+        )
+    rows = await query.order_by("-created_at", "-id").limit(first + 1)
+    return Page(items=rows[:first], has_next_page=len(rows) > first, has_previous_page=after is not None)

@@ -1,0 +1,65 @@
+"""Projects and their environments."""
+
+from __future__ import annotations
+
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from keyplane.errors import Conflict, Forbidden
+from keyplane.models import Environment, Member, Project
+from keyplane.permissions.scopes import Role, Scope
+from keyplane.resolvers import validate
+from keyplane.resolvers.access import Access
+
+
+async def create_project(access: Access, *, name: str) -> Project:
+    principal = access.require_authenticated()
+    if not principal.is_user or principal.user_id is None:
+        raise Forbidden("Only a signed-in user can create projects.")
+    if Scope.MANAGE_PROJECT not in principal.token_scopes:
+        raise Forbidden("Creating a project needs the MANAGE_PROJECT scope.")
+    name = validate.name(name)
+    try:
+        async with in_transaction():
+            project = await Project.create(name=name, created_by_id=principal.user_id)
+            await Member.create(
+                project=project, user_id=principal.user_id, role=Role.OWNER, all_environments=True
+            )
+    except IntegrityError as exc:
+        raise Conflict("You already have a project with this name.") from exc
+    return project
+
+
+async def list_projects(access: Access) -> list[Project]:
+    principal = access.require_authenticated()
+    if principal.key is not None:
+        return await Project.filter(id=principal.key.project_id)
+    return await Project.filter(members__user_id=principal.user_id).order_by("created_at", "id")
+
+
+async def get_project(access: Access, *, project_id: str) -> Project:
+    return await access.project(project_id)
+
+
+async def project_environments(access: Access, project_id: str) -> list[Environment]:
+    return await access.visible_environments(project_id)
+
+
+async def create_environment(access: Access, *, project_id: str, name: str) -> Environment:
+    project = await access.project(project_id)
+    scopes = await access.project_scopes(project.id)
+    if scopes is None or Scope.MANAGE_PROJECT not in scopes:
+        raise Forbidden(
+            "Creating environments needs MANAGE_PROJECT across the whole project."
+        )
+    name = validate.name(name)
+    try:
+        async with in_transaction():
+            return await Environment.create(project=project, name=name)
+    except IntegrityError as exc:
+        raise Conflict("This project already has an environment with this name.") from exc
+
+
+async def get_environment(access: Access, *, environment_id: str) -> Environment:
+    environment, _ = await access.environment(environment_id)
+    return environment

@@ -1,0 +1,160 @@
+"""GraphQL types for API keys, their pages and the payloads that carry a secret once."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated
+
+import strawberry
+
+import keyplane.schema.enums  # noqa: F401  (registers enum descriptions first)
+from strawberry.relay import PageInfo
+
+from keyplane import models
+from keyplane.context import Info
+from keyplane.errors import NotFound
+from keyplane.models.api_key import ApiKeyStatus, status_of
+from keyplane.permissions.scopes import Scope
+from keyplane.resolvers.api_key import IssuedKey
+from keyplane.resolvers.pagination import Page, encode_cursor
+from keyplane.schema.account import User
+
+if TYPE_CHECKING:
+    from keyplane.schema.project import Environment
+
+
+@strawberry.type(description="An API key. Its secret is never shown here, only its prefix.")
+class ApiKey:
+    id: strawberry.ID = strawberry.field(description="Opaque key id (`key_...`), not the secret.")
+    name: str = strawberry.field(description="What the key is for, 1 to 64 characters.")
+    prefix: str = strawberry.field(
+        description="The first characters of the secret (`fm_` + 8), to recognise it."
+    )
+    scopes: list[Scope] = strawberry.field(description="What the key may do in its environment.")
+    status: ApiKeyStatus = strawberry.field(description="ACTIVE, REVOKED or EXPIRED, right now.")
+    created_at: datetime = strawberry.field(description="When the key was issued.")
+    expires_at: datetime | None = strawberry.field(description="When it stops working, if set.")
+    revoked_at: datetime | None = strawberry.field(description="When it was revoked, if it was.")
+    last_used_at: datetime | None = strawberry.field(
+        description="When it last authenticated a request."
+    )
+    total_requests: int = strawberry.field(description="Requests it has authenticated.")
+    environment_id: strawberry.Private[str]
+    created_by_id: strawberry.Private[str]
+
+    @classmethod
+    def from_model(cls, key: models.ApiKey, *, now: datetime) -> ApiKey:
+        return cls(
+            id=strawberry.ID(key.id),
+            name=key.name,
+            prefix=key.prefix,
+            scopes=sorted(key.scope_set),
+            status=status_of(key, now),
+            created_at=key.created_at,
+            expires_at=key.expires_at,
+            revoked_at=key.revoked_at,
+            last_used_at=key.last_used_at,
+            total_requests=key.total_requests,
+            environment_id=key.environment_id,  # type: ignore[attr-defined]
+            created_by_id=key.created_by_id,  # type: ignore[attr-defined]
+        )
+
+    @strawberry.field(description="The user who issued the key (for a key issued by another "
+                      "key: that key's creator).")
+    async def created_by(self, info: Info) -> User:
+        user = await info.context.loaders.user.load(self.created_by_id)
+        if user is None:
+            raise NotFound()
+        return User.from_model(user)
+
+    @strawberry.field(description="The environment the key belongs to.")
+    async def environment(
+        self, info: Info
+    ) -> Annotated[Environment, strawberry.lazy("keyplane.schema.project")]:
+        from keyplane.schema.project import Environment
+
+        environment = await info.context.loaders.environment.load(self.environment_id)
+        if environment is None:
+            raise NotFound()
+        return Environment.from_model(environment)
+
+
+@strawberry.type(description="One key in a page, with the cursor that points at it.")
+class ApiKeyEdge:
+    cursor: str = strawberry.field(description="Pass as `after` to continue after this key.")
+    node: ApiKey = strawberry.field(description="The key.")
+
+
+@strawberry.type(description="A page of API keys, newest first.")
+class ApiKeyConnection:
+    edges: list[ApiKeyEdge] = strawberry.field(description="The keys of this page.")
+    page_info: PageInfo = strawberry.field(description="Where this page stands.")
+
+    @classmethod
+    def from_page(cls, page: Page[models.ApiKey], *, now: datetime) -> ApiKeyConnection:
+        edges = [
+            ApiKeyEdge(cursor=encode_cursor(key.created_at, key.id), node=ApiKey.from_model(key, now=now))
+            for key in page.items
+        ]
+        return cls(
+            edges=edges,
+            page_info=PageInfo(
+                has_next_page=page.has_next_page,
+                has_previous_page=page.has_previous_page,
+                start_cursor=edges[0].cursor if edges else None,
+                end_cursor=edges[-1].cursor if edges else None,
+            ),
+        )
+
+
+@strawberry.type(description="A newly issued key and its secret, shown this once only.")
+class CreateApiKeyPayload:
+    api_key: ApiKey = strawberry.field(description="The new key.")
+    secret: str = strawberry.field(
+        description="The secret (`fm_...`). Store it now: it cannot be shown again."
+    )
+
+    @classmethod
+    def from_issued(cls, issued: IssuedKey, *, now: datetime) -> CreateApiKeyPayload:
+        return cls(api_key=ApiKey.from_model(issued.api_key, now=now), secret=issued.secret)
+
+
+@strawberry.type(description="The replacement key and its secret, shown this once only.")
+class RotateApiKeyPayload:
+    api_key: ApiKey = strawberry.field(description="The new key that replaces the old one.")
+    secret: str = strawberry.field(
+        description="The new secret (`fm_...`). Store it now: it cannot be shown again."
+    )
+
+    @classmethod
+    def from_issued(cls, issued: IssuedKey, *, now: datetime) -> RotateApiKeyPayload:
+        return cls(api_key=ApiKey.from_model(issued.api_key, now=now), secret=issued.secret)
+
+
+@strawberry.input(description="Issue a key in an environment.")
+class CreateApiKeyInput:
+    environment_id: strawberry.ID = strawberry.field(description="The key's environment.")
+    name: str = strawberry.field(description="What the key is for, 1 to 64 characters.")
+    scopes: list[Scope] = strawberry.field(
+        description="At least one; only scopes you hold in that environment."
+    )
+    expires_at: datetime | None = strawberry.field(
+        default=None, description="A future instant, or null for a key that does not expire."
+    )
+
+
+@strawberry.input(description="Rename a key or change its scopes; omitted fields stay.")
+class UpdateApiKeyInput:
+    id: strawberry.ID = strawberry.field(description="The key.")
+    name: str | None = strawberry.field(default=None, description="New name.")
+    scopes: list[Scope] | None = strawberry.field(
+        default=None, description="New scopes: at least one, only scopes you hold."
+    )
+
+
+@strawberry.input(description="Replace a key by a new one, expiring the old one later.")
+class RotateApiKeyInput:
+    id: strawberry.ID = strawberry.field(description="The key to replace.")
+    expire_old_in_seconds: int = strawberry.field(
+        default=0, description="How long the old key keeps working: 0 (now) to 604800 (7 days)."
+    )

@@ -1,0 +1,100 @@
+"""GraphQL types for projects and environments."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated
+
+import strawberry
+
+import keyplane.schema.enums  # noqa: F401  (registers enum descriptions first)
+
+from keyplane import models
+from keyplane.context import Info
+from keyplane.errors import NotFound
+from keyplane.models.api_key import ApiKeyStatus
+from keyplane.resolvers import api_key as api_key_resolvers
+from keyplane.resolvers import project as project_resolvers
+
+if TYPE_CHECKING:
+    from keyplane.schema.api_key import ApiKeyConnection
+
+
+@strawberry.type(description="A project: a set of environments and the members who use them.")
+class Project:
+    id: strawberry.ID = strawberry.field(description="Opaque project id.")
+    name: str = strawberry.field(description="1 to 64 characters; unique per creator.")
+    created_at: datetime = strawberry.field(description="When the project was created.")
+
+    @classmethod
+    def from_model(cls, project: models.Project) -> Project:
+        return cls(id=strawberry.ID(project.id), name=project.name, created_at=project.created_at)
+
+    @strawberry.field(description="The environments of this project that the caller can reach.")
+    async def environments(self, info: Info) -> list[Environment]:
+        found = await project_resolvers.project_environments(info.context.access, self.id)
+        return [Environment.from_model(env) for env in found]
+
+
+@strawberry.type(description="An environment (development, staging, a client...): keys live here.")
+class Environment:
+    id: strawberry.ID = strawberry.field(description="Opaque environment id.")
+    name: str = strawberry.field(description="1 to 64 characters; unique within its project.")
+    created_at: datetime = strawberry.field(description="When the environment was created.")
+    project_id: strawberry.Private[str]
+    model: strawberry.Private[models.Environment]
+
+    @classmethod
+    def from_model(cls, environment: models.Environment) -> Environment:
+        return cls(
+            id=strawberry.ID(environment.id),
+            name=environment.name,
+            created_at=environment.created_at,
+            project_id=environment.project_id,  # type: ignore[attr-defined]
+            model=environment,
+        )
+
+    @strawberry.field(description="The project this environment belongs to.")
+    async def project(self, info: Info) -> Project:
+        project = await models.Project.get_or_none(id=self.project_id)
+        if project is None:
+            raise NotFound()
+        return Project.from_model(project)
+
+    @strawberry.field(
+        description="This environment's API keys, newest first. Needs MANAGE_PROJECT or "
+        "VIEW_ANALYTICS here."
+    )
+    async def api_keys(
+        self,
+        info: Info,
+        first: Annotated[int, strawberry.argument(description="Page size, 1 to 100.")] = 20,
+        after: Annotated[
+            str | None, strawberry.argument(description="endCursor of the previous page.")
+        ] = None,
+        status: Annotated[
+            ApiKeyStatus | None, strawberry.argument(description="Only keys in this status.")
+        ] = None,
+    ) -> Annotated[ApiKeyConnection, strawberry.lazy("keyplane.schema.api_key")]:
+        from keyplane.schema.api_key import ApiKeyConnection
+
+        page = await api_key_resolvers.list_api_keys(
+            info.context.access,
+            self.model,
+            first=first,
+            after=after,
+            status=status,
+            now=info.context.now,
+        )
+        return ApiKeyConnection.from_page(page, now=info.context.now)
+
+
+@strawberry.input(description="Create a project; you become its OWNER.")
+class CreateProjectInput:
+    name: str = strawberry.field(description="1 to 64 characters; unique among your projects.")
+
+
+@strawberry.input(description="Create an environment in a project.")
+class CreateEnvironmentInput:
+    project_id: strawberry.ID = strawberry.field(description="The project.")
+    name: str = strawberry.field(description="1 to 64 characters; unique within the project.")

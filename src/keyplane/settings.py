@@ -1,0 +1,154 @@
+"""Settings read once from `KEYPLANE_*` environment variables and validated all at once."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import TypeVar
+
+from starlette.datastructures import Secret
+
+E = TypeVar("E", bound=StrEnum)
+
+MIN_JWT_SECRET_BYTES = 32
+JWT_SECRET_FILE = "jwt-secret"
+
+
+class SettingsError(Exception):
+    """Every problem found in the environment, listed together."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid settings:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class RunMode(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class SignupPolicy(StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class OAuthSettings:
+    issuer: str
+    audience: str
+    jwks: str  # an http(s) URL or a local file path
+
+
+@dataclass(frozen=True)
+class Settings:
+    mode: RunMode
+    data_dir: Path
+    database_url: str
+    jwt_secret: Secret
+    jwt_ttl_seconds: int = 3600
+    signup: SignupPolicy = SignupPolicy.OPEN
+    oauth: OAuthSettings | None = None
+
+    @property
+    def development(self) -> bool:
+        return self.mode is RunMode.DEVELOPMENT
+
+    @classmethod
+    def from_environ(
+        cls, environ: Mapping[str, str] | None = None, *, create_secret: bool = True
+    ) -> Settings:
+        env = os.environ if environ is None else environ
+        problems: list[str] = []
+
+        mode = _enum(env, "KEYPLANE_ENV", RunMode, RunMode.DEVELOPMENT, problems)
+        signup = _enum(env, "KEYPLANE_SIGNUP", SignupPolicy, SignupPolicy.OPEN, problems)
+        data_dir = Path(env.get("KEYPLANE_DATA_DIR", "./data/"))
+        database_url = env.get("KEYPLANE_DATABASE_URL", "").strip()
+        if database_url and not database_url.startswith(("sqlite://", "postgres://", "asyncpg://")):
+            problems.append(
+                "KEYPLANE_DATABASE_URL must start with sqlite://, postgres:// or asyncpg://"
+            )
+
+        ttl_text = env.get("KEYPLANE_JWT_TTL_SECONDS", "3600")
+        ttl = 3600
+        try:
+            ttl = int(ttl_text)
+            if not 60 <= ttl <= 86400:
+                raise ValueError
+        except ValueError:
+            problems.append("KEYPLANE_JWT_TTL_SECONDS must be a whole number from 60 to 86400")
+
+        secret_text = env.get("KEYPLANE_JWT_SECRET")
+        if secret_text is not None and len(secret_text.encode()) < MIN_JWT_SECRET_BYTES:
+            problems.append(f"KEYPLANE_JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes")
+
+        oauth = None
+        oauth_values = {
+            name: env.get(f"KEYPLANE_OAUTH_{name.upper()}", "").strip()
+            for name in ("issuer", "audience", "jwks")
+        }
+        if any(oauth_values.values()):
+            missing = [f"KEYPLANE_OAUTH_{n.upper()}" for n, v in oauth_values.items() if not v]
+            if missing:
+                problems.append("OAuth needs all three settings; missing " + ", ".join(missing))
+            else:
+                oauth = OAuthSettings(**oauth_values)
+
+        if problems:
+            raise SettingsError(problems)
+
+        if not database_url:
+            database_url = f"sqlite://{data_dir / 'keyplane.sqlite3'}"
+        if secret_text is None:
+            if not create_secret:
+                raise SettingsError(["KEYPLANE_JWT_SECRET is not set"])
+            secret_text = ensure_jwt_secret(data_dir)
+        return cls(
+            mode=mode,
+            data_dir=data_dir,
+            database_url=database_url,
+            jwt_secret=Secret(secret_text),
+            jwt_ttl_seconds=ttl,
+            signup=signup,
+            oauth=oauth,
+        )
+
+
+def ensure_jwt_secret(data_dir: Path) -> str:
+    """Return the data dir's dashboard signing secret, creating it atomically the first time.
+
+    Several workers may call this at once: the secret is written to a private temporary
+    file and hard-linked into place, so exactly one value wins and nobody reads half a file.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / JWT_SECRET_FILE
+    if not path.exists():
+        tmp = data_dir / f".{JWT_SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_text().strip()
+
+
+def _enum(
+    env: Mapping[str, str], name: str, kind: type[E], default: E, problems: list[str]
+) -> E:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return kind(raw.strip().lower())
+    except ValueError:
+        allowed = ", ".join(member.value for member in kind)
+        problems.append(f"{name} must be one of {allowed} (got {raw!r})")
+        return default
