@@ -140,9 +140,7 @@ def ensure_jwt_secret(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def _enum(
-    env: Mapping[str, str], name: str, kind: type[E], default: E, problems: list[str]
-) -> E:
+def _enum(env: Mapping[str, str], name: str, kind: type[E], default: E, problems: list[str]) -> E:
     raw = env.get(name)
     if raw is None or raw == "":
         return default

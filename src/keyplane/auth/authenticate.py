@@ -122,7 +122,9 @@ class Authenticator:
         claims = await self._oauth.verify(token, header)
         if claims is None:
             raise InvalidCredentials()
-        user_id = await _linked_user(claims.issuer, claims.subject, claims.email, claims.email_verified)
+        user_id = await _linked_user(
+            claims.issuer, claims.subject, claims.email, claims.email_verified
+        )
         if user_id is None:
             raise InvalidCredentials()
         return Principal(

@@ -19,7 +19,7 @@ def _api_key_id() -> str:
 
 
 class ApiKey(Model):
-    id = fields.CharField(pk=True, max_length=32, default=_api_key_id)
+    id = fields.CharField(primary_key=True, max_length=32, default=_api_key_id)
     environment: fields.ForeignKeyRelation[Environment] = fields.ForeignKeyField(
         "keyplane.Environment", related_name="api_keys", on_delete=fields.CASCADE
     )

@@ -27,7 +27,7 @@ def _invitation_id() -> str:
 
 
 class Project(Model):
-    id = fields.CharField(pk=True, max_length=32, default=_project_id)
+    id = fields.CharField(primary_key=True, max_length=32, default=_project_id)
     name = fields.CharField(max_length=64)
     created_by: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
         "keyplane.User", related_name="created_projects", on_delete=fields.RESTRICT
@@ -41,7 +41,7 @@ class Project(Model):
 
 
 class Environment(Model):
-    id = fields.CharField(pk=True, max_length=32, default=_environment_id)
+    id = fields.CharField(primary_key=True, max_length=32, default=_environment_id)
     project: fields.ForeignKeyRelation[Project] = fields.ForeignKeyField(
         "keyplane.Project", related_name="environments", on_delete=fields.CASCADE
     )
@@ -56,7 +56,7 @@ class Environment(Model):
 class Member(Model):
     # A user's role in a project, over all environments or a listed subset.
 
-    id = fields.CharField(pk=True, max_length=32, default=_member_id)
+    id = fields.CharField(primary_key=True, max_length=32, default=_member_id)
     project: fields.ForeignKeyRelation[Project] = fields.ForeignKeyField(
         "keyplane.Project", related_name="members", on_delete=fields.CASCADE
     )
@@ -75,7 +75,7 @@ class Member(Model):
 class MemberEnvironment(Model):
     # One environment a subset-limited member may reach.
 
-    id = fields.IntField(pk=True)
+    id = fields.IntField(primary_key=True)
     member: fields.ForeignKeyRelation[Member] = fields.ForeignKeyField(
         "keyplane.Member", related_name="environment_grants", on_delete=fields.CASCADE
     )
@@ -91,13 +91,13 @@ class MemberEnvironment(Model):
 class Invitation(Model):
     # A pending invitation to a project; its token is shown once and stored hashed.
 
-    id = fields.CharField(pk=True, max_length=32, default=_invitation_id)
+    id = fields.CharField(primary_key=True, max_length=32, default=_invitation_id)
     project: fields.ForeignKeyRelation[Project] = fields.ForeignKeyField(
         "keyplane.Project", related_name="invitations", on_delete=fields.CASCADE
     )
     email = fields.CharField(max_length=254, db_index=True)
     role = fields.CharEnumField(Role, max_length=16)
-    environment_ids = fields.JSONField(default=list)
+    environment_ids: fields.JSONField[list[str]] = fields.JSONField(default=list)
     token_hash = fields.CharField(max_length=64, unique=True)
     created_at = fields.DatetimeField(auto_now_add=True)
     expires_at = fields.DatetimeField()

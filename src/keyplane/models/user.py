@@ -21,7 +21,7 @@ def _identity_id() -> str:
 
 
 class User(Model):
-    id = fields.CharField(pk=True, max_length=32, default=_user_id)
+    id = fields.CharField(primary_key=True, max_length=32, default=_user_id)
     email = fields.CharField(max_length=254, unique=True)
     name = fields.CharField(max_length=64)
     password_hash = fields.CharField(max_length=255)
@@ -34,7 +34,7 @@ class User(Model):
 class Session(Model):
     # One dashboard login; its id is the JWT's `sid`, and `ended_at` is set by logOut.
 
-    id = fields.CharField(pk=True, max_length=32, default=_session_id)
+    id = fields.CharField(primary_key=True, max_length=32, default=_session_id)
     user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
         "keyplane.User", related_name="sessions", on_delete=fields.CASCADE
     )
@@ -49,7 +49,7 @@ class Session(Model):
 class OAuthIdentity(Model):
     # Links an external (issuer, subject) pair to a keyplane user.
 
-    id = fields.CharField(pk=True, max_length=32, default=_identity_id)
+    id = fields.CharField(primary_key=True, max_length=32, default=_identity_id)
     issuer = fields.CharField(max_length=255)
     subject = fields.CharField(max_length=255)
     user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(

@@ -6,7 +6,7 @@ and holds a scope *there*, is decided by the resolver through `Access`, since th
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from strawberry.permission import BasePermission
 
@@ -28,9 +28,6 @@ class AllowAny(BasePermission):
 
 
 class IsAuthenticated(BasePermission):
-    message: ClassVar[str] = Unauthenticated.default_message
-    error_extensions: ClassVar[dict[str, Any]] = {"code": Unauthenticated.code}
-
     def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
         if not _principal(info).is_authenticated:
             raise Unauthenticated()

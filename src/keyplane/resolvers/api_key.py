@@ -79,8 +79,10 @@ async def create_api_key(
     environment, held = await access.environment(environment_id, any_of=MANAGE_KEYS)
     name = validate.name(name)
     wanted = validate.scopes(scopes)
-    expiry = None if expires_at is None else validate.future_instant(
-        expires_at, now=now, field="expiresAt"
+    expiry = (
+        None
+        if expires_at is None
+        else validate.future_instant(expires_at, now=now, field="expiresAt")
     )
     _no_escalation(wanted, held)
     async with in_transaction():

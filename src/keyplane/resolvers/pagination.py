@@ -45,8 +45,8 @@ async def newest_first(query: QuerySet[M], *, first: int, after: str | None) -> 
     first = validate.page_size(first)
     if after is not None:
         created_at, row_id = decode_cursor(after)
-        query = query.filter(
-            Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=row_id)
-        )
+        query = query.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=row_id))
     rows = await query.order_by("-created_at", "-id").limit(first + 1)
-    return Page(items=rows[:first], has_next_page=len(rows) > first, has_previous_page=after is not None)
+    return Page(
+        items=rows[:first], has_next_page=len(rows) > first, has_previous_page=after is not None
+    )

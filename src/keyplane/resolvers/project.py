@@ -49,9 +49,7 @@ async def create_environment(access: Access, *, project_id: str, name: str) -> E
     project = await access.project(project_id)
     scopes = await access.project_scopes(project.id)
     if scopes is None or Scope.MANAGE_PROJECT not in scopes:
-        raise Forbidden(
-            "Creating environments needs MANAGE_PROJECT across the whole project."
-        )
+        raise Forbidden("Creating environments needs MANAGE_PROJECT across the whole project.")
     name = validate.name(name)
     try:
         async with in_transaction():

@@ -6,10 +6,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
 import strawberry
-
-import keyplane.schema.enums  # noqa: F401  (registers enum descriptions first)
 from strawberry.relay import PageInfo
 
+import keyplane.schema.enums  # noqa: F401  (registers enum descriptions first)
 from keyplane import models
 from keyplane.context import Info
 from keyplane.errors import NotFound
@@ -59,8 +58,10 @@ class ApiKey:
             created_by_id=key.created_by_id,  # type: ignore[attr-defined]
         )
 
-    @strawberry.field(description="The user who issued the key (for a key issued by another "
-                      "key: that key's creator).")
+    @strawberry.field(
+        description="The user who issued the key (for a key issued by another "
+        "key: that key's creator)."
+    )
     async def created_by(self, info: Info) -> User:
         user = await info.context.loaders.user.load(self.created_by_id)
         if user is None:
@@ -93,7 +94,9 @@ class ApiKeyConnection:
     @classmethod
     def from_page(cls, page: Page[models.ApiKey], *, now: datetime) -> ApiKeyConnection:
         edges = [
-            ApiKeyEdge(cursor=encode_cursor(key.created_at, key.id), node=ApiKey.from_model(key, now=now))
+            ApiKeyEdge(
+                cursor=encode_cursor(key.created_at, key.id), node=ApiKey.from_model(key, now=now)
+            )
             for key in page.items
         ]
         return cls(

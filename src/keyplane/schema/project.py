@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Annotated
 import strawberry
 
 import keyplane.schema.enums  # noqa: F401  (registers enum descriptions first)
-
 from keyplane import models
 from keyplane.context import Info
 from keyplane.errors import NotFound

@@ -112,7 +112,8 @@ class Mutation:
         )
 
     @strawberry.mutation(
-        description="Sign in; returns a short-lived dashboard token.", extensions=guarded(AllowAny())
+        description="Sign in; returns a short-lived dashboard token.",
+        extensions=guarded(AllowAny()),
     )
     async def log_in(self, info: Info, input: LogInInput) -> AuthPayload | None:
         services = info.context.services

@@ -5,7 +5,6 @@ from __future__ import annotations
 import strawberry
 
 import keyplane.schema.enums  # noqa: F401  (registers enum descriptions first)
-
 from keyplane.auth.principal import AuthKind
 from keyplane.context import Info
 from keyplane.models import ApiKey as ApiKeyModel

@@ -1,0 +1,126 @@
+"""Fixtures only: a migrated database per test, the app under its lifespan, an HTTP client.
+
+Set KEYPLANE_TEST_DATABASE_URL=postgres://... to run the whole suite against PostgreSQL
+(`.ci/run` does); by default each test gets its own SQLite file copied from a template that
+was migrated once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from starlette.applications import Starlette
+
+from keyplane.app import create_app
+from keyplane.auth.oauth import JwksCache
+from keyplane.auth.passwords import Passwords
+from keyplane.db import apply_migrations_sync
+from keyplane.settings import OAuthSettings, RunMode, Settings, SignupPolicy
+from tests.helpers import Api, Clock, OAuthIssuer
+
+PG_URL = os.environ.get("KEYPLANE_TEST_DATABASE_URL", "")
+# Cheap argon2 parameters: the tests exercise our code, not the hash's cost.
+FAST_PASSWORDS = Passwords(time_cost=1, memory_cost_kib=1024)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "keyplane.sqlite3"
+    apply_migrations_sync(f"sqlite://{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    apply_migrations_sync(PG_URL)
+    return PG_URL
+
+
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if PG_URL:
+        url: str = request.getfixturevalue("postgres_url")
+        return url
+    template: Path = request.getfixturevalue("sqlite_template")
+    path = tmp_path / "keyplane.sqlite3"
+    shutil.copy(template, path)
+    return f"sqlite://{path}"
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def oauth_issuer(tmp_path: Path) -> OAuthIssuer:
+    return OAuthIssuer.create(tmp_path / "jwks.json")
+
+
+@pytest.fixture
+def signup_policy() -> SignupPolicy:
+    return SignupPolicy.OPEN
+
+
+@pytest.fixture
+def settings(
+    database_url: str, tmp_path: Path, oauth_issuer: OAuthIssuer, signup_policy: SignupPolicy
+) -> Settings:
+    from starlette.datastructures import Secret
+
+    return Settings(
+        mode=RunMode.DEVELOPMENT,
+        data_dir=tmp_path,
+        database_url=database_url,
+        jwt_secret=Secret("test-secret-" + "x" * 40),
+        signup=signup_policy,
+        oauth=OAuthSettings(
+            issuer=oauth_issuer.issuer,
+            audience=oauth_issuer.audience,
+            jwks=str(oauth_issuer.jwks_path),
+        ),
+    )
+
+
+@pytest.fixture
+async def app(settings: Settings, clock: Clock) -> AsyncIterator[Starlette]:
+    application = create_app(
+        settings,
+        passwords=FAST_PASSWORDS,
+        jwks=JwksCache(str(settings.oauth.jwks)) if settings.oauth else None,
+        clock=clock,
+        migrate=False,
+    )
+    async with LifespanManager(application):
+        if PG_URL:
+            await _truncate_all()
+        yield application
+
+
+async def _truncate_all() -> None:
+    from tortoise import connections
+
+    from keyplane import models
+
+    tables = [getattr(models, name)._meta.db_table for name in models.__all__]
+    await connections.get("default").execute_script(
+        "TRUNCATE TABLE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"
+    )
+
+
+@pytest.fixture
+async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://keyplane.test") as c:
+        yield c
+
+
+@pytest.fixture
+def api(client: httpx.AsyncClient, oauth_issuer: OAuthIssuer) -> Api:
+    return Api(client, oauth_issuer)

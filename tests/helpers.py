@@ -1,0 +1,200 @@
+"""Test helpers: a GraphQL-over-HTTP client, a movable clock and a fake OAuth issuer."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+from keyplane.auth.dashboard import utcnow
+
+
+class Clock:
+    """Real time plus an offset the test can move forward."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return utcnow() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += timedelta(seconds=seconds)
+
+
+@dataclass
+class OAuthIssuer:
+    """Signs RFC 9068 access tokens with keys published in a local JWKS file."""
+
+    jwks_path: Path
+    rsa_key: rsa.RSAPrivateKey
+    ec_key: ec.EllipticCurvePrivateKey
+    issuer: str = "https://issuer.example"
+    audience: str = "https://keyplane.example"
+
+    @classmethod
+    def create(cls, jwks_path: Path) -> OAuthIssuer:
+        issuer = cls(
+            jwks_path=jwks_path,
+            rsa_key=rsa.generate_private_key(public_exponent=65537, key_size=2048),
+            ec_key=ec.generate_private_key(ec.SECP256R1()),
+        )
+        rsa_jwk = json.loads(RSAAlgorithm.to_jwk(issuer.rsa_key.public_key()))
+        rsa_jwk.update(kid="rsa-1", alg="RS256", use="sig")
+        ec_jwk = json.loads(ECAlgorithm.to_jwk(issuer.ec_key.public_key()))
+        ec_jwk.update(kid="ec-1", alg="ES256", use="sig")
+        jwks_path.write_text(json.dumps({"keys": [rsa_jwk, ec_jwk]}))
+        return issuer
+
+    def token(
+        self,
+        *,
+        sub: str = "external-user-1",
+        scope: str = "documents:generate templates:manage analytics:view project:manage",
+        email: str | None = None,
+        email_verified: bool = True,
+        alg: str = "RS256",
+        typ: str = "at+jwt",
+        lifetime: int = 300,
+        **overrides: Any,
+    ) -> str:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": sub,
+            "client_id": "integration-client",
+            "jti": uuid.uuid4().hex,
+            "iat": now,
+            "exp": now + lifetime,
+            "scope": scope,
+        }
+        if email is not None:
+            claims.update(email=email, email_verified=email_verified)
+        claims.update(overrides)
+        claims = {k: v for k, v in claims.items() if v is not None}
+        key: Any = self.rsa_key if alg == "RS256" else self.ec_key
+        kid = "rsa-1" if alg == "RS256" else "ec-1"
+        return jwt.encode(claims, key, algorithm=alg, headers={"typ": typ, "kid": kid})
+
+
+@dataclass
+class Result:
+    """One GraphQL response over HTTP."""
+
+    status: int
+    body: Any
+    headers: httpx.Headers
+
+    @property
+    def data(self) -> Any:
+        return self.body.get("data")
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        return list(self.body.get("errors") or [])
+
+    @property
+    def codes(self) -> list[str | None]:
+        return [e.get("extensions", {}).get("code") for e in self.errors]
+
+    def ok(self) -> Any:
+        assert self.status == 200, (self.status, self.body)
+        assert not self.errors, self.errors
+        return self.data
+
+
+@dataclass
+class Api:
+    client: httpx.AsyncClient
+    oauth: OAuthIssuer
+    _counter: list[int] = field(default_factory=lambda: [0])
+
+    async def gql(
+        self,
+        query: str,
+        variables: dict[str, Any] | None = None,
+        *,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Result:
+        sent = dict(headers or {})
+        if token is not None:
+            sent["Authorization"] = f"Bearer {token}"
+        response = await self.client.post(
+            "/graphql", json={"query": query, "variables": variables or {}}, headers=sent
+        )
+        return Result(response.status_code, response.json(), response.headers)
+
+    def _unique(self, stem: str) -> str:
+        self._counter[0] += 1
+        return f"{stem}{self._counter[0]}"
+
+    async def sign_up(self, email: str | None = None, password: str = "correct horse") -> str:
+        email = email or self._unique("user") + "@example.com"
+        result = await self.gql(
+            "mutation($input: SignUpInput!) { signUp(input: $input) { accessToken } }",
+            {"input": {"email": email, "password": password, "name": email.split("@")[0]}},
+        )
+        token: str = result.ok()["signUp"]["accessToken"]
+        return token
+
+    async def user_id(self, token: str) -> str:
+        data = (await self.gql("{ viewer { user { id } } }", token=token)).ok()
+        return str(data["viewer"]["user"]["id"])
+
+    async def create_project(self, token: str, name: str | None = None) -> str:
+        result = await self.gql(
+            "mutation($input: CreateProjectInput!) { createProject(input: $input) { id } }",
+            {"input": {"name": name or self._unique("project")}},
+            token=token,
+        )
+        return str(result.ok()["createProject"]["id"])
+
+    async def create_environment(self, token: str, project_id: str, name: str | None = None) -> str:
+        result = await self.gql(
+            "mutation($input: CreateEnvironmentInput!) { createEnvironment(input: $input) { id } }",
+            {"input": {"projectId": project_id, "name": name or self._unique("env")}},
+            token=token,
+        )
+        return str(result.ok()["createEnvironment"]["id"])
+
+    async def create_key(
+        self,
+        token: str,
+        environment_id: str,
+        scopes: list[str] | None = None,
+        *,
+        name: str = "server",
+        expires_at: str | None = None,
+    ) -> tuple[str, str]:
+        """Returns (key id, secret)."""
+        result = await self.gql(
+            """mutation($input: CreateApiKeyInput!) {
+                 createApiKey(input: $input) { apiKey { id } secret }
+               }""",
+            {
+                "input": {
+                    "environmentId": environment_id,
+                    "name": name,
+                    "scopes": scopes or ["MANAGE_PROJECT"],
+                    "expiresAt": expires_at,
+                }
+            },
+            token=token,
+        )
+        payload = result.ok()["createApiKey"]
+        return str(payload["apiKey"]["id"]), str(payload["secret"])
+
+
+def in_future(days: float = 1) -> str:
+    return (datetime.now(UTC) + timedelta(days=days)).isoformat()
