@@ -98,14 +98,15 @@ class Settings:
             else:
                 oauth = OAuthSettings(**oauth_values)
 
+        if secret_text is None and not create_secret:
+            problems.append("KEYPLANE_JWT_SECRET is not set")
+
         if problems:
             raise SettingsError(problems)
 
         if not database_url:
             database_url = f"sqlite://{data_dir / 'keyplane.sqlite3'}"
         if secret_text is None:
-            if not create_secret:
-                raise SettingsError(["KEYPLANE_JWT_SECRET is not set"])
             secret_text = ensure_jwt_secret(data_dir)
         return cls(
             mode=mode,

@@ -18,6 +18,9 @@ def _is_internal(error: GraphQLError) -> bool:
     original = error.original_error
     if original is None:
         return False
+    if error.path is None and isinstance(original, GraphQLError):
+        # graphql-core refusing a variable's value before execution: the client's mistake.
+        return False
     return not isinstance(original, KeyplaneError) or original.code == KeyplaneError.code
 
 

@@ -6,11 +6,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import strawberry
-from strawberry.extensions import ParserCache, QueryDepthLimiter, ValidationCache
+from strawberry.extensions import QueryDepthLimiter, ValidationCache
 from strawberry.permission import BasePermission, PermissionExtension
 from strawberry.schema.config import StrawberryConfig
 
 from keyplane import models
+from keyplane.auth.principal import AuthKind
 from keyplane.context import Info
 from keyplane.permissions.fields import AllowAny, HasAnyScope, IsAuthenticated, IsUser
 from keyplane.permissions.scopes import Scope
@@ -25,6 +26,7 @@ from keyplane.schema.api_key import (
     UpdateApiKeyInput,
 )
 from keyplane.schema.errors import MaskInternalErrors
+from keyplane.schema.parser_cache import ParserCache
 from keyplane.schema.project import (
     CreateEnvironmentInput,
     CreateProjectInput,
@@ -125,7 +127,8 @@ class Mutation:
 
     @strawberry.mutation(
         description="End this dashboard session: its token is refused from the next request on.",
-        extensions=guarded(IsUser()),
+        # Only a dashboard JWT is a session; an OAuth token or a key is refused as FORBIDDEN.
+        extensions=guarded(IsUser(AuthKind.JWT)),
     )
     async def log_out(self, info: Info) -> bool | None:
         return await account.log_out(info.context.principal, now=info.context.now)

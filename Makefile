@@ -1,0 +1,40 @@
+# Two entry points that work on a fresh clone with only python3: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint schema ci clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Installs are pinned by constraints.txt (the lock); a stamp file skips reinstalling.
+$(VENV)/.run-installed: $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/pip install --quiet -c constraints.txt -e .
+	touch $@
+
+$(VENV)/.test-installed: $(VENV)/.run-installed
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	touch $@
+
+run: $(VENV)/.run-installed
+	$(BIN)/keyplane serve --dev
+
+test: $(VENV)/.test-installed
+	$(BIN)/pytest
+
+lint: $(VENV)/.test-installed
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+# Rewrites the committed SDL after a deliberate schema change (a test fails when it drifts).
+schema: $(VENV)/.test-installed
+	$(BIN)/strawberry export-schema keyplane.schema.root:schema --output src/keyplane/schema/schema.graphql
+
+ci:
+	bash .ci/run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

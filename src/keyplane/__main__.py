@@ -1,0 +1,5 @@
+"""`python -m keyplane` is the `keyplane` command."""
+
+from keyplane.cli import main
+
+main()
