@@ -21,6 +21,7 @@ from keyplane.app import create_app
 from keyplane.auth.oauth import JwksCache
 from keyplane.auth.passwords import Passwords
 from keyplane.db import apply_migrations_sync
+from keyplane.ratelimit.tiers import parse_tiers
 from keyplane.settings import OAuthSettings, RunMode, Settings, SignupPolicy
 from tests.helpers import Api, Clock, OAuthIssuer
 
@@ -69,8 +70,18 @@ def signup_policy() -> SignupPolicy:
 
 
 @pytest.fixture
+def rate_limits() -> str:
+    """Generous tiers, so that only the rate-limit tests (which override this) meet a limit."""
+    return "api_key=5000/minute;oauth=5000/minute;jwt=5000/minute;anonymous=5000/minute"
+
+
+@pytest.fixture
 def settings(
-    database_url: str, tmp_path: Path, oauth_issuer: OAuthIssuer, signup_policy: SignupPolicy
+    database_url: str,
+    tmp_path: Path,
+    oauth_issuer: OAuthIssuer,
+    signup_policy: SignupPolicy,
+    rate_limits: str,
 ) -> Settings:
     from starlette.datastructures import Secret
 
@@ -80,6 +91,7 @@ def settings(
         database_url=database_url,
         jwt_secret=Secret("test-secret-" + "x" * 40),
         signup=signup_policy,
+        rate_limits=parse_tiers(rate_limits, []),
         oauth=OAuthSettings(
             issuer=oauth_issuer.issuer,
             audience=oauth_issuer.audience,

@@ -226,6 +226,20 @@ async def test_an_api_key_cannot_log_out(api: Api) -> None:
     assert (await api.gql(VIEWER, token=secret)).ok()["viewer"]["kind"] == "API_KEY"
 
 
+async def test_an_oauth_token_cannot_log_out(api: Api) -> None:
+    # given
+    await api.sign_up("ada@example.com")
+    token = api.oauth.token(email="ada@example.com")
+
+    # when
+    result = await api.gql(LOG_OUT, token=token)
+
+    # then
+    assert result.status == 200
+    assert result.data == {"logOut": None}
+    assert result.codes == ["FORBIDDEN"]
+
+
 async def test_an_anonymous_caller_cannot_log_out(api: Api) -> None:
     # when
     result = await api.gql(LOG_OUT)
@@ -360,7 +374,7 @@ async def test_settings_list_every_problem_at_once(tmp_path: Path) -> None:
         "KEYPLANE_ENV must be one of development, production (got 'staging')",
         "KEYPLANE_SIGNUP must be one of open, closed (got 'sometimes')",
         "KEYPLANE_DATABASE_URL must start with sqlite://, postgres:// or asyncpg://",
-        "KEYPLANE_JWT_TTL_SECONDS must be a whole number from 60 to 86400",
+        "KEYPLANE_JWT_TTL_SECONDS must be a whole number from 60 to 86400 (got 'forever')",
         "KEYPLANE_JWT_SECRET must be at least 32 bytes",
         "OAuth needs all three settings; missing KEYPLANE_OAUTH_AUDIENCE, KEYPLANE_OAUTH_JWKS",
     ]

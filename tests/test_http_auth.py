@@ -211,7 +211,10 @@ async def test_healthz_answers_ok(api: Api) -> None:
     response = await api.client.get("/healthz")
 
     # then
-    assert (response.status_code, response.json()) == (200, {"status": "ok"})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    # Other subsystems (the rate limiter...) may add their own entries next to these.
+    assert {"status": "ok"}.items() <= response.json().items()
 
 
 async def test_readyz_answers_ok_with_the_database_reachable(api: Api) -> None:
@@ -219,7 +222,9 @@ async def test_readyz_answers_ok_with_the_database_reachable(api: Api) -> None:
     response = await api.client.get("/readyz")
 
     # then
-    assert (response.status_code, response.json()) == (200, {"status": "ok", "database": "ok"})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert {"status": "ok", "database": "ok"}.items() <= response.json().items()
 
 
 async def test_health_endpoints_ignore_credentials(api: Api) -> None:
@@ -227,7 +232,7 @@ async def test_health_endpoints_ignore_credentials(api: Api) -> None:
     response = await api.client.get("/healthz", headers={"Authorization": "Bearer fm_nonsense"})
 
     # then
-    assert (response.status_code, response.json()) == (200, {"status": "ok"})
+    assert (response.status_code, response.json()["status"]) == (200, "ok")
 
 
 async def test_a_query_over_get_is_answered(api: Api) -> None:

@@ -40,7 +40,7 @@ async def test_concurrent_starts_migrate_a_fresh_database_exactly_once(tmp_path:
 
     with sqlite3.connect(tmp_path / "fresh.sqlite3") as db:
         applied = db.execute("SELECT app, name FROM tortoise_migrations").fetchall()
-    assert applied == [("keyplane", "0001_initial")]
+    assert applied == [("keyplane", "0001_initial"), ("keyplane", "0002_usage_and_key_limits")]
 
 
 def _env(url: str) -> dict[str, str]:

@@ -1,6 +1,8 @@
-"""`keyplane serve --workers 2`: real processes sharing one database.
+"""`keyplane serve --workers 2`: real processes sharing one database and one Redis.
 
 Runs against KEYPLANE_TEST_DATABASE_URL (PostgreSQL in `.ci/run`), else a shared SQLite file.
+Several workers need shared rate-limit storage: KEYPLANE_TEST_REDIS_URL (`.ci/run` sets it);
+without it these tests are skipped, since keyplane refuses to multiply its limits.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,8 @@ import pytest
 pytestmark = pytest.mark.multiprocess
 
 PG_URL = os.environ.get("KEYPLANE_TEST_DATABASE_URL", "")
+REDIS_URL = os.environ.get("KEYPLANE_TEST_REDIS_URL", "")
+needs_redis = pytest.mark.skipif(not REDIS_URL, reason="KEYPLANE_TEST_REDIS_URL is not set")
 VIEWER = "{ viewer { kind apiKey { id } } }"
 
 
@@ -33,43 +37,70 @@ def _free_port() -> int:
         return port
 
 
+class Servers:
+    """Starts `keyplane serve` processes that share one database (and Redis, when given)."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.database_url = PG_URL or f"sqlite://{tmp_path / 'shared.sqlite3'}"
+
+    def start(self, *, workers: int = 2, storage: str = REDIS_URL) -> str:
+        port = _free_port()
+        env = {
+            **os.environ,
+            "KEYPLANE_DATA_DIR": str(self.tmp_path / "data"),
+            "KEYPLANE_DATABASE_URL": self.database_url,
+            "KEYPLANE_RATE_LIMIT_STORAGE": storage or "memory://",
+        }
+        env.pop("KEYPLANE_JWT_SECRET", None)
+        command = [sys.executable, "-m", "keyplane", "serve", "--port", str(port)]
+        # A file, not a pipe: an undrained pipe fills up and blocks the server's logging.
+        log = self.tmp_path / f"serve-{port}.log"
+        with log.open("wb") as stderr:
+            process = subprocess.Popen(
+                [*command, "--workers", str(workers)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,
+            )
+        self.processes.append(process)
+        base = f"http://127.0.0.1:{port}"
+        _wait_ready(base, process, log)
+        return base
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
-    env = {
-        **os.environ,
-        "KEYPLANE_DATA_DIR": str(tmp_path / "data"),
-        "KEYPLANE_DATABASE_URL": PG_URL or f"sqlite://{tmp_path / 'shared.sqlite3'}",
-    }
-    env.pop("KEYPLANE_JWT_SECRET", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "keyplane", "serve", "--port", str(port), "--workers", "2"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
+async def servers(tmp_path: Path) -> AsyncIterator[Servers]:
+    if REDIS_URL:
+        import coredis
+
+        client = coredis.Redis.from_url(REDIS_URL)
+        await client.flushdb()
+    started = Servers(tmp_path)
     try:
-        _wait_ready(base, process)
-        yield base
+        yield started
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        if process.stderr is not None:
-            process.stderr.close()
+        started.stop_all()
 
 
-def _wait_ready(base: str, process: subprocess.Popen[bytes]) -> None:
+def _wait_ready(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            stderr = process.stderr.read().decode() if process.stderr else ""
-            raise AssertionError(f"keyplane serve exited early:\n{stderr}")
+            raise AssertionError(f"keyplane serve exited early:\n{log.read_text()}")
         try:
             if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
                 return
@@ -83,41 +114,49 @@ async def _gql(
     client: httpx.AsyncClient, query: str, variables: dict[str, Any] | None = None, token: str = ""
 ) -> httpx.Response:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return await client.post("/graphql", json={"query": query, "variables": variables or {}}, headers=headers)
+    return await client.post(
+        "/graphql", json={"query": query, "variables": variables or {}}, headers=headers
+    )
 
 
-async def _issue_key(client: httpx.AsyncClient) -> tuple[str, str, str]:
+async def _issue_key(
+    client: httpx.AsyncClient, rate_limit: int | None = None
+) -> tuple[str, str, str]:
     """Sign up, create a project, an environment and a key: (dashboard token, key id, secret)."""
     signed = await _gql(
         client,
-        "mutation($email: String!) { signUp(input: {email: $email, password: \"long enough\", "
+        'mutation($email: String!) { signUp(input: {email: $email, password: "long enough", '
         'name: "Ops"}) { accessToken } }',
         {"email": f"ops-{uuid.uuid4().hex}@example.com"},
     )
     token = signed.json()["data"]["signUp"]["accessToken"]
-    project = await _gql(client, 'mutation { createProject(input: {name: "P"}) { id } }', token=token)
+    project = await _gql(
+        client, 'mutation { createProject(input: {name: "P"}) { id } }', token=token
+    )
     project_id = project.json()["data"]["createProject"]["id"]
     env = await _gql(
         client,
-        "mutation($p: ID!) { createEnvironment(input: {projectId: $p, name: \"Prod\"}) { id } }",
+        'mutation($p: ID!) { createEnvironment(input: {projectId: $p, name: "Prod"}) { id } }',
         {"p": project_id},
         token=token,
     )
     env_id = env.json()["data"]["createEnvironment"]["id"]
     key = await _gql(
         client,
-        "mutation($e: ID!) { createApiKey(input: {environmentId: $e, name: \"srv\", "
-        "scopes: [VIEW_ANALYTICS]}) { apiKey { id } secret } }",
-        {"e": env_id},
+        'mutation($e: ID!, $limit: Int) { createApiKey(input: {environmentId: $e, name: "srv", '
+        "scopes: [VIEW_ANALYTICS], rateLimitPerMinute: $limit}) { apiKey { id } secret } }",
+        {"e": env_id, "limit": rate_limit},
         token=token,
     )
     payload = key.json()["data"]["createApiKey"]
     return token, payload["apiKey"]["id"], payload["secret"]
 
 
+@needs_redis
 async def test_a_revoked_key_is_refused_by_every_worker_on_the_very_next_request(
-    server: str,
+    servers: Servers,
 ) -> None:
+    server = servers.start()
     limits = httpx.Limits(max_keepalive_connections=0)  # a new connection each time: any worker
     async with httpx.AsyncClient(base_url=server, limits=limits, timeout=10) as client:
         # given: a key that works through both workers
@@ -136,10 +175,12 @@ async def test_a_revoked_key_is_refused_by_every_worker_on_the_very_next_request
         assert [r.status_code for r in after] == [401] * 20
 
 
-async def test_concurrent_requests_through_two_workers_are_all_counted(server: str) -> None:
+@needs_redis
+async def test_concurrent_requests_through_two_workers_are_all_counted(servers: Servers) -> None:
+    server = servers.start()
     async with httpx.AsyncClient(base_url=server, timeout=30) as client:
         # given
-        token, key_id, secret = await _issue_key(client)
+        token, key_id, secret = await _issue_key(client, rate_limit=1000)
 
         # when: 200 requests, 25 at a time over separate connections
         semaphore = asyncio.Semaphore(25)
@@ -150,9 +191,73 @@ async def test_concurrent_requests_through_two_workers_are_all_counted(server: s
 
         codes = await asyncio.gather(*(one() for _ in range(200)))
 
-        # then
+        # then: every worker flushes its buffered counts within a second
         assert codes == [200] * 200
+        assert await _total_requests(client, key_id, token, expect=200) == 200
+
+
+async def _total_requests(client: httpx.AsyncClient, key_id: str, token: str, expect: int) -> int:
+    """totalRequests as read through any worker, polled for up to 3 flush intervals."""
+    total = -1
+    for _ in range(30):
         read = await _gql(
             client, "query($id: ID!) { apiKey(id: $id) { totalRequests } }", {"id": key_id}, token
         )
-        assert read.json()["data"]["apiKey"] == {"totalRequests": 200}
+        total = read.json()["data"]["apiKey"]["totalRequests"]
+        if total == expect:
+            break
+        await asyncio.sleep(0.1)
+    return int(total)
+
+
+def test_several_workers_with_in_process_rate_limits_refuse_to_start(tmp_path: Path) -> None:
+    # when
+    completed = subprocess.run(
+        [sys.executable, "-m", "keyplane", "serve", "--workers", "2", "--port", "1"],
+        env={
+            **os.environ,
+            "KEYPLANE_DATA_DIR": str(tmp_path),
+            "KEYPLANE_RATE_LIMIT_STORAGE": "memory://",
+        },
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+    # then
+    assert completed.returncode == 2
+    assert "KEYPLANE_RATE_LIMIT_STORAGE" in completed.stderr
+
+
+@needs_redis
+async def test_two_servers_sharing_redis_admit_exactly_100_of_300_requests_with_one_key(
+    servers: Servers,
+) -> None:
+    # given: two `keyplane serve --workers 2`, one database, one Redis
+    first, second = servers.start(), servers.start()
+    limits = httpx.Limits(max_keepalive_connections=0)
+    async with (
+        httpx.AsyncClient(base_url=first, limits=limits, timeout=30) as one,
+        httpx.AsyncClient(base_url=second, limits=limits, timeout=30) as two,
+    ):
+        token, key_id, secret = await _issue_key(one)
+        semaphore = asyncio.Semaphore(20)
+
+        async def call(client: httpx.AsyncClient) -> int:
+            async with semaphore:
+                return (await _gql(client, VIEWER, token=secret)).status_code
+
+        # when: 300 requests, alternating between the two servers
+        codes = await asyncio.gather(*(call(one if i % 2 else two) for i in range(300)))
+
+        # then
+        assert codes.count(200) == 100
+        assert codes.count(429) == 200
+        assert await _total_requests(two, key_id, token, expect=100) == 100
+
+        # and revocation on one server is seen by the other on the very next request
+        revoked = await _gql(
+            one, "mutation($id: ID!) { revokeApiKey(id: $id) { status } }", {"id": key_id}, token
+        )
+        assert revoked.json()["data"]["revokeApiKey"] == {"status": "REVOKED"}
+        assert (await _gql(two, VIEWER, token=secret)).status_code == 401

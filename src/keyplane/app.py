@@ -16,7 +16,7 @@ from keyplane.auth.oauth import JwksCache
 from keyplane.auth.passwords import Passwords
 from keyplane.db import apply_migrations, tortoise_config
 from keyplane.http import AuthenticationMiddleware, GraphQLView, healthz, readyz
-from keyplane.schema.root import schema
+from keyplane.schema.root import build_schema
 from keyplane.services import build_services
 from keyplane.settings import Settings
 
@@ -33,7 +33,7 @@ def create_app(
 ) -> Starlette:
     services = build_services(settings, passwords=passwords, jwks=jwks, clock=clock)
     view = GraphQLView(
-        schema,
+        build_schema(max_batch=settings.max_batch),
         graphql_ide="graphiql" if settings.development else None,
         allow_queries_via_get=True,
     )
@@ -45,8 +45,14 @@ def create_app(
             # and makes a bare `uvicorn keyplane.main:app` safe too (it runs under a lock).
             await apply_migrations(settings.database_url)
         async with RegisterTortoise(app, config=tortoise_config(settings.database_url)):
+            services.limiter.start()
+            services.usage.start()
             app.state.services = services
-            yield
+            try:
+                yield
+            finally:
+                # Graceful shutdown (SIGTERM): the buffered usage reaches the database first.
+                await services.usage.stop()
 
     return Starlette(
         routes=[

@@ -27,6 +27,15 @@ def serve(args: argparse.Namespace) -> None:
     # Read (and on first start create) the shared secret and migrate before any worker forks,
     # so that workers find both ready and never race each other.
     settings = _settings()
+    if args.workers > 1 and settings.rate_limit_storage.startswith("memory://"):
+        print(
+            "keyplane: refusing to start: with --workers > 1 and in-process rate-limit storage "
+            "(KEYPLANE_RATE_LIMIT_STORAGE=memory://) every worker would keep its own counts, "
+            f"multiplying each limit by {args.workers}. Set KEYPLANE_RATE_LIMIT_STORAGE to a "
+            "Redis URL (redis://host:6379/0), or run one worker.",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
     apply_migrations_sync(settings.database_url)
     if settings.database_url.startswith("sqlite://") and args.workers > 1:
         print(

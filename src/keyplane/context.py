@@ -12,6 +12,7 @@ from strawberry.types import Info as StrawberryInfo
 
 from keyplane.auth.principal import Principal
 from keyplane.models import Environment, User
+from keyplane.ratelimit.limiter import Decision
 from keyplane.resolvers.access import Access
 
 if TYPE_CHECKING:
@@ -47,6 +48,8 @@ class Context:
     now: datetime
     access: Access
     loaders: Loaders = field(default_factory=Loaders)
+    # The rate-limit decision that admitted this request (viewer.rateLimit reads it).
+    rate_limit: Decision | None = None
 
 
 Info = StrawberryInfo[Context, None]

@@ -39,6 +39,12 @@ class Unauthenticated(KeyplaneError):
 class InvalidCredentials(Unauthenticated):
     default_message = "Invalid or expired credentials."
 
+    def __init__(self, message: str | None = None, *, refused_key: tuple[str, str] | None = None):
+        # (key id, environment id) when an existing key was refused (revoked or expired), for
+        # usage metering; never shown to the caller.
+        self.refused_key = refused_key
+        super().__init__(message)
+
 
 class Forbidden(KeyplaneError):
     code = "FORBIDDEN"

@@ -1,21 +1,37 @@
-"""The HTTP edge: authentication middleware, the GraphQL view and the health endpoints."""
+"""The HTTP edge: authentication, then rate limiting, then the GraphQL view; health endpoints.
+
+Data flows one way: AuthenticationMiddleware resolves the caller (401 on refused credentials,
+charged to the client IP's bucket); the view prices the operation(s), asks the limiter (429,
+nothing runs), meters the key's usage and only then executes.
+"""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from cross_web import HTTPException
+from graphql import ExecutionResult
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLRequestData
+from strawberry.types.unset import UNSET
 from tortoise import connections
 
 from keyplane.auth.principal import ANONYMOUS, Principal
 from keyplane.context import Context
 from keyplane.errors import InvalidCredentials
+from keyplane.ratelimit.client_ip import client_ip
+from keyplane.ratelimit.cost import operation_cost
+from keyplane.ratelimit.headers import limiter_unavailable, rate_headers, too_many_requests
+from keyplane.ratelimit.limiter import Decision, LimiterUnavailable
+from keyplane.ratelimit.tiers import Tier
 from keyplane.resolvers.access import Access
 from keyplane.services import Services
+from keyplane.usage.buffer import Refusal
 
 UNAUTHORIZED_BODY = {
     "data": None,
@@ -38,7 +54,9 @@ class AuthenticationMiddleware:
     """Resolves the caller before GraphQL runs; refused credentials end the request with 401.
 
     Every cause (unknown, malformed, revoked, expired, wrong signature...) gets the same body,
-    so the response tells an attacker nothing about which keys exist.
+    so the response tells an attacker nothing about which keys exist. Each refusal costs one
+    from the client IP's anonymous bucket: guessing is throttled like any anonymous caller, and
+    once that bucket is empty the answer is 429.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -52,14 +70,44 @@ class AuthenticationMiddleware:
         authorization = Headers(scope=scope).get("authorization")
         try:
             principal = await services.authenticator.authenticate(authorization)
-        except InvalidCredentials:
-            response = JSONResponse(UNAUTHORIZED_BODY, 401, headers=UNAUTHORIZED_HEADERS)
+        except InvalidCredentials as refusal:
+            response = await self._refuse(scope, services, refusal)
             await response(scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = principal
-        if principal.key is not None:
-            await services.usage.record(principal.key.key_id, services.clock())
         await self.app(scope, receive, send)
+
+    async def _refuse(
+        self, scope: Scope, services: Services, refusal: InvalidCredentials
+    ) -> Response:
+        if refusal.refused_key is not None:
+            key_id, environment_id = refusal.refused_key
+            services.usage.refused(key_id, environment_id, services.clock(), Refusal.UNAUTHORIZED)
+        ip = client_ip(scope, services.settings.trusted_proxies)
+        try:
+            decision = await services.limiter.charge([(services.rates.ip_bucket(ip), 1)])
+        except LimiterUnavailable:
+            return limiter_unavailable()
+        now = time.time()
+        if not decision.allowed:
+            return too_many_requests(decision, now)
+        headers = UNAUTHORIZED_HEADERS | rate_headers(decision, now)
+        return JSONResponse(UNAUTHORIZED_BODY, 401, headers=headers)
+
+
+class RateLimitExceeded(Exception):
+    def __init__(self, decision: Decision) -> None:
+        self.decision = decision
+
+
+def _has_code(result: ExecutionResult | list[ExecutionResult] | Any, code: str) -> bool:
+    results = result if isinstance(result, list) else [result]
+    return any(
+        (error.extensions or {}).get("code") == code
+        for item in results
+        if isinstance(item, ExecutionResult)
+        for error in item.errors or ()
+    )
 
 
 class GraphQLView(GraphQL[Context, None]):
@@ -75,14 +123,90 @@ class GraphQLView(GraphQL[Context, None]):
             access=Access(principal),
         )
 
+    async def run(  # type: ignore[override]
+        self, request: Request, context: Any = UNSET, root_value: Any = UNSET
+    ) -> Response:
+        try:
+            return await super().run(request, context, root_value)
+        except RateLimitExceeded as exceeded:
+            return too_many_requests(exceeded.decision, time.time())
+        except LimiterUnavailable:
+            return limiter_unavailable()
+        except HTTPException as exc:
+            # Strawberry's own refusals (bad JSON, batch too large, ...) as typed JSON errors.
+            code = "NOT_FOUND" if exc.status_code == 404 else "BAD_USER_INPUT"
+            extensions = {"code": code} | ({"field": "body"} if code == "BAD_USER_INPUT" else {})
+            body = {"data": None, "errors": [{"message": exc.reason, "extensions": extensions}]}
+            return JSONResponse(body, exc.status_code)
+
+    async def execute_operation(
+        self,
+        request: Request,
+        request_adapter: Any,
+        request_data: GraphQLRequestData | list[GraphQLRequestData],
+        context: Context,
+        root_value: Any,
+        sub_response: Response,
+    ) -> Any:
+        batch = request_data if isinstance(request_data, list) else [request_data]
+        costs = [operation_cost(item.query, item.operation_name) for item in batch]
+        if isinstance(request_data, list) and any(cost.is_subscription for cost in costs):
+            raise HTTPException(400, "Subscriptions cannot be sent in a batch.")
+        decision = await self._charge(
+            context,
+            units=sum(cost.units for cost in costs),
+            ip_units=sum(cost.ip_units for cost in costs),
+        )
+        key = context.principal.key
+        usage = context.services.usage
+        if not decision.allowed:
+            if key is not None:
+                usage.refused(key.key_id, key.environment_id, context.now, Refusal.RATE_LIMITED)
+            raise RateLimitExceeded(decision)
+        for name, value in rate_headers(decision, time.time()).items():
+            sub_response.headers[name] = value
+        if key is not None:
+            usage.admitted(key.key_id, key.environment_id, context.now)
+        result = await super().execute_operation(
+            request, request_adapter, request_data, context, root_value, sub_response
+        )
+        if key is not None and _has_code(result, "FORBIDDEN"):
+            usage.refused(key.key_id, key.environment_id, context.now, Refusal.FORBIDDEN)
+        return result
+
+    async def _charge(self, context: Context, *, units: int, ip_units: int) -> Decision:
+        services = context.services
+        ip = client_ip(context.request.scope, services.settings.trusted_proxies)
+        bucket = services.rates.bucket_for(context.principal, ip)
+        charges = [(bucket, units)]
+        if ip_units and bucket.tier is not Tier.ANONYMOUS:
+            charges.append((services.rates.ip_bucket(ip), ip_units))
+        decision = await services.limiter.charge(charges)
+        context.rate_limit = decision
+        return decision
+
 
 async def healthz(request: Request) -> Response:
-    return JSONResponse({"status": "ok"})
+    limiter = services_of(request.scope).limiter
+    return JSONResponse({"status": "ok", "rateLimitStorageFailures": limiter.storage_failures})
 
 
 async def readyz(request: Request) -> Response:
+    services = services_of(request.scope)
+    checks: dict[str, str] = {}
     try:
         await connections.get("default").execute_query("SELECT 1")
+        checks["database"] = "ok"
     except Exception as exc:  # any failure means "not ready", whatever the driver raised
-        return JSONResponse({"status": "unavailable", "database": str(type(exc).__name__)}, 503)
-    return JSONResponse({"status": "ok", "database": "ok"})
+        checks["database"] = f"unavailable ({type(exc).__name__})"
+    storage_ok = await services.limiter.ping()
+    if storage_ok:
+        checks["rateLimitStorage"] = "ok"
+    elif services.limiter.fail_closed:
+        checks["rateLimitStorage"] = "unavailable"
+    else:
+        checks["rateLimitStorage"] = "unavailable (failing open)"
+    ready = checks["database"] == "ok" and (storage_ok or not services.limiter.fail_closed)
+    return JSONResponse(
+        {"status": "ok" if ready else "unavailable", **checks}, 200 if ready else 503
+    )

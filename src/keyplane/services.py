@@ -1,4 +1,4 @@
-"""The long-lived collaborators of one running app, built from Settings in the lifespan."""
+"""The long-lived collaborators of one running app, built from Settings."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from keyplane.auth.authenticate import Authenticator
 from keyplane.auth.dashboard import utcnow
 from keyplane.auth.oauth import AccessTokenVerifier, JwksCache
 from keyplane.auth.passwords import Passwords
+from keyplane.ratelimit.limiter import Limiter
+from keyplane.ratelimit.policy import RatePolicy
 from keyplane.resolvers.account import AccountPolicy
 from keyplane.settings import Settings
-from keyplane.usage.recorder import UsageRecorder
+from keyplane.usage.buffer import UsageBuffer
 
 
 @dataclass(frozen=True)
@@ -20,7 +22,9 @@ class Services:
     settings: Settings
     authenticator: Authenticator
     accounts: AccountPolicy
-    usage: UsageRecorder
+    limiter: Limiter
+    rates: RatePolicy
+    usage: UsageBuffer
     clock: Callable[[], datetime]
 
 
@@ -44,6 +48,12 @@ def build_services(
             signup=settings.signup,
             passwords=passwords or Passwords(),
         ),
-        usage=UsageRecorder(),
+        limiter=Limiter(settings.rate_limit_storage, fail_closed=settings.rate_limit_fail_closed),
+        rates=RatePolicy(settings.rate_limits),
+        usage=UsageBuffer(
+            settings.database_url,
+            interval=settings.usage_flush_seconds,
+            retention=timedelta(days=settings.usage_retention_days),
+        ),
         clock=clock,
     )

@@ -5,16 +5,26 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
 
 from starlette.datastructures import Secret
 
+from keyplane.ratelimit.client_ip import Network, parse_proxies
+from keyplane.ratelimit.tiers import Tiers, parse_tiers
+
 E = TypeVar("E", bound=StrEnum)
 
 MIN_JWT_SECRET_BYTES = 32
+RATE_LIMIT_STORAGES = (
+    "memory://",
+    "redis://",
+    "rediss://",
+    "redis+cluster://",
+    "redis+sentinel://",
+)
 JWT_SECRET_FILE = "jwt-secret"
 
 
@@ -52,6 +62,13 @@ class Settings:
     jwt_ttl_seconds: int = 3600
     signup: SignupPolicy = SignupPolicy.OPEN
     oauth: OAuthSettings | None = None
+    rate_limits: Tiers = field(default_factory=lambda: parse_tiers("", []))
+    rate_limit_storage: str = "memory://"
+    rate_limit_fail_closed: bool = False
+    trusted_proxies: tuple[Network, ...] = ()
+    max_batch: int = 25
+    usage_retention_days: int = 30
+    usage_flush_seconds: float = 1.0
 
     @property
     def development(self) -> bool:
@@ -73,14 +90,17 @@ class Settings:
                 "KEYPLANE_DATABASE_URL must start with sqlite://, postgres:// or asyncpg://"
             )
 
-        ttl_text = env.get("KEYPLANE_JWT_TTL_SECONDS", "3600")
-        ttl = 3600
-        try:
-            ttl = int(ttl_text)
-            if not 60 <= ttl <= 86400:
-                raise ValueError
-        except ValueError:
-            problems.append("KEYPLANE_JWT_TTL_SECONDS must be a whole number from 60 to 86400")
+        ttl = _int(env, "KEYPLANE_JWT_TTL_SECONDS", 3600, 60, 86400, problems)
+        rate_limits = parse_tiers(env.get("KEYPLANE_RATE_LIMITS", ""), problems)
+        storage = env.get("KEYPLANE_RATE_LIMIT_STORAGE", "").strip() or "memory://"
+        if not storage.startswith(RATE_LIMIT_STORAGES):
+            problems.append(
+                "KEYPLANE_RATE_LIMIT_STORAGE must be memory:// or a Redis URL (redis://host:6379/0)"
+            )
+        fail_closed = _flag(env, "KEYPLANE_RATE_LIMIT_FAIL_CLOSED", problems)
+        proxies = parse_proxies(env.get("KEYPLANE_TRUSTED_PROXIES", ""), problems)
+        max_batch = _int(env, "KEYPLANE_MAX_BATCH", 25, 1, 100, problems)
+        retention = _int(env, "KEYPLANE_USAGE_RETENTION_DAYS", 30, 1, 3660, problems)
 
         secret_text = env.get("KEYPLANE_JWT_SECRET")
         if secret_text is not None and len(secret_text.encode()) < MIN_JWT_SECRET_BYTES:
@@ -116,6 +136,12 @@ class Settings:
             jwt_ttl_seconds=ttl,
             signup=signup,
             oauth=oauth,
+            rate_limits=rate_limits,
+            rate_limit_storage=storage,
+            rate_limit_fail_closed=fail_closed,
+            trusted_proxies=proxies,
+            max_batch=max_batch,
+            usage_retention_days=retention,
         )
 
 
@@ -139,6 +165,32 @@ def ensure_jwt_secret(data_dir: Path) -> str:
         finally:
             tmp.unlink()
     return path.read_text().strip()
+
+
+def _int(
+    env: Mapping[str, str], name: str, default: int, low: int, high: int, problems: list[str]
+) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        problems.append(f"{name} must be a whole number from {low} to {high} (got {raw!r})")
+        return default
+    return value
+
+
+def _flag(env: Mapping[str, str], name: str, problems: list[str]) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    problems.append(f"{name} must be 1 or 0 (got {raw!r})")
+    return False
 
 
 def _enum(env: Mapping[str, str], name: str, kind: type[E], default: E, problems: list[str]) -> E:

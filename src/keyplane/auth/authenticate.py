@@ -68,6 +68,7 @@ class Authenticator:
             "created_by_id",
             "expires_at",
             "revoked_at",
+            "rate_limit_per_minute",
         )
         if not rows:
             raise InvalidCredentials()
@@ -76,7 +77,7 @@ class Authenticator:
         if row["revoked_at"] is not None or (
             expires_at is not None and expires_at <= self._clock()
         ):
-            raise InvalidCredentials()
+            raise InvalidCredentials(refused_key=(row["id"], row["environment_id"]))
         scopes = decode_scopes(row["scopes"])
         return Principal(
             kind=AuthKind.API_KEY,
@@ -88,6 +89,7 @@ class Authenticator:
                 project_id=row["project_id"],
                 scopes=scopes,
                 created_by_id=row["created_by_id"],
+                rate_limit_per_minute=row["rate_limit_per_minute"],
             ),
         )
 

@@ -24,6 +24,7 @@ class KeyGrant:
     project_id: str
     scopes: frozenset[Scope]
     created_by_id: str
+    rate_limit_per_minute: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

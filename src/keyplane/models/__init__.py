@@ -2,6 +2,7 @@
 
 from keyplane.models.api_key import ApiKey
 from keyplane.models.project import Environment, Invitation, Member, MemberEnvironment, Project
+from keyplane.models.usage import UsageBucket
 from keyplane.models.user import OAuthIdentity, Session, User
 
 __all__ = [
@@ -13,5 +14,6 @@ __all__ = [
     "OAuthIdentity",
     "Project",
     "Session",
+    "UsageBucket",
     "User",
 ]

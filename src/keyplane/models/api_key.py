@@ -39,6 +39,8 @@ class ApiKey(Model):
     revoked_at = fields.DatetimeField(null=True)
     last_used_at = fields.DatetimeField(null=True)
     total_requests = fields.BigIntField(default=0)
+    # Overrides the API-key tier's per-minute limit for this key when set (1 to 10,000).
+    rate_limit_per_minute = fields.IntField(null=True)
 
     class Meta:
         table = "api_key"

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from keyplane.auth import api_key as key_format
-from keyplane.errors import Conflict, Forbidden, NotFound
+from keyplane.errors import BadUserInput, Conflict, Forbidden, NotFound
 from keyplane.models import ApiKey, Environment
 from keyplane.models.api_key import ApiKeyStatus
 from keyplane.permissions.scopes import Scope, encode_scopes
+from keyplane.ratelimit.tiers import MAX_KEY_LIMIT, MIN_KEY_LIMIT
 from keyplane.resolvers import validate
 from keyplane.resolvers.access import Access
 from keyplane.resolvers.pagination import Page, newest_first
@@ -37,6 +38,14 @@ def _no_escalation(wanted: frozenset[Scope], held: frozenset[Scope]) -> None:
         raise Forbidden(f"You cannot grant scopes you do not hold here: {names}.")
 
 
+def _key_limit(value: int | None) -> int | None:
+    if value is None:
+        return None
+    return validate.whole_range(
+        value, low=MIN_KEY_LIMIT, high=MAX_KEY_LIMIT, field="rateLimitPerMinute"
+    )
+
+
 def _creator_id(access: Access) -> str:
     principal = access.require_authenticated()
     # A key acts for the user who created it, so every key has a human createdBy.
@@ -52,6 +61,7 @@ async def _new_key(
     scopes: frozenset[Scope],
     created_by_id: str,
     expires_at: datetime | None,
+    rate_limit_per_minute: int | None,
 ) -> IssuedKey:
     secret = key_format.generate_secret()
     key = await ApiKey.create(
@@ -63,6 +73,7 @@ async def _new_key(
         scopes=encode_scopes(scopes),
         created_by_id=created_by_id,
         expires_at=expires_at,
+        rate_limit_per_minute=rate_limit_per_minute,
     )
     return IssuedKey(api_key=key, secret=secret)
 
@@ -75,10 +86,12 @@ async def create_api_key(
     scopes: list[Scope],
     expires_at: datetime | None,
     now: datetime,
+    rate_limit_per_minute: int | None = None,
 ) -> IssuedKey:
     environment, held = await access.environment(environment_id, any_of=MANAGE_KEYS)
     name = validate.name(name)
     wanted = validate.scopes(scopes)
+    limit = _key_limit(rate_limit_per_minute)
     expiry = (
         None
         if expires_at is None
@@ -93,6 +106,7 @@ async def create_api_key(
             scopes=wanted,
             created_by_id=_creator_id(access),
             expires_at=expiry,
+            rate_limit_per_minute=limit,
         )
 
 
@@ -152,10 +166,24 @@ async def list_api_keys(
 
 
 async def update_api_key(
-    access: Access, *, key_id: str, name: str | None, scopes: list[Scope] | None
+    access: Access,
+    *,
+    key_id: str,
+    name: str | None,
+    scopes: list[Scope] | None,
+    rate_limit_per_minute: int | None = None,
+    clear_rate_limit: bool = False,
 ) -> ApiKey:
     key, held = await _reachable_key(access, key_id, any_of=MANAGE_KEYS)
-    changes: dict[str, str] = {}
+    changes: dict[str, str | int | None] = {}
+    if rate_limit_per_minute is not None and clear_rate_limit:
+        raise BadUserInput(
+            "Give rateLimitPerMinute or clearRateLimit, not both.", field="clearRateLimit"
+        )
+    if rate_limit_per_minute is not None:
+        changes["rate_limit_per_minute"] = _key_limit(rate_limit_per_minute)
+    if clear_rate_limit:
+        changes["rate_limit_per_minute"] = None
     if name is not None:
         changes["name"] = validate.name(name)
     if scopes is not None:
@@ -208,7 +236,12 @@ async def rotate_api_key(
         old_expiry = key.expires_at
     new_expiry = None
     if key.expires_at is not None:
-        new_expiry = now + max(key.expires_at - key.created_at, timedelta(seconds=1))
+        lifetime = max(key.expires_at - key.created_at, timedelta(seconds=1))
+        try:
+            new_expiry = now + lifetime
+        except OverflowError:
+            # An expiry near year 9999 pushed past the last representable instant: stop there.
+            new_expiry = datetime.max.replace(tzinfo=UTC)
     async with in_transaction():
         issued = await _new_key(
             environment_id=key.environment_id,  # type: ignore[attr-defined]
@@ -217,6 +250,7 @@ async def rotate_api_key(
             scopes=key.scope_set,
             created_by_id=_creator_id(access),
             expires_at=new_expiry,
+            rate_limit_per_minute=key.rate_limit_per_minute,
         )
         await ApiKey.filter(id=key.id).update(expires_at=old_expiry)
     return issued

@@ -14,9 +14,13 @@ from keyplane.context import Info
 from keyplane.errors import NotFound
 from keyplane.models.api_key import ApiKeyStatus, status_of
 from keyplane.permissions.scopes import Scope
+from keyplane.ratelimit.tiers import Tier
+from keyplane.resolvers import usage as usage_resolvers
 from keyplane.resolvers.api_key import IssuedKey
 from keyplane.resolvers.pagination import Page, encode_cursor
+from keyplane.resolvers.usage import Granularity
 from keyplane.schema.account import User
+from keyplane.schema.usage import UsagePoint
 
 if TYPE_CHECKING:
     from keyplane.schema.project import Environment
@@ -34,12 +38,54 @@ class ApiKey:
     created_at: datetime = strawberry.field(description="When the key was issued.")
     expires_at: datetime | None = strawberry.field(description="When it stops working, if set.")
     revoked_at: datetime | None = strawberry.field(description="When it was revoked, if it was.")
-    last_used_at: datetime | None = strawberry.field(
-        description="When it last authenticated a request."
-    )
-    total_requests: int = strawberry.field(description="Requests it has authenticated.")
+    rate_limit_override: strawberry.Private[int | None]
+    stored_total: strawberry.Private[int]
+    stored_last_used_at: strawberry.Private[datetime | None]
     environment_id: strawberry.Private[str]
     created_by_id: strawberry.Private[str]
+
+    @strawberry.field(description="Requests it has authenticated and the limiter admitted.")
+    def total_requests(self, info: Info) -> int:
+        return self.stored_total + info.context.services.usage.pending_total(self.id).requests
+
+    @strawberry.field(description="When it last authenticated an admitted request.")
+    def last_used_at(self, info: Info) -> datetime | None:
+        pending = info.context.services.usage.pending_total(self.id).last_used_at
+        if pending is None or (self.stored_last_used_at and self.stored_last_used_at > pending):
+            return self.stored_last_used_at
+        return pending
+
+    @strawberry.field(
+        description="Requests per minute this key may make: its own limit if set, else the "
+        "API-key tier's."
+    )
+    def rate_limit_per_minute(self, info: Info) -> int:
+        if self.rate_limit_override is not None:
+            return self.rate_limit_override
+        return int(info.context.services.settings.rate_limits[Tier.API_KEY].amount)
+
+    @strawberry.field(
+        description="Requests and refusals over time. Needs MANAGE_PROJECT or "
+        "VIEW_ANALYTICS in the key's environment."
+    )
+    async def usage(
+        self,
+        info: Info,
+        from_: Annotated[datetime, strawberry.argument(name="from", description="Start.")],
+        to: Annotated[datetime, strawberry.argument(description="End (inclusive).")],
+        granularity: Annotated[
+            Granularity, strawberry.argument(description="Period of each point.")
+        ] = Granularity.HOUR,
+    ) -> list[UsagePoint]:
+        points = await usage_resolvers.key_usage(
+            info.context.access,
+            info.context.services.usage,
+            key_id=self.id,
+            start=from_,
+            end=to,
+            granularity=granularity,
+        )
+        return [UsagePoint.from_point(p) for p in points]
 
     @classmethod
     def from_model(cls, key: models.ApiKey, *, now: datetime) -> ApiKey:
@@ -52,8 +98,9 @@ class ApiKey:
             created_at=key.created_at,
             expires_at=key.expires_at,
             revoked_at=key.revoked_at,
-            last_used_at=key.last_used_at,
-            total_requests=key.total_requests,
+            rate_limit_override=key.rate_limit_per_minute,
+            stored_total=key.total_requests,
+            stored_last_used_at=key.last_used_at,
             environment_id=key.environment_id,  # type: ignore[attr-defined]
             created_by_id=key.created_by_id,  # type: ignore[attr-defined]
         )
@@ -144,6 +191,10 @@ class CreateApiKeyInput:
     expires_at: datetime | None = strawberry.field(
         default=None, description="A future instant, or null for a key that does not expire."
     )
+    rate_limit_per_minute: int | None = strawberry.field(
+        default=None,
+        description="This key's own limit, 1 to 10000 requests a minute; null for the tier's.",
+    )
 
 
 @strawberry.input(description="Rename a key or change its scopes; omitted fields stay.")
@@ -152,6 +203,13 @@ class UpdateApiKeyInput:
     name: str | None = strawberry.field(default=None, description="New name.")
     scopes: list[Scope] | None = strawberry.field(
         default=None, description="New scopes: at least one, only scopes you hold."
+    )
+    rate_limit_per_minute: int | None = strawberry.field(
+        default=None,
+        description="This key's own limit, 1 to 10000 requests a minute (omit to keep it).",
+    )
+    clear_rate_limit: bool = strawberry.field(
+        default=False, description="Drop the key's own limit and use the tier's again."
     )
 
 

@@ -14,6 +14,9 @@ from keyplane.errors import NotFound
 from keyplane.models.api_key import ApiKeyStatus
 from keyplane.resolvers import api_key as api_key_resolvers
 from keyplane.resolvers import project as project_resolvers
+from keyplane.resolvers import usage as usage_resolvers
+from keyplane.resolvers.usage import Granularity
+from keyplane.schema.usage import UsagePoint
 
 if TYPE_CHECKING:
     from keyplane.schema.api_key import ApiKeyConnection
@@ -86,6 +89,29 @@ class Environment:
             now=info.context.now,
         )
         return ApiKeyConnection.from_page(page, now=info.context.now)
+
+    @strawberry.field(
+        description="Requests and refusals of all this environment's keys over time. Needs "
+        "MANAGE_PROJECT or VIEW_ANALYTICS here."
+    )
+    async def usage(
+        self,
+        info: Info,
+        from_: Annotated[datetime, strawberry.argument(name="from", description="Start.")],
+        to: Annotated[datetime, strawberry.argument(description="End (inclusive).")],
+        granularity: Annotated[
+            Granularity, strawberry.argument(description="Period of each point.")
+        ] = Granularity.HOUR,
+    ) -> list[UsagePoint]:
+        points = await usage_resolvers.environment_usage(
+            info.context.access,
+            info.context.services.usage,
+            environment_id=self.id,
+            start=from_,
+            end=to,
+            granularity=granularity,
+        )
+        return [UsagePoint.from_point(p) for p in points]
 
 
 @strawberry.input(description="Create a project; you become its OWNER.")

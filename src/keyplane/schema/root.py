@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import strawberry
@@ -167,6 +166,7 @@ class Mutation:
             scopes=input.scopes,
             expires_at=input.expires_at,
             now=info.context.now,
+            rate_limit_per_minute=input.rate_limit_per_minute,
         )
         return CreateApiKeyPayload.from_issued(issued, now=info.context.now)
 
@@ -175,7 +175,12 @@ class Mutation:
     )
     async def update_api_key(self, info: Info, input: UpdateApiKeyInput) -> ApiKey | None:
         updated = await api_key.update_api_key(
-            info.context.access, key_id=str(input.id), name=input.name, scopes=input.scopes
+            info.context.access,
+            key_id=str(input.id),
+            name=input.name,
+            scopes=input.scopes,
+            rate_limit_per_minute=input.rate_limit_per_minute,
+            clear_rate_limit=input.clear_rate_limit,
         )
         return ApiKey.from_model(updated, now=info.context.now)
 
@@ -211,21 +216,24 @@ class Mutation:
         return RotateApiKeyPayload.from_issued(issued, now=info.context.now)
 
 
-def build_schema(extra_extensions: Sequence[Any] = ()) -> strawberry.Schema:
+def build_schema(*, max_batch: int = 25) -> strawberry.Schema:
+    """One schema per app, so the batch size can follow the settings."""
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
-        config=StrawberryConfig(disable_field_suggestions=True),
+        config=StrawberryConfig(
+            disable_field_suggestions=True, batching_config={"max_operations": max_batch}
+        ),
         extensions=[
             MaskInternalErrors,
             lambda: QueryDepthLimiter(max_depth=10),
             ParserCache,
             ValidationCache,
-            *extra_extensions,
         ],
     )
 
 
+# The schema with default settings: exported as schema.graphql and used by tooling.
 schema = build_schema()
 
 __all__ = ["Mutation", "Query", "build_schema", "models", "schema"]

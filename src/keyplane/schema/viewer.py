@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import strawberry
 
 import keyplane.schema.enums  # noqa: F401  (registers enum descriptions first)
@@ -14,6 +16,19 @@ from keyplane.schema.api_key import ApiKey
 from keyplane.schema.project import Environment
 
 
+@strawberry.type(description="The caller's rate limit, as this request left it.")
+class RateLimit:
+    limit: int = strawberry.field(description="Requests allowed per window.")
+    remaining: int = strawberry.field(description="Requests left now (this one counted).")
+    reset_at: datetime = strawberry.field(
+        description="When the next request frees up in the moving window."
+    )
+    window_seconds: int = strawberry.field(description="The window's length in seconds.")
+    tier: str = strawberry.field(
+        description="The bucket: api_key, oauth, jwt or anonymous (per IP)."
+    )
+
+
 @strawberry.type(description="The caller of this request.")
 class Viewer:
     kind: AuthKind = strawberry.field(description="How the caller authenticated.")
@@ -21,6 +36,21 @@ class Viewer:
         description="The credential's own scopes: a key's scopes, an OAuth token's scope claim, "
         "all four for a dashboard session (roles narrow these per project)."
     )
+
+    @strawberry.field(
+        description="The caller's rate limit after this request (asking costs nothing extra)."
+    )
+    def rate_limit(self, info: Info) -> RateLimit | None:
+        decision = info.context.rate_limit
+        if decision is None:
+            return None
+        return RateLimit(
+            limit=decision.bucket.amount,
+            remaining=decision.remaining,
+            reset_at=datetime.fromtimestamp(decision.reset_at, UTC),
+            window_seconds=decision.bucket.window_seconds,
+            tier=decision.bucket.tier.value,
+        )
 
     @strawberry.field(description="The signed-in user, or the user who created the calling key.")
     async def user(self, info: Info) -> User | None:

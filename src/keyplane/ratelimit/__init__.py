@@ -1,0 +1,1 @@
+"""Rate limiting by how the caller authenticated, on limits' async storages."""

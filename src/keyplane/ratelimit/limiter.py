@@ -1,0 +1,160 @@
+"""The rate-limit decision: which bucket, how much it costs, allowed or not. No GraphQL here.
+
+A moving window keeps the per-minute figures exact. Several buckets are checked first and
+consumed after, so a refused request consumes nothing (limits' hits are not atomic across
+buckets). A single bucket's hit is atomic on every storage: a concurrent request cannot
+overdraw it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from limits import RateLimitItem
+from limits.aio.storage import Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
+
+from keyplane.ratelimit.tiers import Tier
+
+logger = logging.getLogger(__name__)
+
+
+class LimiterUnavailable(Exception):
+    """The rate-limit storage cannot be reached and keyplane is set to fail closed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    tier: Tier
+    identity: str
+    limit: RateLimitItem
+
+    @property
+    def amount(self) -> int:
+        return int(self.limit.amount)
+
+    @property
+    def window_seconds(self) -> int:
+        return int(self.limit.get_expiry())
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    bucket: Bucket
+    remaining: int
+    reset_at: float  # epoch seconds at which the next unit frees up
+
+    def retry_after(self, now: float) -> int:
+        return max(1, math.ceil(self.reset_at - now))
+
+
+def storage_uri(setting: str) -> str:
+    """Our setting (`memory://`, `redis://...`) as limits' async storage URI."""
+    if setting.startswith("async+"):
+        return setting
+    return "async+" + setting
+
+
+class Limiter:
+    def __init__(
+        self,
+        uri: str,
+        *,
+        fail_closed: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.uri = storage_uri(uri)
+        self.fail_closed = fail_closed
+        self._clock = clock
+        self._storage: Storage | None = None
+        self._strategy: MovingWindowRateLimiter | None = None
+        self.storage_failures = 0
+
+    @property
+    def shared(self) -> bool:
+        """Whether every process sees the same counts (anything but in-process memory)."""
+        return not self.uri.startswith("async+memory://")
+
+    def start(self) -> None:
+        """Create the storage; call inside the running event loop (the lifespan)."""
+        options: dict[str, float | str | bool] = {}
+        if self.uri.startswith(("async+redis://", "async+rediss://")):
+            options = {"connect_timeout": 0.5, "stream_timeout": 0.5}
+        storage = storage_from_string(self.uri, **options)
+        if not isinstance(storage, Storage):
+            raise ValueError(f"{self.uri} is not an async storage")
+        self._storage = storage
+        self._strategy = MovingWindowRateLimiter(storage)
+
+    @property
+    def strategy(self) -> MovingWindowRateLimiter:
+        if self._strategy is None:
+            raise RuntimeError("Limiter.start() has not run")
+        return self._strategy
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.strategy.storage.check())
+        except Exception:  # any driver error means "unreachable"
+            return False
+
+    async def charge(self, charges: list[tuple[Bucket, int]]) -> Decision:
+        """Consume each (bucket, cost), or nothing at all when one bucket lacks room.
+
+        The decision reported is the first refusing bucket's, else the first bucket's.
+        """
+        try:
+            for bucket, cost in charges:
+                if not await self.strategy.test(
+                    bucket.limit, bucket.tier, bucket.identity, cost=cost
+                ):
+                    return await self._decision(bucket, allowed=False)
+            for bucket, cost in charges:
+                if not await self.strategy.hit(
+                    bucket.limit, bucket.tier, bucket.identity, cost=cost
+                ):
+                    # Lost a race for the last units between test() and hit().
+                    return await self._decision(bucket, allowed=False)
+            return await self._decision(charges[0][0], allowed=True)
+        except LimiterUnavailable:
+            raise
+        except Exception as exc:  # storage down: fail open (counted) or closed, as configured
+            return self._storage_failed(charges[0][0], exc)
+
+    async def peek(self, bucket: Bucket) -> Decision:
+        try:
+            return await self._decision(bucket, allowed=True)
+        except LimiterUnavailable:
+            raise
+        except Exception as exc:
+            return self._storage_failed(bucket, exc)
+
+    async def _decision(self, bucket: Bucket, *, allowed: bool) -> Decision:
+        stats = await self.strategy.get_window_stats(bucket.limit, bucket.tier, bucket.identity)
+        remaining = max(0, int(stats.remaining))
+        reset_at = float(stats.reset_time)
+        if remaining >= bucket.amount:
+            # Nothing in the window: a full quota is there now, and a full window from now.
+            reset_at = self._clock() + bucket.window_seconds
+        return Decision(allowed=allowed, bucket=bucket, remaining=remaining, reset_at=reset_at)
+
+    def _storage_failed(self, bucket: Bucket, exc: Exception) -> Decision:
+        self.storage_failures += 1
+        logger.error("rate-limit storage %s failed: %r", self.uri.split("@")[-1], exc)
+        if self.fail_closed:
+            raise LimiterUnavailable() from exc
+        return Decision(
+            allowed=True,
+            bucket=bucket,
+            remaining=bucket.amount,
+            reset_at=self._clock() + bucket.window_seconds,
+        )
+
+    async def clear(self, bucket: Bucket) -> None:
+        await self.strategy.clear(bucket.limit, bucket.tier, bucket.identity)
