@@ -120,7 +120,9 @@ class GraphQLView(GraphQL[Context, None]):
             principal=principal,
             services=services,
             now=services.clock(),
-            access=Access(principal),
+            access=Access(
+                principal, ip=client_ip(request.scope, services.settings.trusted_proxies)
+            ),
         )
 
     async def run(  # type: ignore[override]

@@ -1,12 +1,16 @@
 """Tortoise models, one module per domain concept; Tortoise discovers them from this package."""
 
+from keyplane.models.activity import ActivityEvent
 from keyplane.models.api_key import ApiKey
 from keyplane.models.project import Environment, Invitation, Member, MemberEnvironment, Project
+from keyplane.models.template import Document, Template, TemplateVersion
 from keyplane.models.usage import UsageBucket
 from keyplane.models.user import OAuthIdentity, Session, User
 
 __all__ = [
+    "ActivityEvent",
     "ApiKey",
+    "Document",
     "Environment",
     "Invitation",
     "Member",
@@ -14,6 +18,8 @@ __all__ = [
     "OAuthIdentity",
     "Project",
     "Session",
+    "Template",
+    "TemplateVersion",
     "UsageBucket",
     "User",
 ]

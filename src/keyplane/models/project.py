@@ -97,7 +97,11 @@ class Invitation(Model):
     )
     email = fields.CharField(max_length=254, db_index=True)
     role = fields.CharEnumField(Role, max_length=16)
+    # Empty: every environment of the project.
     environment_ids: fields.JSONField[list[str]] = fields.JSONField(default=list)
+    invited_by: fields.ForeignKeyNullableRelation[User] = fields.ForeignKeyField(
+        "keyplane.User", related_name="sent_invitations", on_delete=fields.SET_NULL, null=True
+    )
     token_hash = fields.CharField(max_length=64, unique=True)
     created_at = fields.DatetimeField(auto_now_add=True)
     expires_at = fields.DatetimeField()

@@ -11,11 +11,13 @@ from tortoise.transactions import in_transaction
 from keyplane.auth import api_key as key_format
 from keyplane.errors import BadUserInput, Conflict, Forbidden, NotFound
 from keyplane.models import ApiKey, Environment
+from keyplane.models.activity import ActivityKind
 from keyplane.models.api_key import ApiKeyStatus
 from keyplane.permissions.scopes import Scope, encode_scopes
 from keyplane.ratelimit.tiers import MAX_KEY_LIMIT, MIN_KEY_LIMIT
 from keyplane.resolvers import validate
 from keyplane.resolvers.access import Access
+from keyplane.resolvers.activity import record_event
 from keyplane.resolvers.pagination import Page, newest_first
 
 READ_KEYS = frozenset({Scope.MANAGE_PROJECT, Scope.VIEW_ANALYTICS})
@@ -99,7 +101,7 @@ async def create_api_key(
     )
     _no_escalation(wanted, held)
     async with in_transaction():
-        return await _new_key(
+        issued = await _new_key(
             environment_id=environment.id,
             project_id=environment.project_id,  # type: ignore[attr-defined]
             name=name,
@@ -108,6 +110,24 @@ async def create_api_key(
             expires_at=expiry,
             rate_limit_per_minute=limit,
         )
+        await _log(ActivityKind.KEY_CREATED, access, issued.api_key, now)
+    return issued
+
+
+def describe(key: ApiKey) -> str:
+    """How the activity log names a key: id, displayable prefix and name, never the secret."""
+    return f"key:{key.id} ({key.prefix}) {key.name}"
+
+
+async def _log(kind: ActivityKind, access: Access, key: ApiKey, now: datetime) -> None:
+    await record_event(
+        kind,
+        access=access,
+        project_id=key.project_id,  # type: ignore[attr-defined]
+        environment_id=key.environment_id,  # type: ignore[attr-defined]
+        target=describe(key),
+        at=now,
+    )
 
 
 async def _reachable_key(
@@ -173,6 +193,7 @@ async def update_api_key(
     scopes: list[Scope] | None,
     rate_limit_per_minute: int | None = None,
     clear_rate_limit: bool = False,
+    now: datetime,
 ) -> ApiKey:
     key, held = await _reachable_key(access, key_id, any_of=MANAGE_KEYS)
     changes: dict[str, str | int | None] = {}
@@ -193,7 +214,8 @@ async def update_api_key(
     if changes:
         async with in_transaction():
             await ApiKey.filter(id=key.id).update(**changes)
-        key.update_from_dict(changes)
+            key.update_from_dict(changes)
+            await _log(ActivityKind.KEY_UPDATED, access, key, now)
     return key
 
 
@@ -201,15 +223,18 @@ async def revoke_api_key(access: Access, *, key_id: str, now: datetime) -> ApiKe
     key, _ = await _reachable_key(access, key_id, any_of=MANAGE_KEYS)
     if key.revoked_at is None:
         async with in_transaction():
-            await ApiKey.filter(id=key.id, revoked_at__isnull=True).update(revoked_at=now)
+            changed = await ApiKey.filter(id=key.id, revoked_at__isnull=True).update(revoked_at=now)
+            if changed:
+                await _log(ActivityKind.KEY_REVOKED, access, key, now)
         key.revoked_at = now
     return key
 
 
-async def delete_api_key(access: Access, *, key_id: str) -> ApiKey:
+async def delete_api_key(access: Access, *, key_id: str, now: datetime) -> ApiKey:
     key, _ = await _reachable_key(access, key_id, any_of=MANAGE_KEYS)
     async with in_transaction():
         await ApiKey.filter(id=key.id).delete()
+        await _log(ActivityKind.KEY_DELETED, access, key, now)
     return key
 
 
@@ -253,4 +278,12 @@ async def rotate_api_key(
             rate_limit_per_minute=key.rate_limit_per_minute,
         )
         await ApiKey.filter(id=key.id).update(expires_at=old_expiry)
+        await record_event(
+            ActivityKind.KEY_ROTATED,
+            access=access,
+            project_id=key.project_id,  # type: ignore[attr-defined]
+            environment_id=key.environment_id,  # type: ignore[attr-defined]
+            target=f"{describe(key)} -> {issued.api_key.id} ({issued.api_key.prefix})",
+            at=now,
+        )
     return issued

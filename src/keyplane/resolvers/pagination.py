@@ -6,7 +6,7 @@ import base64
 import binascii
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from tortoise.expressions import Q
 from tortoise.models import Model
@@ -40,13 +40,17 @@ def decode_cursor(cursor: str, *, field: str = "after") -> tuple[datetime, str]:
         raise BadUserInput("This cursor is not one we issued.", field=field) from exc
 
 
-async def newest_first(query: QuerySet[M], *, first: int, after: str | None) -> Page[M]:
-    """One page of `query` ordered by (created_at, id) descending."""
+async def newest_first(
+    query: QuerySet[M], *, first: int, after: str | None, timestamp: str = "created_at"
+) -> Page[M]:
+    """One page of `query` ordered by (`timestamp`, id) descending."""
     first = validate.page_size(first)
     if after is not None:
-        created_at, row_id = decode_cursor(after)
-        query = query.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=row_id))
-    rows = await query.order_by("-created_at", "-id").limit(first + 1)
+        moment, row_id = decode_cursor(after)
+        before: dict[str, Any] = {f"{timestamp}__lt": moment}
+        tied: dict[str, Any] = {timestamp: moment, "id__lt": row_id}
+        query = query.filter(Q(**before) | Q(**tied))
+    rows = await query.order_by(f"-{timestamp}", "-id").limit(first + 1)
     return Page(
         items=rows[:first], has_next_page=len(rows) > first, has_previous_page=after is not None
     )

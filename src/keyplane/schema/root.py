@@ -14,7 +14,9 @@ from keyplane.auth.principal import AuthKind
 from keyplane.context import Info
 from keyplane.permissions.fields import AllowAny, HasAnyScope, IsAuthenticated, IsUser
 from keyplane.permissions.scopes import Scope
-from keyplane.resolvers import account, api_key, project
+from keyplane.models.activity import ActivityKind
+from keyplane.resolvers import account, activity, api_key, project
+from keyplane.schema.activity import ActivityEventConnection
 from keyplane.schema.account import AuthPayload, LogInInput, SignUpInput, User
 from keyplane.schema.api_key import (
     ApiKey,
@@ -93,6 +95,29 @@ class Query:
     async def api_key(self, info: Info, id: strawberry.ID) -> ApiKey | None:
         found = await api_key.get_api_key(info.context.access, key_id=str(id))
         return ApiKey.from_model(found, now=info.context.now)
+
+
+    @strawberry.field(
+        description="An environment's activity log, newest first (with project-wide member "
+        "events). Needs MANAGE_PROJECT or VIEW_ANALYTICS there.",
+        extensions=guarded(HasAnyScope(Scope.MANAGE_PROJECT, Scope.VIEW_ANALYTICS)),
+    )
+    async def activity(
+        self,
+        info: Info,
+        environment_id: strawberry.ID,
+        first: int = 20,
+        after: str | None = None,
+        kinds: list[ActivityKind] | None = None,
+    ) -> ActivityEventConnection | None:
+        page = await activity.list_activity(
+            info.context.access,
+            environment_id=str(environment_id),
+            first=first,
+            after=after,
+            kinds=kinds,
+        )
+        return ActivityEventConnection.from_page(page)
 
 
 @strawberry.type(description="Write operations.")
@@ -181,6 +206,7 @@ class Mutation:
             scopes=input.scopes,
             rate_limit_per_minute=input.rate_limit_per_minute,
             clear_rate_limit=input.clear_rate_limit,
+            now=info.context.now,
         )
         return ApiKey.from_model(updated, now=info.context.now)
 
@@ -197,7 +223,9 @@ class Mutation:
         description="Delete a key for good; returns what it was.", extensions=guarded(MANAGE)
     )
     async def delete_api_key(self, info: Info, id: strawberry.ID) -> ApiKey | None:
-        deleted = await api_key.delete_api_key(info.context.access, key_id=str(id))
+        deleted = await api_key.delete_api_key(
+            info.context.access, key_id=str(id), now=info.context.now
+        )
         return ApiKey.from_model(deleted, now=info.context.now)
 
     @strawberry.mutation(

@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from tortoise import connections
@@ -22,6 +22,7 @@ from tortoise.transactions import in_transaction
 from keyplane.db import is_postgres
 
 logger = logging.getLogger(__name__)
+PRUNE_EVERY = timedelta(hours=1)
 
 
 class Refusal(StrEnum):
@@ -129,6 +130,13 @@ class UsageBuffer:
                 await self.flush()
             except Exception:  # keep the flusher alive; the counts stay buffered
                 logger.exception("usage flush failed; retrying in %.1f s", self.interval)
+            now = datetime.now(UTC)
+            if self._last_prune is None or now - self._last_prune >= PRUNE_EVERY:
+                self._last_prune = now
+                try:
+                    await self.prune(now)
+                except Exception:
+                    logger.exception("pruning old usage buckets failed")
 
     async def flush(self) -> None:
         async with self._flush_lock:

@@ -1,0 +1,72 @@
+"""The activity log: recording security-relevant events and reading them back."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from tortoise.expressions import Q
+
+from keyplane.auth.principal import AuthKind, Principal
+from keyplane.models import ActivityEvent
+from keyplane.models.activity import ActivityKind
+from keyplane.permissions.scopes import Scope
+from keyplane.resolvers.access import Access
+from keyplane.resolvers.pagination import Page, newest_first
+
+READ_ACTIVITY = frozenset({Scope.MANAGE_PROJECT, Scope.VIEW_ANALYTICS})
+
+
+def actor_label(principal: Principal) -> str:
+    """Who acted, as the log shows it: `user:usr_…`, `key:key_…`, `oauth:client for user:usr_…`."""
+    if principal.key is not None:
+        return f"key:{principal.key.key_id}"
+    if principal.kind is AuthKind.OAUTH and principal.oauth is not None:
+        return f"oauth:{principal.oauth.client_id} for user:{principal.user_id}"
+    if principal.user_id is not None:
+        return f"user:{principal.user_id}"
+    return "anonymous"
+
+
+async def record_event(
+    kind: ActivityKind,
+    *,
+    access: Access,
+    project_id: str,
+    environment_id: str | None,
+    target: str,
+    at: datetime,
+) -> ActivityEvent:
+    """Record one event by the calling principal; call it inside the mutation's transaction.
+
+    `environment_id=None` makes a project-wide event (shown in every environment's log).
+    """
+    return await ActivityEvent.create(
+        kind=kind,
+        project_id=project_id,
+        environment_id=environment_id,
+        actor=actor_label(access.principal),
+        target=target[:255],
+        ip=access.ip,
+        at=at,
+    )
+
+
+async def list_activity(
+    access: Access,
+    *,
+    environment_id: str,
+    first: int,
+    after: str | None,
+    kinds: list[ActivityKind] | None,
+) -> Page[ActivityEvent]:
+    environment, _ = await access.environment(environment_id, any_of=READ_ACTIVITY)
+    query = ActivityEvent.filter(
+        Q(environment_id=environment.id)
+        | Q(
+            environment_id__isnull=True,
+            project_id=environment.project_id,  # type: ignore[attr-defined]
+        )
+    )
+    if kinds:
+        query = query.filter(kind__in=list(kinds))
+    return await newest_first(query, first=first, after=after, timestamp="at")
