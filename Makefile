@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint schema ci clean
+.PHONY: run test lint schema bench ci clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ lint: $(VENV)/.test-installed
 # Rewrites the committed SDL after a deliberate schema change (a test fails when it drifts).
 schema: $(VENV)/.test-installed
 	$(BIN)/strawberry export-schema keyplane.schema.root:schema --output src/keyplane/schema/schema.graphql
+
+# keyplane against a bare Strawberry reference (bench/run.py); not part of the test suite.
+# BENCH_ARGS=--quick for 1 x 2 s runs; see `python bench/run.py --help`.
+bench: $(VENV)/.run-installed
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 ci:
 	bash .ci/run

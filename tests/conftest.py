@@ -7,6 +7,7 @@ was migrated once.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -38,9 +39,27 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> str:
-    apply_migrations_sync(PG_URL)
-    return PG_URL
+def postgres_url(worker_id: str) -> str:
+    """The PostgreSQL test database; under pytest-xdist each worker gets its own copy."""
+    url = PG_URL
+    if worker_id != "master":
+        url = asyncio.run(_fresh_database(PG_URL, worker_id))
+    apply_migrations_sync(url)
+    return url
+
+
+async def _fresh_database(base_url: str, suffix: str) -> str:
+    import asyncpg  # type: ignore[import-untyped]
+
+    server, _, name = base_url.split("?", 1)[0].rpartition("/")
+    database = f"{name}_{suffix}"
+    connection = await asyncpg.connect(f"{server}/postgres")
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await connection.execute(f'CREATE DATABASE "{database}"')
+    finally:
+        await connection.close()
+    return f"{server}/{database}"
 
 
 @pytest.fixture

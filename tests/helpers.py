@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
@@ -31,6 +32,15 @@ class Clock:
         self.offset += timedelta(seconds=seconds)
 
 
+@functools.cache
+def _signing_keys() -> tuple[rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey]:
+    """Made once per test session: a 2048-bit RSA key takes tens of milliseconds."""
+    return (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        ec.generate_private_key(ec.SECP256R1()),
+    )
+
+
 @dataclass
 class OAuthIssuer:
     """Signs RFC 9068 access tokens with keys published in a local JWKS file."""
@@ -43,11 +53,8 @@ class OAuthIssuer:
 
     @classmethod
     def create(cls, jwks_path: Path) -> OAuthIssuer:
-        issuer = cls(
-            jwks_path=jwks_path,
-            rsa_key=rsa.generate_private_key(public_exponent=65537, key_size=2048),
-            ec_key=ec.generate_private_key(ec.SECP256R1()),
-        )
+        rsa_key, ec_key = _signing_keys()
+        issuer = cls(jwks_path=jwks_path, rsa_key=rsa_key, ec_key=ec_key)
         rsa_jwk = json.loads(RSAAlgorithm.to_jwk(issuer.rsa_key.public_key()))
         rsa_jwk.update(kid="rsa-1", alg="RS256", use="sig")
         ec_jwk = json.loads(ECAlgorithm.to_jwk(issuer.ec_key.public_key()))

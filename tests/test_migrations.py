@@ -66,7 +66,8 @@ async def test_a_database_of_the_first_release_upgrades_keeping_its_keys(tmp_pat
     with sqlite3.connect(path) as db:
         db.executescript(
             """
-            INSERT INTO user VALUES ('usr_1', 'a@example.com', 'A', 'h', '2026-01-01 00:00:00+00:00');
+            INSERT INTO user VALUES
+                ('usr_1', 'a@example.com', 'A', 'h', '2026-01-01 00:00:00+00:00');
             INSERT INTO project VALUES ('prj_1', 'P', '2026-01-01 00:00:00+00:00', 'usr_1');
             INSERT INTO environment VALUES ('env_1', 'E', '2026-01-01 00:00:00+00:00', 'prj_1');
             INSERT INTO api_key (id, name, prefix, secret_hash, scopes, created_at,
@@ -81,9 +82,7 @@ async def test_a_database_of_the_first_release_upgrades_keeping_its_keys(tmp_pat
 
     # then
     with sqlite3.connect(path) as db:
-        key = db.execute(
-            "SELECT id, total_requests, rate_limit_per_minute FROM api_key"
-        ).fetchall()
+        key = db.execute("SELECT id, total_requests, rate_limit_per_minute FROM api_key").fetchall()
         applied = db.execute("SELECT count(*) FROM tortoise_migrations").fetchone()
     assert key == [("key_1", 7, None)]
     assert applied == (len(list(MIGRATIONS_DIR.glob("[0-9]*.py"))),)

@@ -26,6 +26,10 @@ pytestmark = pytest.mark.multiprocess
 
 PG_URL = os.environ.get("KEYPLANE_TEST_DATABASE_URL", "")
 REDIS_URL = os.environ.get("KEYPLANE_TEST_REDIS_URL", "")
+# Under pytest-xdist each worker flushes and uses its own Redis database (gw0 -> 15, gw1 -> 14...).
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+if REDIS_URL:
+    REDIS_URL = REDIS_URL.rsplit("/", 1)[0] + f"/{15 - int(_WORKER.removeprefix('gw') or 0)}"
 needs_redis = pytest.mark.skipif(not REDIS_URL, reason="KEYPLANE_TEST_REDIS_URL is not set")
 VIEWER = "{ viewer { kind apiKey { id } } }"
 

@@ -15,7 +15,7 @@ from keyplane.auth.dashboard import utcnow
 from keyplane.auth.oauth import JwksCache
 from keyplane.auth.passwords import Passwords
 from keyplane.db import apply_migrations, tortoise_config
-from keyplane.http import AuthenticationMiddleware, GraphQLView, healthz, readyz
+from keyplane.http import AuthenticationMiddleware, GraphQLView, healthz, metrics, readyz
 from keyplane.schema.root import build_schema
 from keyplane.services import build_services
 from keyplane.settings import Settings
@@ -51,6 +51,7 @@ def create_app(
             try:
                 yield
             finally:
+                await services.renderer.stop()  # kills the render children, if any started
                 # Graceful shutdown (SIGTERM): the buffered usage reaches the database first.
                 await services.usage.stop()
 
@@ -64,6 +65,7 @@ def create_app(
             ),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
         ],
         lifespan=lifespan,
         max_body_size=MAX_BODY_BYTES,

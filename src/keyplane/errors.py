@@ -39,9 +39,16 @@ class Unauthenticated(KeyplaneError):
 class InvalidCredentials(Unauthenticated):
     default_message = "Invalid or expired credentials."
 
-    def __init__(self, message: str | None = None, *, refused_key: tuple[str, str] | None = None):
-        # (key id, environment id) when an existing key was refused (revoked or expired), for
-        # usage metering; never shown to the caller.
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        reason: str = "invalid",
+        refused_key: tuple[str, str] | None = None,
+    ):
+        # Why (for metrics) and, when an existing key was refused (revoked or expired), its
+        # (key id, environment id) for usage metering. Neither is ever shown to the caller.
+        self.reason = reason
         self.refused_key = refused_key
         super().__init__(message)
 

@@ -11,13 +11,13 @@ import time
 from typing import Any
 
 from cross_web import HTTPException
-from graphql import ExecutionResult
 from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLRequestData
+from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET
 from tortoise import connections
 
@@ -80,16 +80,20 @@ class AuthenticationMiddleware:
     async def _refuse(
         self, scope: Scope, services: Services, refusal: InvalidCredentials
     ) -> Response:
+        services.metrics.auth_failures[refusal.reason] += 1
+        ip = client_ip(scope, services.settings.trusted_proxies)
         if refusal.refused_key is not None:
             key_id, environment_id = refusal.refused_key
-            services.usage.refused(key_id, environment_id, services.clock(), Refusal.UNAUTHORIZED)
-        ip = client_ip(scope, services.settings.trusted_proxies)
+            services.usage.refused(
+                key_id, environment_id, services.clock(), Refusal.UNAUTHORIZED, ip=ip
+            )
         try:
             decision = await services.limiter.charge([(services.rates.ip_bucket(ip), 1)])
         except LimiterUnavailable:
             return limiter_unavailable()
         now = time.time()
         if not decision.allowed:
+            services.metrics.rate_limited[decision.bucket.tier.value] += 1
             return too_many_requests(decision, now)
         headers = UNAUTHORIZED_HEADERS | rate_headers(decision, now)
         return JSONResponse(UNAUTHORIZED_BODY, 401, headers=headers)
@@ -162,8 +166,15 @@ class GraphQLView(GraphQL[Context, None]):
         key = context.principal.key
         usage = context.services.usage
         if not decision.allowed:
+            context.services.metrics.rate_limited[decision.bucket.tier.value] += 1
             if key is not None:
-                usage.refused(key.key_id, key.environment_id, context.now, Refusal.RATE_LIMITED)
+                usage.refused(
+                    key.key_id,
+                    key.environment_id,
+                    context.now,
+                    Refusal.RATE_LIMITED,
+                    ip=context.access.ip,
+                )
             raise RateLimitExceeded(decision)
         for name, value in rate_headers(decision, time.time()).items():
             sub_response.headers[name] = value
@@ -191,6 +202,15 @@ class GraphQLView(GraphQL[Context, None]):
 async def healthz(request: Request) -> Response:
     limiter = services_of(request.scope).limiter
     return JSONResponse({"status": "ok", "rateLimitStorageFailures": limiter.storage_failures})
+
+
+async def metrics(request: Request) -> Response:
+    services = services_of(request.scope)
+    text = services.metrics.render(
+        rate_limit_storage_failures=services.limiter.storage_failures,
+        usage_pending_keys=services.usage.pending_key_count(),
+    )
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
 
 async def readyz(request: Request) -> Response:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from keyplane.auth.authenticate import Authenticator
 from keyplane.auth.dashboard import utcnow
 from keyplane.auth.oauth import AccessTokenVerifier, JwksCache
 from keyplane.auth.passwords import Passwords
+from keyplane.metrics import Metrics
 from keyplane.ratelimit.limiter import Limiter
 from keyplane.ratelimit.policy import RatePolicy
+from keyplane.render.pool import RenderPool
 from keyplane.resolvers.account import AccountPolicy
 from keyplane.settings import Settings
 from keyplane.usage.buffer import UsageBuffer
@@ -25,7 +27,9 @@ class Services:
     limiter: Limiter
     rates: RatePolicy
     usage: UsageBuffer
+    renderer: RenderPool
     clock: Callable[[], datetime]
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 def build_services(
@@ -54,6 +58,8 @@ def build_services(
             settings.database_url,
             interval=settings.usage_flush_seconds,
             retention=timedelta(days=settings.usage_retention_days),
+            activity_retention=timedelta(days=settings.activity_retention_days),
         ),
+        renderer=RenderPool(settings.render),
         clock=clock,
     )

@@ -14,6 +14,7 @@ from starlette.datastructures import Secret
 
 from keyplane.ratelimit.client_ip import Network, parse_proxies
 from keyplane.ratelimit.tiers import Tiers, parse_tiers
+from keyplane.render.limits import RenderLimits, read_render_limits
 
 E = TypeVar("E", bound=StrEnum)
 
@@ -68,7 +69,9 @@ class Settings:
     trusted_proxies: tuple[Network, ...] = ()
     max_batch: int = 25
     usage_retention_days: int = 30
+    activity_retention_days: int = 90
     usage_flush_seconds: float = 1.0
+    render: RenderLimits = field(default_factory=RenderLimits)
 
     @property
     def development(self) -> bool:
@@ -101,6 +104,7 @@ class Settings:
         proxies = parse_proxies(env.get("KEYPLANE_TRUSTED_PROXIES", ""), problems)
         max_batch = _int(env, "KEYPLANE_MAX_BATCH", 25, 1, 100, problems)
         retention = _int(env, "KEYPLANE_USAGE_RETENTION_DAYS", 30, 1, 3660, problems)
+        activity_retention = _int(env, "KEYPLANE_ACTIVITY_RETENTION_DAYS", 90, 1, 3660, problems)
 
         secret_text = env.get("KEYPLANE_JWT_SECRET")
         if secret_text is not None and len(secret_text.encode()) < MIN_JWT_SECRET_BYTES:
@@ -121,6 +125,7 @@ class Settings:
         if secret_text is None and not create_secret:
             problems.append("KEYPLANE_JWT_SECRET is not set")
 
+        render = read_render_limits(env, problems)
         if problems:
             raise SettingsError(problems)
 
@@ -142,6 +147,8 @@ class Settings:
             trusted_proxies=proxies,
             max_batch=max_batch,
             usage_retention_days=retention,
+            activity_retention_days=activity_retention,
+            render=render,
         )
 
 

@@ -47,19 +47,19 @@ class Authenticator:
         scheme, _, token = authorization.strip().partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            raise InvalidCredentials()
+            raise InvalidCredentials(reason="bad_scheme")
         principal = await self._api_key(token)
         if principal is None:
             principal = await self._jwt(token)
         if principal is None:
-            raise InvalidCredentials()
+            raise InvalidCredentials(reason="unrecognised_token")
         return principal
 
     async def _api_key(self, token: str) -> Principal | None:
         if not token.startswith(key_format.SECRET_PREFIX):
             return None
         if not key_format.is_well_formed(token):
-            raise InvalidCredentials()
+            raise InvalidCredentials(reason="malformed_key")
         rows = await ApiKey.filter(secret_hash=key_format.hash_secret(token)).values(
             "id",
             "environment_id",
@@ -71,13 +71,15 @@ class Authenticator:
             "rate_limit_per_minute",
         )
         if not rows:
-            raise InvalidCredentials()
+            raise InvalidCredentials(reason="unknown_key")
         row = rows[0]
         expires_at = row["expires_at"]
         if row["revoked_at"] is not None or (
             expires_at is not None and expires_at <= self._clock()
         ):
-            raise InvalidCredentials(refused_key=(row["id"], row["environment_id"]))
+            raise InvalidCredentials(
+                reason="revoked_or_expired_key", refused_key=(row["id"], row["environment_id"])
+            )
         scopes = decode_scopes(row["scopes"])
         return Principal(
             kind=AuthKind.API_KEY,
@@ -107,7 +109,7 @@ class Authenticator:
     async def _dashboard_token(self, token: str) -> Principal:
         claims = dashboard.verify_token(token, secret=self._jwt_secret)
         if claims is None:
-            raise InvalidCredentials()
+            raise InvalidCredentials(reason="bad_dashboard_token")
         live = await Session.filter(
             id=claims.session_id,
             user_id=claims.user_id,
@@ -115,20 +117,20 @@ class Authenticator:
             expires_at__gt=self._clock(),
         ).exists()
         if not live:
-            raise InvalidCredentials()
+            raise InvalidCredentials(reason="ended_session")
         return dashboard_principal(claims.user_id, claims.session_id)
 
     async def _oauth_token(self, token: str, header: dict[str, Any]) -> Principal:
         if self._oauth is None:
-            raise InvalidCredentials()
+            raise InvalidCredentials(reason="oauth_not_configured")
         claims = await self._oauth.verify(token, header)
         if claims is None:
-            raise InvalidCredentials()
+            raise InvalidCredentials(reason="bad_oauth_token")
         user_id = await _linked_user(
             claims.issuer, claims.subject, claims.email, claims.email_verified
         )
         if user_id is None:
-            raise InvalidCredentials()
+            raise InvalidCredentials(reason="unlinked_oauth_user")
         return Principal(
             kind=AuthKind.OAUTH,
             token_scopes=claims.scopes,

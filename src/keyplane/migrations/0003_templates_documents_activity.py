@@ -57,6 +57,7 @@ class Migration(migrations.Migration):
                 ('content', fields.TextField(unique=False)),
                 ('latest_version', fields.IntField(default=0)),
                 ('published_version', fields.IntField(null=True)),
+                ('has_unpublished_changes', fields.BooleanField(default=True)),
                 ('created_by', fields.ForeignKeyField('keyplane.User', source_field='created_by_id', db_constraint=True, to_field='id', related_name='created_templates', on_delete=OnDelete.RESTRICT)),
                 ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
                 ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),

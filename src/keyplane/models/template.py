@@ -44,6 +44,9 @@ class Template(Model):
     content = fields.TextField()
     latest_version = fields.IntField(default=0)
     published_version = fields.IntField(null=True)
+    # The draft differs from the latest frozen version (or none exists yet): publishing would
+    # freeze a new version. Kept with every write so that reads need no version lookup.
+    has_unpublished_changes = fields.BooleanField(default=True)
     created_by: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
         "keyplane.User", related_name="created_templates", on_delete=fields.RESTRICT
     )

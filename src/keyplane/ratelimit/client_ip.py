@@ -41,7 +41,9 @@ def client_ip(scope: Scope, proxies: Sequence[Network]) -> str:
     address = peer[0] if peer else "unknown"
     if not proxies or not _trusted(address, proxies):
         return address
-    forwarded = Headers(scope=scope).get("x-forwarded-for", "")
+    # Several X-Forwarded-For lines form one list (RFC 9110 5.3): a proxy that adds its own
+    # line (HAProxy does) must not let the client's line, sent first, pick the address.
+    forwarded = ",".join(Headers(scope=scope).getlist("x-forwarded-for"))
     for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
         if not _trusted(hop, proxies):
             return hop

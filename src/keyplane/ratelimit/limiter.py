@@ -22,6 +22,7 @@ from limits.storage import storage_from_string
 from keyplane.ratelimit.tiers import Tier
 
 logger = logging.getLogger(__name__)
+BREAKER_SECONDS = 2.0
 
 
 class LimiterUnavailable(Exception):
@@ -75,6 +76,7 @@ class Limiter:
         self._storage: Storage | None = None
         self._strategy: MovingWindowRateLimiter | None = None
         self.storage_failures = 0
+        self._down_until = 0.0
 
     @property
     def shared(self) -> bool:
@@ -109,12 +111,17 @@ class Limiter:
 
         The decision reported is the first refusing bucket's, else the first bucket's.
         """
+        if self._breaker_open():
+            return self._storage_failed(charges[0][0], None)
         try:
-            for bucket, cost in charges:
-                if not await self.strategy.test(
-                    bucket.limit, bucket.tier, bucket.identity, cost=cost
-                ):
-                    return await self._decision(bucket, allowed=False)
+            # One bucket: its hit is atomic and all-or-nothing, so test() would only cost a
+            # round trip. Several: test them all before consuming any.
+            if len(charges) > 1:
+                for bucket, cost in charges:
+                    if not await self.strategy.test(
+                        bucket.limit, bucket.tier, bucket.identity, cost=cost
+                    ):
+                        return await self._decision(bucket, allowed=False)
             for bucket, cost in charges:
                 if not await self.strategy.hit(
                     bucket.limit, bucket.tier, bucket.identity, cost=cost
@@ -128,6 +135,8 @@ class Limiter:
             return self._storage_failed(charges[0][0], exc)
 
     async def peek(self, bucket: Bucket) -> Decision:
+        if self._breaker_open():
+            return self._storage_failed(bucket, None)
         try:
             return await self._decision(bucket, allowed=True)
         except LimiterUnavailable:
@@ -144,9 +153,16 @@ class Limiter:
             reset_at = self._clock() + bucket.window_seconds
         return Decision(allowed=allowed, bucket=bucket, remaining=remaining, reset_at=reset_at)
 
-    def _storage_failed(self, bucket: Bucket, exc: Exception) -> Decision:
+    def _breaker_open(self) -> bool:
+        return self._clock() < self._down_until
+
+    def _storage_failed(self, bucket: Bucket, exc: Exception | None) -> Decision:
+        """Count the failure; after a real error, skip the storage for BREAKER_SECONDS so that
+        an unreachable Redis costs one timeout, not one per request."""
         self.storage_failures += 1
-        logger.error("rate-limit storage %s failed: %r", self.uri.split("@")[-1], exc)
+        if exc is not None:
+            self._down_until = self._clock() + BREAKER_SECONDS
+            logger.error("rate-limit storage %s failed: %r", self.uri.split("@")[-1], exc)
         if self.fail_closed:
             raise LimiterUnavailable() from exc
         return Decision(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from keyplane.errors import BadUserInput
+from keyplane.errors import BadUserInput, Forbidden
 from keyplane.models.usage import UsageBucket
 from keyplane.resolvers import validate
 from keyplane.resolvers.access import Access
@@ -104,6 +104,10 @@ async def key_usage(
     end: datetime,
     granularity: Granularity,
 ) -> list[UsagePoint]:
+    own = access.principal.key
+    if own is not None and own.key_id == key_id and not own.scopes & READ_KEYS:
+        # A key may read itself, but its usage needs a reading scope like any other key's.
+        raise Forbidden()
     await get_api_key(access, key_id=key_id)
     return await usage_series(buffer, start=start, end=end, granularity=granularity, key_id=key_id)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from datetime import datetime
+from typing import Annotated, Any
 
 import strawberry
 from strawberry.extensions import QueryDepthLimiter, ValidationCache
@@ -12,12 +14,23 @@ from strawberry.schema.config import StrawberryConfig
 from keyplane import models
 from keyplane.auth.principal import AuthKind
 from keyplane.context import Info
+from keyplane.models.activity import ActivityKind
 from keyplane.permissions.fields import AllowAny, HasAnyScope, IsAuthenticated, IsUser
 from keyplane.permissions.scopes import Scope
-from keyplane.models.activity import ActivityKind
-from keyplane.resolvers import account, activity, api_key, project
-from keyplane.schema.activity import ActivityEventConnection
+from keyplane.resolvers import (
+    account,
+    activity,
+    analytics,
+    api_key,
+    document,
+    member,
+    project,
+    template,
+)
+from keyplane.resolvers.analytics import AnalyticsGranularity
 from keyplane.schema.account import AuthPayload, LogInInput, SignUpInput, User
+from keyplane.schema.activity import ActivityEventConnection
+from keyplane.schema.analytics import Analytics, GenerateReportInput, Report
 from keyplane.schema.api_key import (
     ApiKey,
     CreateApiKeyInput,
@@ -26,13 +39,26 @@ from keyplane.schema.api_key import (
     RotateApiKeyPayload,
     UpdateApiKeyInput,
 )
+from keyplane.schema.document import Document, DocumentConnection, GenerateDocumentInput
 from keyplane.schema.errors import MaskInternalErrors
+from keyplane.schema.member import (
+    InviteMemberInput,
+    InviteMemberPayload,
+    Member,
+    UpdateMemberInput,
+)
 from keyplane.schema.parser_cache import ParserCache
 from keyplane.schema.project import (
     CreateEnvironmentInput,
     CreateProjectInput,
     Environment,
     Project,
+)
+from keyplane.schema.template import (
+    CreateTemplateInput,
+    Template,
+    TemplateConnection,
+    UpdateTemplateInput,
 )
 from keyplane.schema.viewer import Viewer
 
@@ -96,7 +122,6 @@ class Query:
         found = await api_key.get_api_key(info.context.access, key_id=str(id))
         return ApiKey.from_model(found, now=info.context.now)
 
-
     @strawberry.field(
         description="An environment's activity log, newest first (with project-wide member "
         "events). Needs MANAGE_PROJECT or VIEW_ANALYTICS there.",
@@ -118,6 +143,129 @@ class Query:
             kinds=kinds,
         )
         return ActivityEventConnection.from_page(page)
+
+    @strawberry.field(
+        description="The members of a project. Needs MANAGE_PROJECT across the project (a "
+        "MANAGE_PROJECT key: the members who reach its environment); VIEW_ANALYTICS is not "
+        "enough, as members' emails are shown.",
+        extensions=guarded(MANAGE),
+    )
+    async def members(
+        self,
+        info: Info,
+        project_id: Annotated[strawberry.ID, strawberry.argument(description="The project.")],
+    ) -> list[Member]:
+        found = await member.list_members(info.context.access, project_id=str(project_id))
+        return [Member.from_record(record) for record in found]
+
+    @strawberry.field(
+        description="An environment's templates, newest first. Needs MANAGE_TEMPLATES or "
+        "GENERATE_DOCUMENTS there.",
+        extensions=guarded(HasAnyScope(Scope.MANAGE_TEMPLATES, Scope.GENERATE_DOCUMENTS)),
+    )
+    async def templates(
+        self,
+        info: Info,
+        environment_id: Annotated[
+            strawberry.ID, strawberry.argument(description="The environment.")
+        ],
+        first: Annotated[int, strawberry.argument(description="Page size, 1 to 100.")] = 20,
+        after: Annotated[
+            str | None, strawberry.argument(description="endCursor of the previous page.")
+        ] = None,
+        published: Annotated[
+            bool | None,
+            strawberry.argument(
+                description="true: only templates with a published version; false: only "
+                "unpublished ones; null: all."
+            ),
+        ] = None,
+    ) -> TemplateConnection | None:
+        page = await template.list_templates(
+            info.context.access,
+            environment_id=str(environment_id),
+            first=first,
+            after=after,
+            published=published,
+        )
+        return TemplateConnection.from_page(page)
+
+    @strawberry.field(
+        description="One template. Needs MANAGE_TEMPLATES or GENERATE_DOCUMENTS in its "
+        "environment.",
+        extensions=guarded(HasAnyScope(Scope.MANAGE_TEMPLATES, Scope.GENERATE_DOCUMENTS)),
+    )
+    async def template(
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The template.")],
+    ) -> Template | None:
+        found = await template.get_template(info.context.access, template_id=str(id))
+        return Template.from_model(found)
+
+    @strawberry.field(
+        description="An environment's generated documents, newest first. Needs "
+        "GENERATE_DOCUMENTS or VIEW_ANALYTICS there.",
+        extensions=guarded(HasAnyScope(Scope.GENERATE_DOCUMENTS, Scope.VIEW_ANALYTICS)),
+    )
+    async def documents(
+        self,
+        info: Info,
+        environment_id: Annotated[
+            strawberry.ID, strawberry.argument(description="The environment.")
+        ],
+        first: Annotated[int, strawberry.argument(description="Page size, 1 to 100.")] = 20,
+        after: Annotated[
+            str | None, strawberry.argument(description="endCursor of the previous page.")
+        ] = None,
+    ) -> DocumentConnection | None:
+        page = await document.list_documents(
+            info.context.access, environment_id=str(environment_id), first=first, after=after
+        )
+        return DocumentConnection.from_page(page)
+
+    @strawberry.field(
+        description="One generated document. Needs GENERATE_DOCUMENTS or VIEW_ANALYTICS in its "
+        "environment.",
+        extensions=guarded(HasAnyScope(Scope.GENERATE_DOCUMENTS, Scope.VIEW_ANALYTICS)),
+    )
+    async def document(
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The document.")],
+    ) -> Document | None:
+        found = await document.get_document(info.context.access, document_id=str(id))
+        return Document.from_model(found)
+
+    @strawberry.field(
+        description="Documents generated and failed (per period, per template) and API requests "
+        "and refusals (per period, per key) of one environment over `[from, to)`, at most 366 "
+        "days. Needs VIEW_ANALYTICS there.",
+        extensions=guarded(HasAnyScope(Scope.VIEW_ANALYTICS)),
+    )
+    async def analytics(
+        self,
+        info: Info,
+        environment_id: Annotated[
+            strawberry.ID, strawberry.argument(description="The environment.")
+        ],
+        from_: Annotated[
+            datetime, strawberry.argument(name="from", description="Start (included).")
+        ],
+        to: Annotated[datetime, strawberry.argument(description="End (excluded).")],
+        granularity: Annotated[
+            AnalyticsGranularity, strawberry.argument(description="The length of a period.")
+        ] = AnalyticsGranularity.DAY,
+    ) -> Analytics | None:
+        figures = await analytics.environment_analytics(
+            info.context.access,
+            info.context.services.usage,
+            environment_id=str(environment_id),
+            start=from_,
+            end=to,
+            granularity=granularity,
+        )
+        return Analytics.from_figures(figures)
 
 
 @strawberry.type(description="Write operations.")
@@ -243,9 +391,193 @@ class Mutation:
         )
         return RotateApiKeyPayload.from_issued(issued, now=info.context.now)
 
+    @strawberry.mutation(
+        description="Invite someone by email to a project, valid 7 days; the token is in the "
+        "payload, this once only. Needs MANAGE_PROJECT across the project, or a MANAGE_PROJECT "
+        "key (which grants only its own environment and at most ADMIN). Nobody grants a role "
+        "above their own (FORBIDDEN); an email that is already a member: CONFLICT. Inviting an "
+        "email again replaces its pending invitation.",
+        extensions=guarded(MANAGE),
+    )
+    async def invite_member(
+        self, info: Info, input: InviteMemberInput
+    ) -> InviteMemberPayload | None:
+        issued = await member.invite_member(
+            info.context.access,
+            project_id=str(input.project_id),
+            email=input.email,
+            role=input.role,
+            environment_ids=[str(i) for i in input.environment_ids],
+            now=info.context.now,
+        )
+        return InviteMemberPayload.from_issued(issued)
 
+    @strawberry.mutation(
+        description="Join a project with an invitation token, as the signed-in user the "
+        "invitation was sent to (a dashboard session, or an OAuth token with project:manage). "
+        "A token that is unknown, malformed, used, expired or for another email is NOT_FOUND, "
+        "all alike; already a member: CONFLICT.",
+        extensions=guarded(IsUser(), MANAGE),
+    )
+    async def accept_invitation(
+        self,
+        info: Info,
+        token: Annotated[
+            str, strawberry.argument(description="The `fmi_...` token from inviteMember.")
+        ],
+    ) -> Member | None:
+        record = await member.accept_invitation(
+            info.context.access, token=token, now=info.context.now
+        )
+        return Member.from_record(record)
+
+    @strawberry.mutation(
+        description="Change a member's role or environments; effective from the next request. "
+        "Same rights as inviteMember; a member ranked above you is FORBIDDEN; demoting or "
+        "narrowing the project's last OWNER of every environment is a CONFLICT.",
+        extensions=guarded(MANAGE),
+    )
+    async def update_member(self, info: Info, input: UpdateMemberInput) -> Member | None:
+        record = await member.update_member(
+            info.context.access,
+            member_id=str(input.member_id),
+            role=input.role,
+            environment_ids=(
+                None if input.environment_ids is None else [str(i) for i in input.environment_ids]
+            ),
+            now=info.context.now,
+        )
+        return Member.from_record(record)
+
+    @strawberry.mutation(
+        description="Remove a member (yourself included); effective from the next request. "
+        "Same rights as updateMember; removing the last OWNER of every environment is a "
+        "CONFLICT. Returns what the membership was.",
+        extensions=guarded(MANAGE),
+    )
+    async def remove_member(
+        self,
+        info: Info,
+        member_id: Annotated[strawberry.ID, strawberry.argument(description="The member.")],
+    ) -> Member | None:
+        record = await member.remove_member(
+            info.context.access, member_id=str(member_id), now=info.context.now
+        )
+        return Member.from_record(record)
+
+    @strawberry.mutation(
+        description="Create a template (a draft: publish it to generate documents). Needs "
+        "MANAGE_TEMPLATES in the environment. A syntax error is BAD_USER_INPUT on `content`, "
+        "naming the line; a name already used there is a CONFLICT.",
+        extensions=guarded(HasAnyScope(Scope.MANAGE_TEMPLATES)),
+    )
+    async def create_template(self, info: Info, input: CreateTemplateInput) -> Template | None:
+        created = await template.create_template(
+            info.context.access,
+            info.context.services.renderer,
+            environment_id=str(input.environment_id),
+            name=input.name,
+            content=input.content,
+            template_format=input.format,
+        )
+        return Template.from_model(created, versions=[])
+
+    @strawberry.mutation(
+        description="Rename a template or edit its draft; the published version, and the "
+        "documents generated from it, are unchanged until the next publish. Needs "
+        "MANAGE_TEMPLATES.",
+        extensions=guarded(HasAnyScope(Scope.MANAGE_TEMPLATES)),
+    )
+    async def update_template(self, info: Info, input: UpdateTemplateInput) -> Template | None:
+        updated = await template.update_template(
+            info.context.access,
+            info.context.services.renderer,
+            template_id=str(input.id),
+            name=input.name,
+            content=input.content,
+        )
+        return Template.from_model(updated)
+
+    @strawberry.mutation(
+        description="Delete a template and its versions (its documents stay); returns what it "
+        "was. Needs MANAGE_TEMPLATES.",
+        extensions=guarded(HasAnyScope(Scope.MANAGE_TEMPLATES)),
+    )
+    async def delete_template(
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The template.")],
+    ) -> Template | None:
+        deleted, versions = await template.delete_template(info.context.access, template_id=str(id))
+        return Template.from_model(deleted, versions=versions)
+
+    @strawberry.mutation(
+        description="Freeze the draft as the next numbered version (1 first) and generate "
+        "documents from it. An unchanged draft is not frozen twice. Needs MANAGE_TEMPLATES.",
+        extensions=guarded(HasAnyScope(Scope.MANAGE_TEMPLATES)),
+    )
+    async def publish_template(
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The template.")],
+    ) -> Template | None:
+        published = await template.publish_template(
+            info.context.access, template_id=str(id), now=info.context.now
+        )
+        return Template.from_model(published)
+
+    @strawberry.mutation(
+        description="Stop generating documents from this template (generateDocument then "
+        "answers CONFLICT); versions and draft are kept. Needs MANAGE_TEMPLATES.",
+        extensions=guarded(HasAnyScope(Scope.MANAGE_TEMPLATES)),
+    )
+    async def unpublish_template(
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The template.")],
+    ) -> Template | None:
+        unpublished = await template.unpublish_template(info.context.access, template_id=str(id))
+        return Template.from_model(unpublished)
+
+    @strawberry.mutation(
+        description="Render a template's published version with `data` into a document of the "
+        "template's environment. Needs GENERATE_DOCUMENTS there. No published version: "
+        "CONFLICT. Rendering runs in a sandbox bounded in time and output size; whatever fails "
+        "there (undefined value, sandbox refusal, time or size limit...) is BAD_USER_INPUT "
+        "with a clear message, recorded as DOCUMENT_FAILED.",
+        extensions=guarded(HasAnyScope(Scope.GENERATE_DOCUMENTS)),
+    )
+    async def generate_document(self, info: Info, input: GenerateDocumentInput) -> Document | None:
+        generated = await document.generate_document(
+            info.context.access,
+            info.context.services.renderer,
+            template_id=str(input.template_id),
+            data=input.data,
+            now=info.context.now,
+        )
+        return Document.from_model(generated)
+
+    @strawberry.mutation(
+        description="The figures of `analytics` as a CSV or JSON document to download (layout in "
+        "the `ReportFormat` description). Needs VIEW_ANALYTICS in the environment.",
+        extensions=guarded(HasAnyScope(Scope.VIEW_ANALYTICS)),
+    )
+    async def generate_report(self, info: Info, input: GenerateReportInput) -> Report | None:
+        report = await analytics.generate_report(
+            info.context.access,
+            info.context.services.usage,
+            environment_id=str(input.environment_id),
+            start=input.from_,
+            end=input.to,
+            granularity=input.granularity,
+            report_format=input.format,
+        )
+        return Report.from_report(report)
+
+
+@functools.cache
 def build_schema(*, max_batch: int = 25) -> strawberry.Schema:
-    """One schema per app, so the batch size can follow the settings."""
+    """The schema for a batch size; built once per size (building costs tens of ms)."""
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,

@@ -17,9 +17,13 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from tortoise import connections
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from keyplane.db import is_postgres
+from keyplane.models import ApiKey
+from keyplane.models.activity import ActivityKind
+from keyplane.models.base import new_id
 
 logger = logging.getLogger(__name__)
 PRUNE_EVERY = timedelta(hours=1)
@@ -65,6 +69,8 @@ class _Pending:
     buckets: dict[tuple[str, str, datetime], Counts] = field(
         default_factory=lambda: defaultdict(Counts)
     )
+    # The last client address behind each (key, minute)'s refusals, for the activity log.
+    refusal_ips: dict[tuple[str, datetime], str] = field(default_factory=dict)
 
 
 class UsageBuffer:
@@ -74,11 +80,14 @@ class UsageBuffer:
         *,
         interval: float = 1.0,
         retention: timedelta = timedelta(days=30),
+        activity_retention: timedelta = timedelta(days=90),
     ) -> None:
         self._postgres = is_postgres(database_url)
         self.interval = interval
         self.retention = retention
+        self.activity_retention = activity_retention
         self._pending = _Pending()
+        self._flushing: _Pending | None = None
         self._task: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()
         self._last_prune: datetime | None = None
@@ -92,21 +101,49 @@ class UsageBuffer:
             total.last_used_at = at
         self._pending.buckets[(key_id, environment_id, minute_of(at))].requests += 1
 
-    def refused(self, key_id: str, environment_id: str, at: datetime, reason: Refusal) -> None:
-        counts = self._pending.buckets[(key_id, environment_id, minute_of(at))]
+    def refused(
+        self,
+        key_id: str,
+        environment_id: str,
+        at: datetime,
+        reason: Refusal,
+        *,
+        ip: str | None = None,
+    ) -> None:
+        minute = minute_of(at)
+        counts = self._pending.buckets[(key_id, environment_id, minute)]
         setattr(counts, reason.value, getattr(counts, reason.value) + 1)
+        if ip is not None:
+            self._pending.refusal_ips[(key_id, minute)] = ip
 
     # -- reading what is not flushed yet -----------------------------------------------------
 
+    def pending_key_count(self) -> int:
+        return len(self._pending.totals)
+
+    def _unwritten(self) -> list[_Pending]:
+        # Counts being written stay visible until their transaction has committed.
+        return [self._pending] if self._flushing is None else [self._pending, self._flushing]
+
     def pending_total(self, key_id: str) -> KeyTotal:
-        return self._pending.totals.get(key_id) or KeyTotal()
+        total = KeyTotal()
+        for pending in self._unwritten():
+            part = pending.totals.get(key_id)
+            if part is not None:
+                total.requests += part.requests
+                if part.last_used_at and (
+                    total.last_used_at is None or part.last_used_at > total.last_used_at
+                ):
+                    total.last_used_at = part.last_used_at
+        return total
 
     def pending_buckets(
         self, *, key_id: str | None = None, environment_id: str | None = None
     ) -> list[tuple[datetime, Counts]]:
         return [
             (minute, counts)
-            for (k, env, minute), counts in self._pending.buckets.items()
+            for pending in self._unwritten()
+            for (k, env, minute), counts in pending.buckets.items()
             if (key_id is None or k == key_id) and (environment_id is None or env == environment_id)
         ]
 
@@ -143,11 +180,14 @@ class UsageBuffer:
             taken, self._pending = self._pending, _Pending()
             if not taken.totals and not taken.buckets:
                 return
+            self._flushing = taken
             try:
                 await self._write(taken)
             except BaseException:
                 self._merge_back(taken)
                 raise
+            finally:
+                self._flushing = None
 
     def _merge_back(self, taken: _Pending) -> None:
         for key_id, total in taken.totals.items():
@@ -159,6 +199,8 @@ class UsageBuffer:
                 mine.last_used_at = total.last_used_at
         for bucket, counts in taken.buckets.items():
             self._pending.buckets[bucket].add(counts)
+        for where, ip in taken.refusal_ips.items():
+            self._pending.refusal_ips.setdefault(where, ip)
 
     async def _write(self, taken: _Pending) -> None:
         p = self._placeholders
@@ -190,15 +232,67 @@ class UsageBuffer:
                         c.rate_limited,
                     ],
                 )
+            await self._write_events(connection, taken)
+
+    async def _write_events(self, connection: BaseDBAsyncClient, taken: _Pending) -> None:
+        """AUTH_FAILED and RATE_LIMITED in the activity log: one row per key and minute,
+        its count growing, instead of one row per refused request."""
+        refused = [
+            (key_id, minute, counts)
+            for (key_id, _, minute), counts in taken.buckets.items()
+            if counts.unauthorized or counts.rate_limited
+        ]
+        if not refused:
+            return
+        rows = await ApiKey.filter(id__in={k for k, _, _ in refused}).values(
+            "id", "project_id", "environment_id", "prefix", "name"
+        )
+        keys = {row["id"]: row for row in rows}
+        p = self._placeholders
+        for key_id, minute, counts in refused:
+            key = keys.get(key_id)
+            if key is None:  # deleted since
+                continue
+            target = f"key:{key_id} ({key['prefix']}) {key['name']}"[:255]
+            ip = taken.refusal_ips.get((key_id, minute))
+            for kind, count, actor in (
+                (ActivityKind.AUTH_FAILED, counts.unauthorized, "anonymous"),
+                (ActivityKind.RATE_LIMITED, counts.rate_limited, f"key:{key_id}"),
+            ):
+                if not count:
+                    continue
+                await connection.execute_query(
+                    "INSERT INTO activity_event (id, project_id, environment_id, kind, at, actor, "
+                    "target, ip, count, aggregate_key) VALUES "
+                    f"({p(1)}, {p(2)}, {p(3)}, {p(4)}, {p(5)}, {p(6)}, {p(7)}, {p(8)}, {p(9)}, "
+                    f"{p(10)}) ON CONFLICT (aggregate_key) DO UPDATE SET "
+                    "count = activity_event.count + excluded.count, "
+                    "ip = COALESCE(excluded.ip, activity_event.ip)",
+                    [
+                        new_id("evt"),
+                        key["project_id"],
+                        key["environment_id"],
+                        kind.value,
+                        minute,
+                        actor,
+                        target,
+                        ip,
+                        count,
+                        f"{kind.value}:{key_id}:{minute.isoformat()}",
+                    ],
+                )
 
     def _placeholders(self, n: int) -> str:
         return f"${n}" if self._postgres else "?"
 
     async def prune(self, now: datetime) -> int:
-        """Delete buckets older than the retention; returns how many went."""
-        cutoff = minute_of(now - self.retention)
+        """Delete usage buckets and activity events past their retention; returns how many."""
         p = self._placeholders
-        count, _ = await connections.get("default").execute_query(
-            f"DELETE FROM usage_bucket WHERE minute < {p(1)}", [cutoff]
+        connection = connections.get("default")
+        usage_count, _ = await connection.execute_query(
+            f"DELETE FROM usage_bucket WHERE minute < {p(1)}", [minute_of(now - self.retention)]
         )
-        return int(count)
+        activity_count, _ = await connection.execute_query(
+            f"DELETE FROM activity_event WHERE at < {p(1)}", [now - self.activity_retention]
+        )
+        return int(usage_count) + int(activity_count)

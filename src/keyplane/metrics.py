@@ -1,0 +1,36 @@
+"""Process-wide counters, served as Prometheus text at GET /metrics (per worker process)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Metrics:
+    auth_failures: Counter[str] = field(default_factory=Counter)
+    rate_limited: Counter[str] = field(default_factory=Counter)
+
+    def render(self, *, rate_limit_storage_failures: int, usage_pending_keys: int) -> str:
+        lines = [
+            "# HELP keyplane_auth_failures_total Requests refused with 401, by reason.",
+            "# TYPE keyplane_auth_failures_total counter",
+            *(
+                f'keyplane_auth_failures_total{{reason="{reason}"}} {count}'
+                for reason, count in sorted(self.auth_failures.items())
+            ),
+            "# HELP keyplane_rate_limited_total Requests refused with 429, by tier.",
+            "# TYPE keyplane_rate_limited_total counter",
+            *(
+                f'keyplane_rate_limited_total{{tier="{tier}"}} {count}'
+                for tier, count in sorted(self.rate_limited.items())
+            ),
+            "# HELP keyplane_rate_limit_storage_failures_total Rate-limit storage errors "
+            "(requests served without a limit unless failing closed).",
+            "# TYPE keyplane_rate_limit_storage_failures_total counter",
+            f"keyplane_rate_limit_storage_failures_total {rate_limit_storage_failures}",
+            "# HELP keyplane_usage_pending_keys Keys with usage counts not yet flushed.",
+            "# TYPE keyplane_usage_pending_keys gauge",
+            f"keyplane_usage_pending_keys {usage_pending_keys}",
+        ]
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,117 @@
+"""Documents: rendering a template's published version with data, then listing and reading."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from tortoise.transactions import in_transaction
+
+from keyplane.errors import BadUserInput, Forbidden, NotFound
+from keyplane.models import Document
+from keyplane.models.activity import ActivityKind
+from keyplane.permissions.scopes import Scope
+from keyplane.render.failure import FailureReason, RenderFailed
+from keyplane.render.pool import RenderPool
+from keyplane.resolvers.access import Access
+from keyplane.resolvers.activity import record_event
+from keyplane.resolvers.pagination import Page, newest_first
+from keyplane.resolvers.template import (
+    autoescapes,
+    describe,
+    published_version,
+    reachable_template,
+)
+
+GENERATE_DOCUMENTS = frozenset({Scope.GENERATE_DOCUMENTS})
+READ_DOCUMENTS = frozenset({Scope.GENERATE_DOCUMENTS, Scope.VIEW_ANALYTICS})
+
+# Which input a failure points at: the data when the data did not fit the template's
+# expectations, else the template itself (its code ran into a limit or the sandbox).
+_DATA_FAILURES = frozenset({FailureReason.UNDEFINED, FailureReason.ERROR})
+
+
+def data_json(data: Any, *, max_bytes: int) -> str:
+    """`data` as compact JSON text, if it is an object within the size limit."""
+    if not isinstance(data, dict):
+        raise BadUserInput(
+            "data must be a JSON object; its keys become the template's variables.", field="data"
+        )
+    try:
+        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        size = len(text.encode("utf-8"))
+    except (ValueError, TypeError, RecursionError, UnicodeEncodeError):
+        raise BadUserInput("data must be valid JSON text (valid Unicode).", field="data") from None
+    if size > max_bytes:
+        raise BadUserInput(
+            f"data is {size:,} bytes of JSON; the limit is {max_bytes:,} bytes.", field="data"
+        )
+    return text
+
+
+async def generate_document(
+    access: Access, renderer: RenderPool, *, template_id: str, data: Any, now: datetime
+) -> Document:
+    """Render the template's published version; the document belongs to the template's
+    environment and records the user (and key) that made it.
+
+    A failed rendering is recorded as DOCUMENT_FAILED and answered BAD_USER_INPUT, whatever
+    the template did; input refused before rendering (data, no published version) is not.
+    """
+    template = await reachable_template(access, template_id, any_of=GENERATE_DOCUMENTS)
+    text = data_json(data, max_bytes=renderer.limits.data_max_bytes)
+    version = await published_version(template)
+    try:
+        content = await renderer.render(
+            version.content, autoescape=autoescapes(template.format), data_json=text
+        )
+    except RenderFailed as failure:
+        async with in_transaction():
+            await record_event(
+                ActivityKind.DOCUMENT_FAILED,
+                access=access,
+                project_id=template.project_id,  # type: ignore[attr-defined]
+                environment_id=template.environment_id,  # type: ignore[attr-defined]
+                target=f"{describe(template, version.version)}: {failure.reason}",
+                at=now,
+            )
+        field = "data" if failure.reason in _DATA_FAILURES else "templateId"
+        raise BadUserInput(failure.message, field=field) from None
+    principal = access.require_authenticated()
+    assert principal.user_id is not None  # a key acts for the user who created it
+    async with in_transaction():
+        return await Document.create(
+            environment_id=template.environment_id,  # type: ignore[attr-defined]
+            template_id=template.id,
+            template_version=version.version,
+            format=template.format,
+            content=content,
+            created_by_id=principal.user_id,
+            created_by_key_id=None if principal.key is None else principal.key.key_id,
+            auth_kind=principal.kind.value,
+        )
+
+
+async def get_document(access: Access, *, document_id: str) -> Document:
+    access.require_authenticated()
+    document = await Document.filter(id=document_id).select_related("environment").first()
+    if document is None:
+        raise NotFound()
+    held = await access.scopes_in(
+        project_id=document.environment.project_id,  # type: ignore[attr-defined]
+        environment_id=document.environment.id,
+    )
+    if held is None:
+        raise NotFound()
+    if not held & READ_DOCUMENTS:
+        raise Forbidden("Reading documents needs GENERATE_DOCUMENTS or VIEW_ANALYTICS here.")
+    return document
+
+
+async def list_documents(
+    access: Access, *, environment_id: str, first: int, after: str | None
+) -> Page[Document]:
+    environment, _ = await access.environment(environment_id, any_of=READ_DOCUMENTS)
+    query = Document.filter(environment_id=environment.id)
+    return await newest_first(query, first=first, after=after)

@@ -1,0 +1,104 @@
+"""GraphQL types for generated documents, their pages and the input that makes one."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+from strawberry.relay import PageInfo
+from strawberry.scalars import JSON
+
+import keyplane.schema.template  # noqa: F401  (registers TemplateFormat)
+from keyplane import models
+from keyplane.context import Info
+from keyplane.errors import NotFound
+from keyplane.models.template import TemplateFormat
+from keyplane.resolvers.pagination import Page, encode_cursor
+from keyplane.schema.account import User
+from keyplane.schema.enums import AuthKind
+
+
+@strawberry.type(description="A document rendered from a published template version.")
+class Document:
+    id: strawberry.ID = strawberry.field(description="Opaque document id (`doc_...`).")
+    template_id: strawberry.ID = strawberry.field(
+        description="The template it was rendered from (kept after that template is deleted)."
+    )
+    template_version: int = strawberry.field(description="The template version it used.")
+    format: TemplateFormat = strawberry.field(description="The template's format.")
+    content: str = strawberry.field(description="The rendered text.")
+    created_at: datetime = strawberry.field(description="When it was generated.")
+    auth_kind: AuthKind = strawberry.field(
+        description="How its maker authenticated: API_KEY, OAUTH or JWT."
+    )
+    api_key_id: strawberry.ID | None = strawberry.field(
+        description="The API key that generated it, when a key did."
+    )
+    created_by_id: strawberry.Private[str]
+
+    @classmethod
+    def from_model(cls, document: models.Document) -> Document:
+        return cls(
+            id=strawberry.ID(document.id),
+            template_id=strawberry.ID(document.template_id),
+            template_version=document.template_version,
+            format=document.format,
+            content=document.content,
+            created_at=document.created_at,
+            auth_kind=AuthKind(document.auth_kind),
+            api_key_id=(
+                None
+                if document.created_by_key_id is None
+                else strawberry.ID(document.created_by_key_id)
+            ),
+            created_by_id=document.created_by_id,  # type: ignore[attr-defined]
+        )
+
+    @strawberry.field(description="The user who generated it (for an API key: the key's creator).")
+    async def created_by(self, info: Info) -> User:
+        user = await info.context.loaders.user.load(self.created_by_id)
+        if user is None:
+            raise NotFound()
+        return User.from_model(user)
+
+
+@strawberry.type(description="One document in a page, with the cursor that points at it.")
+class DocumentEdge:
+    cursor: str = strawberry.field(description="Pass as `after` to continue after this one.")
+    node: Document = strawberry.field(description="The document.")
+
+
+@strawberry.type(description="A page of documents, newest first.")
+class DocumentConnection:
+    edges: list[DocumentEdge] = strawberry.field(description="The documents of this page.")
+    page_info: PageInfo = strawberry.field(description="Where this page stands.")
+
+    @classmethod
+    def from_page(cls, page: Page[models.Document]) -> DocumentConnection:
+        edges = [
+            DocumentEdge(
+                cursor=encode_cursor(document.created_at, document.id),
+                node=Document.from_model(document),
+            )
+            for document in page.items
+        ]
+        return cls(
+            edges=edges,
+            page_info=PageInfo(
+                has_next_page=page.has_next_page,
+                has_previous_page=page.has_previous_page,
+                start_cursor=edges[0].cursor if edges else None,
+                end_cursor=edges[-1].cursor if edges else None,
+            ),
+        )
+
+
+@strawberry.input(description="Render a template's published version into a document.")
+class GenerateDocumentInput:
+    template_id: strawberry.ID = strawberry.field(
+        description="The template; its latest published version is used."
+    )
+    data: JSON = strawberry.field(
+        description="A JSON object whose keys are the template's variables; at most 1 MiB of "
+        "JSON by default."
+    )

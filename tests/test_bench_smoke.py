@@ -1,0 +1,42 @@
+"""The benchmark's reference app answers what `make bench` asks of it, in keyplane's shape."""
+
+from __future__ import annotations
+
+import httpx
+from bench.reference import ENVIRONMENT_ID, KEY_PAGE, create_app
+from bench.reference import schema as reference_schema
+from graphql import parse, validate
+
+from keyplane.schema.root import schema as keyplane_schema
+
+HELLO = {"query": "{ hello }"}
+
+
+async def test_the_reference_answers_hello_alone_and_in_a_batch_of_25() -> None:
+    transport = httpx.ASGITransport(app=create_app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+        single = await client.post("/graphql", json=HELLO)
+        batch = await client.post("/graphql", json=[HELLO] * 25)
+
+    assert (single.status_code, single.json()) == (200, {"data": {"hello": "Hello World"}})
+    assert (batch.status_code, batch.json()) == (200, [{"data": {"hello": "Hello World"}}] * 25)
+
+
+async def test_the_reference_serves_a_100_key_page_with_nested_fields() -> None:
+    transport = httpx.ASGITransport(app=create_app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+        response = await client.post(
+            "/graphql", json={"query": KEY_PAGE % 100, "variables": {"e": ENVIRONMENT_ID}}
+        )
+
+    edges = response.json()["data"]["environment"]["apiKeys"]["edges"]
+    assert len(edges) == 100
+    assert edges[0]["node"]["environment"] == {"id": ENVIRONMENT_ID, "name": "Production"}
+    assert edges[0]["node"]["createdBy"]["email"] == "bench@example.com"
+
+
+def test_the_benchmarked_key_page_is_valid_against_keyplane_and_the_reference() -> None:
+    document = parse(KEY_PAGE % 20)
+
+    assert validate(keyplane_schema._schema, document) == []
+    assert validate(reference_schema._schema, document) == []
