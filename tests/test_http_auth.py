@@ -344,3 +344,36 @@ async def test_a_wrongly_typed_variable_is_bad_user_input_naming_it(api: Api) ->
     # then
     assert result.data is None
     assert [e["extensions"] for e in result.errors] == [{"code": "BAD_USER_INPUT", "field": "id"}]
+
+
+# viewer > apiKey > environment > (project > environments) x 5 > id: 14 levels.
+TOO_DEEP = (
+    "{ viewer { apiKey { environment { " + "project { environments { " * 5 + "id" + " }" * 13 + " }"
+)
+
+
+async def test_a_query_nested_deeper_than_ten_levels_is_refused(api: Api) -> None:
+    # when
+    result = await api.gql(TOO_DEEP)
+
+    # then
+    assert result.status == 200
+    assert result.data is None
+    assert result.codes == ["BAD_USER_INPUT"]
+    assert "exceeds maximum operation depth" in result.errors[0]["message"]
+
+
+async def test_repeated_documents_are_validated_once(api: Api) -> None:
+    # given: the cache strawberry's ValidationCache keeps at module level
+    from strawberry.extensions import validation_cache
+
+    cached = validation_cache._get_validate_cache(validation_cache.DEFAULT_MAXSIZE)
+    before = cached.cache_info()
+
+    # when
+    for _ in range(5):
+        await api.gql("{ viewer { kind scopes } __typename }")
+
+    # then: at most the first one missed
+    after = cached.cache_info()
+    assert after.hits - before.hits >= 4

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 from keyplane.auth.authenticate import Authenticator
 from keyplane.auth.dashboard import utcnow
+from keyplane.auth.lookups import Lookups
 from keyplane.auth.oauth import AccessTokenVerifier, JwksCache
 from keyplane.auth.passwords import Passwords
 from keyplane.metrics import Metrics
@@ -45,7 +46,12 @@ def build_services(
     secret = str(settings.jwt_secret)
     return Services(
         settings=settings,
-        authenticator=Authenticator(jwt_secret=secret, oauth=verifier, clock=clock),
+        authenticator=Authenticator(
+            jwt_secret=secret,
+            oauth=verifier,
+            lookups=Lookups(settings.database_url),
+            clock=clock,
+        ),
         accounts=AccountPolicy(
             jwt_secret=secret,
             token_ttl=timedelta(seconds=settings.jwt_ttl_seconds),

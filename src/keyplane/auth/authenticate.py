@@ -15,6 +15,7 @@ from tortoise.exceptions import IntegrityError
 
 from keyplane.auth import api_key as key_format
 from keyplane.auth import dashboard
+from keyplane.auth.lookups import Lookups
 from keyplane.auth.oauth import AccessTokenVerifier, is_access_token
 from keyplane.auth.principal import (
     ANONYMOUS,
@@ -25,8 +26,7 @@ from keyplane.auth.principal import (
     dashboard_principal,
 )
 from keyplane.errors import InvalidCredentials
-from keyplane.models import ApiKey, OAuthIdentity, Session, User
-from keyplane.permissions.scopes import decode_scopes
+from keyplane.models import OAuthIdentity, User
 
 
 class Authenticator:
@@ -35,11 +35,13 @@ class Authenticator:
         *,
         jwt_secret: str,
         oauth: AccessTokenVerifier | None,
+        lookups: Lookups,
         clock: Callable[[], datetime] = dashboard.utcnow,
     ) -> None:
         self._jwt_secret = jwt_secret
         self._oauth = oauth
         self._clock = clock
+        self._lookups = lookups
 
     async def authenticate(self, authorization: str | None) -> Principal:
         if authorization is None:
@@ -60,38 +62,28 @@ class Authenticator:
             return None
         if not key_format.is_well_formed(token):
             raise InvalidCredentials(reason="malformed_key")
-        rows = await ApiKey.filter(secret_hash=key_format.hash_secret(token)).values(
-            "id",
-            "environment_id",
-            "project_id",
-            "scopes",
-            "created_by_id",
-            "expires_at",
-            "revoked_at",
-            "rate_limit_per_minute",
-        )
-        if not rows:
+        record = await self._lookups.key_by_hash(key_format.hash_secret(token))
+        if record is None:
             raise InvalidCredentials(reason="unknown_key")
-        row = rows[0]
-        expires_at = row["expires_at"]
-        if row["revoked_at"] is not None or (
-            expires_at is not None and expires_at <= self._clock()
+        if record.revoked_at is not None or (
+            record.expires_at is not None and record.expires_at <= self._clock()
         ):
             raise InvalidCredentials(
-                reason="revoked_or_expired_key", refused_key=(row["id"], row["environment_id"])
+                reason="revoked_or_expired_key", refused_key=(record.id, record.environment_id)
             )
-        scopes = decode_scopes(row["scopes"])
+        scopes = record.scope_set
         return Principal(
             kind=AuthKind.API_KEY,
             token_scopes=scopes,
-            user_id=row["created_by_id"],
+            user_id=record.created_by_id,
             key=KeyGrant(
-                key_id=row["id"],
-                environment_id=row["environment_id"],
-                project_id=row["project_id"],
+                key_id=record.id,
+                environment_id=record.environment_id,
+                project_id=record.project_id,
                 scopes=scopes,
-                created_by_id=row["created_by_id"],
-                rate_limit_per_minute=row["rate_limit_per_minute"],
+                created_by_id=record.created_by_id,
+                rate_limit_per_minute=record.rate_limit_per_minute,
+                record=record,
             ),
         )
 
@@ -110,12 +102,9 @@ class Authenticator:
         claims = dashboard.verify_token(token, secret=self._jwt_secret)
         if claims is None:
             raise InvalidCredentials(reason="bad_dashboard_token")
-        live = await Session.filter(
-            id=claims.session_id,
-            user_id=claims.user_id,
-            ended_at__isnull=True,
-            expires_at__gt=self._clock(),
-        ).exists()
+        live = await self._lookups.live_session(
+            session_id=claims.session_id, user_id=claims.user_id, now=self._clock()
+        )
         if not live:
             raise InvalidCredentials(reason="ended_session")
         return dashboard_principal(claims.user_id, claims.session_id)
@@ -126,9 +115,11 @@ class Authenticator:
         claims = await self._oauth.verify(token, header)
         if claims is None:
             raise InvalidCredentials(reason="bad_oauth_token")
-        user_id = await _linked_user(
-            claims.issuer, claims.subject, claims.email, claims.email_verified
-        )
+        user_id = await self._lookups.linked_user(issuer=claims.issuer, subject=claims.subject)
+        if user_id is None:
+            user_id = await _link_by_email(
+                claims.issuer, claims.subject, claims.email, claims.email_verified
+            )
         if user_id is None:
             raise InvalidCredentials(reason="unlinked_oauth_user")
         return Principal(
@@ -141,15 +132,10 @@ class Authenticator:
         )
 
 
-async def _linked_user(
+async def _link_by_email(
     issuer: str, subject: str, email: str | None, email_verified: bool
 ) -> str | None:
-    """The user linked to (iss, sub); else link the user owning a verified email claim."""
-    linked = await OAuthIdentity.filter(issuer=issuer, subject=subject).values_list(
-        "user_id", flat=True
-    )
-    if linked:
-        return str(linked[0])
+    """Link (iss, sub) to the user owning a verified email claim, the first time it is seen."""
     if email is None or not email_verified:
         return None
     user = await User.get_or_none(email=email)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from keyplane.auth.lookups import KeyRecord
 from keyplane.permissions.scopes import ALL_SCOPES, Scope
 
 
@@ -25,6 +26,8 @@ class KeyGrant:
     scopes: frozenset[Scope]
     created_by_id: str
     rate_limit_per_minute: int | None = None
+    # The key's row as read to authenticate this request (viewer.apiKey serves it as is).
+    record: KeyRecord | None = None
 
 
 @dataclass(frozen=True, slots=True)

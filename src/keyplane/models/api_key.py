@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Protocol
 
 from tortoise import fields
 from tortoise.models import Model
@@ -57,7 +58,15 @@ class ApiKeyStatus(StrEnum):
     EXPIRED = "EXPIRED"
 
 
-def status_of(key: ApiKey, now: datetime) -> ApiKeyStatus:
+class _Lifetime(Protocol):
+    @property
+    def revoked_at(self) -> datetime | None: ...
+
+    @property
+    def expires_at(self) -> datetime | None: ...
+
+
+def status_of(key: _Lifetime, now: datetime) -> ApiKeyStatus:
     if key.revoked_at is not None:
         return ApiKeyStatus.REVOKED
     if key.expires_at is not None and key.expires_at <= now:

@@ -10,6 +10,7 @@ from strawberry.relay import PageInfo
 
 import keyplane.schema.enums  # noqa: F401  (registers enum descriptions first)
 from keyplane import models
+from keyplane.auth.lookups import KeyRecord
 from keyplane.context import Info
 from keyplane.errors import NotFound
 from keyplane.models.api_key import ApiKeyStatus, status_of
@@ -88,7 +89,7 @@ class ApiKey:
         return [UsagePoint.from_point(p) for p in points]
 
     @classmethod
-    def from_model(cls, key: models.ApiKey, *, now: datetime) -> ApiKey:
+    def from_model(cls, key: models.ApiKey | KeyRecord, *, now: datetime) -> ApiKey:
         return cls(
             id=strawberry.ID(key.id),
             name=key.name,
@@ -101,8 +102,8 @@ class ApiKey:
             rate_limit_override=key.rate_limit_per_minute,
             stored_total=key.total_requests,
             stored_last_used_at=key.last_used_at,
-            environment_id=key.environment_id,  # type: ignore[attr-defined]
-            created_by_id=key.created_by_id,  # type: ignore[attr-defined]
+            environment_id=key.environment_id,  # type: ignore[union-attr]
+            created_by_id=key.created_by_id,  # type: ignore[union-attr]
         )
 
     @strawberry.field(

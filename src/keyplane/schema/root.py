@@ -7,7 +7,8 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import strawberry
-from strawberry.extensions import QueryDepthLimiter, ValidationCache
+from strawberry.extensions import AddValidationRules, ValidationCache
+from strawberry.extensions.query_depth_limiter import create_validator
 from strawberry.permission import BasePermission, PermissionExtension
 from strawberry.schema.config import StrawberryConfig
 
@@ -61,6 +62,10 @@ from keyplane.schema.template import (
     UpdateTemplateInput,
 )
 from keyplane.schema.viewer import Viewer
+
+# Built once: ValidationCache keys on the rule classes, so a rule class made per request (as
+# `lambda: QueryDepthLimiter(...)` does) would make every request miss the cache.
+DEPTH_RULE = create_validator(max_depth=10, should_ignore=None)
 
 MANAGE = HasAnyScope(Scope.MANAGE_PROJECT)
 READ_KEYS = HasAnyScope(Scope.MANAGE_PROJECT, Scope.VIEW_ANALYTICS)
@@ -586,7 +591,7 @@ def build_schema(*, max_batch: int = 25) -> strawberry.Schema:
         ),
         extensions=[
             MaskInternalErrors,
-            lambda: QueryDepthLimiter(max_depth=10),
+            lambda: AddValidationRules([DEPTH_RULE]),
             ParserCache,
             ValidationCache,
         ],

@@ -9,7 +9,6 @@ import strawberry
 import keyplane.schema.enums  # noqa: F401  (registers enum descriptions first)
 from keyplane.auth.principal import AuthKind
 from keyplane.context import Info
-from keyplane.models import ApiKey as ApiKeyModel
 from keyplane.permissions.scopes import Scope
 from keyplane.schema.account import User
 from keyplane.schema.api_key import ApiKey
@@ -63,10 +62,10 @@ class Viewer:
     @strawberry.field(description="The calling API key, if a key authenticated this request.")
     async def api_key(self, info: Info) -> ApiKey | None:
         grant = info.context.principal.key
-        if grant is None:
+        if grant is None or grant.record is None:
             return None
-        key = await ApiKeyModel.get_or_none(id=grant.key_id)
-        return None if key is None else ApiKey.from_model(key, now=info.context.now)
+        # The row authentication read for this very request: no second query.
+        return ApiKey.from_model(grant.record, now=info.context.now)
 
     @strawberry.field(description="The calling key's environment.")
     async def environment(self, info: Info) -> Environment | None:

@@ -1,0 +1,111 @@
+"""The queries every authenticated request makes, as plain SQL.
+
+Measured on SQLite, one lookup through the ORM costs ~200 µs and the same query as raw SQL on
+the same connection ~35 µs (STACK_NOTES). Nothing here is cached: each request reads the row,
+so a revocation, rotation or logOut committed by any worker or host is seen by the next request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from tortoise import connections
+
+from keyplane.db import is_postgres
+from keyplane.permissions.scopes import Scope, decode_scopes
+
+KEY_COLUMNS = (
+    "id, environment_id, project_id, name, prefix, scopes, created_by_id, created_at, "
+    "expires_at, revoked_at, last_used_at, total_requests, rate_limit_per_minute"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """An api_key row as authentication read it (the GraphQL ApiKey type accepts it too)."""
+
+    id: str
+    environment_id: str
+    project_id: str
+    name: str
+    prefix: str
+    scopes: str
+    created_by_id: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+    total_requests: int
+    rate_limit_per_minute: int | None
+
+    @property
+    def scope_set(self) -> frozenset[Scope]:
+        return decode_scopes(self.scopes)
+
+
+def _instant(value: Any) -> datetime | None:
+    # asyncpg returns datetimes; SQLite returns the text Tortoise stored (ISO 8601, UTC).
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+class Lookups:
+    def __init__(self, database_url: str) -> None:
+        self._postgres = is_postgres(database_url)
+
+    def _p(self, n: int) -> str:
+        return f"${n}" if self._postgres else "?"
+
+    async def _rows(self, sql: str, values: list[Any]) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = await connections.get("default").execute_query_dict(
+            sql, values
+        )
+        return rows
+
+    async def key_by_hash(self, secret_hash: str) -> KeyRecord | None:
+        rows = await self._rows(
+            f"SELECT {KEY_COLUMNS} FROM api_key WHERE secret_hash = {self._p(1)}", [secret_hash]
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        created_at = _instant(row["created_at"])
+        assert created_at is not None
+        return KeyRecord(
+            id=row["id"],
+            environment_id=row["environment_id"],
+            project_id=row["project_id"],
+            name=row["name"],
+            prefix=row["prefix"],
+            scopes=row["scopes"],
+            created_by_id=row["created_by_id"],
+            created_at=created_at,
+            expires_at=_instant(row["expires_at"]),
+            revoked_at=_instant(row["revoked_at"]),
+            last_used_at=_instant(row["last_used_at"]),
+            total_requests=int(row["total_requests"]),
+            rate_limit_per_minute=row["rate_limit_per_minute"],
+        )
+
+    async def live_session(self, *, session_id: str, user_id: str, now: datetime) -> bool:
+        p = self._p
+        rows = await self._rows(
+            f"SELECT expires_at FROM session WHERE id = {p(1)} AND user_id = {p(2)} "
+            "AND ended_at IS NULL",
+            [session_id, user_id],
+        )
+        if not rows:
+            return False
+        expires_at = _instant(rows[0]["expires_at"])
+        return expires_at is not None and expires_at > now
+
+    async def linked_user(self, *, issuer: str, subject: str) -> str | None:
+        p = self._p
+        rows = await self._rows(
+            f"SELECT user_id FROM oauth_identity WHERE issuer = {p(1)} AND subject = {p(2)}",
+            [issuer, subject],
+        )
+        return str(rows[0]["user_id"]) if rows else None
