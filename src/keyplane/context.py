@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -10,8 +10,8 @@ from starlette.requests import Request
 from strawberry.dataloader import DataLoader
 from strawberry.types import Info as StrawberryInfo
 
+from keyplane.auth.lookups import EnvironmentRecord, RecordLoaders, UserRecord
 from keyplane.auth.principal import Principal
-from keyplane.models import Environment, User
 from keyplane.ratelimit.limiter import Decision
 from keyplane.resolvers.access import Access
 
@@ -19,24 +19,19 @@ if TYPE_CHECKING:
     from keyplane.services import Services
 
 
-async def _load_users(ids: list[str]) -> list[User | None]:
-    found = {user.id: user for user in await User.filter(id__in=ids)}
-    return [found.get(i) for i in ids]
-
-
-async def _load_environments(ids: list[str]) -> list[Environment | None]:
-    found = {env.id: env for env in await Environment.filter(id__in=ids)}
-    return [found.get(i) for i in ids]
-
-
 @dataclass
 class Loaders:
-    user: DataLoader[str, User | None] = field(
-        default_factory=lambda: DataLoader(load_fn=_load_users)
-    )
-    environment: DataLoader[str, Environment | None] = field(
-        default_factory=lambda: DataLoader(load_fn=_load_environments)
-    )
+    """Per-request DataLoaders: one batched query per kind of object, whatever the page size."""
+
+    user: DataLoader[str, UserRecord | None]
+    environment: DataLoader[str, EnvironmentRecord | None]
+
+    @classmethod
+    def over(cls, records: RecordLoaders) -> Loaders:
+        return cls(
+            user=DataLoader(load_fn=records.users),
+            environment=DataLoader(load_fn=records.environments),
+        )
 
 
 @dataclass
@@ -47,7 +42,7 @@ class Context:
     services: Services
     now: datetime
     access: Access
-    loaders: Loaders = field(default_factory=Loaders)
+    loaders: Loaders
     # The rate-limit decision that admitted this request (viewer.rateLimit reads it).
     rate_limit: Decision | None = None
 

@@ -22,7 +22,7 @@ from strawberry.types.unset import UNSET
 from tortoise import connections
 
 from keyplane.auth.principal import ANONYMOUS, Principal
-from keyplane.context import Context
+from keyplane.context import Context, Loaders
 from keyplane.errors import InvalidCredentials
 from keyplane.ratelimit.client_ip import client_ip
 from keyplane.ratelimit.cost import operation_cost
@@ -127,6 +127,7 @@ class GraphQLView(GraphQL[Context, None]):
             access=Access(
                 principal, ip=client_ip(request.scope, services.settings.trusted_proxies)
             ),
+            loaders=Loaders.over(services.records),
         )
 
     async def run(  # type: ignore[override]

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from keyplane.auth.authenticate import Authenticator
 from keyplane.auth.dashboard import utcnow
-from keyplane.auth.lookups import Lookups
+from keyplane.auth.lookups import Lookups, RecordLoaders
 from keyplane.auth.oauth import AccessTokenVerifier, JwksCache
 from keyplane.auth.passwords import Passwords
 from keyplane.metrics import Metrics
@@ -29,6 +29,7 @@ class Services:
     rates: RatePolicy
     usage: UsageBuffer
     renderer: RenderPool
+    records: RecordLoaders
     clock: Callable[[], datetime]
     metrics: Metrics = field(default_factory=Metrics)
 
@@ -40,6 +41,7 @@ def build_services(
     jwks: JwksCache | None = None,
     clock: Callable[[], datetime] = utcnow,
 ) -> Services:
+    lookups = Lookups(settings.database_url)
     verifier = None
     if settings.oauth is not None:
         verifier = AccessTokenVerifier(settings.oauth, jwks or JwksCache(settings.oauth.jwks))
@@ -49,7 +51,7 @@ def build_services(
         authenticator=Authenticator(
             jwt_secret=secret,
             oauth=verifier,
-            lookups=Lookups(settings.database_url),
+            lookups=lookups,
             clock=clock,
         ),
         accounts=AccountPolicy(
@@ -67,5 +69,6 @@ def build_services(
             activity_retention=timedelta(days=settings.activity_retention_days),
         ),
         renderer=RenderPool(settings.render),
+        records=RecordLoaders(lookups),
         clock=clock,
     )

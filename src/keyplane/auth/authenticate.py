@@ -25,6 +25,7 @@ from keyplane.auth.principal import (
     Principal,
     dashboard_principal,
 )
+from keyplane.auth.verified import VerifiedTokens
 from keyplane.errors import InvalidCredentials
 from keyplane.models import OAuthIdentity, User
 
@@ -42,6 +43,7 @@ class Authenticator:
         self._oauth = oauth
         self._clock = clock
         self._lookups = lookups
+        self._verified: VerifiedTokens[dashboard.DashboardClaims] = VerifiedTokens()
 
     async def authenticate(self, authorization: str | None) -> Principal:
         if authorization is None:
@@ -99,7 +101,11 @@ class Authenticator:
         return None
 
     async def _dashboard_token(self, token: str) -> Principal:
-        claims = dashboard.verify_token(token, secret=self._jwt_secret)
+        claims = self._verified.get(token)
+        if claims is None:
+            claims = dashboard.verify_token(token, secret=self._jwt_secret)
+            if claims is not None:
+                self._verified.put(token, claims, claims.expires_at)
         if claims is None:
             raise InvalidCredentials(reason="bad_dashboard_token")
         live = await self._lookups.live_session(

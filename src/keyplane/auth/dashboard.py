@@ -16,6 +16,7 @@ ALGORITHM = "HS256"
 class DashboardClaims:
     user_id: str
     session_id: str
+    expires_at: float  # epoch seconds
 
 
 def issue_token(
@@ -57,7 +58,7 @@ def verify_token(token: str, *, secret: str) -> DashboardClaims | None:
     user_id, session_id = claims.get("sub"), claims.get("sid")
     if not isinstance(user_id, str) or not isinstance(session_id, str):
         return None
-    return DashboardClaims(user_id=user_id, session_id=session_id)
+    return DashboardClaims(user_id=user_id, session_id=session_id, expires_at=float(claims["exp"]))
 
 
 def utcnow() -> datetime:

@@ -65,6 +65,11 @@ class Lookups:
         )
         return rows
 
+    async def by_ids(self, table: str, columns: str, ids: list[str]) -> list[dict[str, Any]]:
+        """Rows of `table` (a trusted constant) whose id is in `ids`."""
+        marks = ", ".join(self._p(n) for n in range(1, len(ids) + 1))
+        return await self._rows(f"SELECT {columns} FROM {table} WHERE id IN ({marks})", ids)
+
     async def key_by_hash(self, secret_hash: str) -> KeyRecord | None:
         rows = await self._rows(
             f"SELECT {KEY_COLUMNS} FROM api_key WHERE secret_hash = {self._p(1)}", [secret_hash]
@@ -109,3 +114,58 @@ class Lookups:
             [issuer, subject],
         )
         return str(rows[0]["user_id"]) if rows else None
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    id: str
+    email: str
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EnvironmentRecord:
+    id: str
+    project_id: str
+    name: str
+    created_at: datetime
+
+
+class RecordLoaders:
+    """Batch reads behind the per-request DataLoaders (users, environments), as plain SQL."""
+
+    def __init__(self, lookups: Lookups) -> None:
+        self._lookups = lookups
+
+    async def users(self, ids: list[str]) -> list[UserRecord | None]:
+        rows = await self._lookups.by_ids('"user"', "id, email, name, created_at", ids)
+        found = {
+            row["id"]: UserRecord(
+                id=row["id"],
+                email=row["email"],
+                name=row["name"],
+                created_at=_required_instant(row["created_at"]),
+            )
+            for row in rows
+        }
+        return [found.get(i) for i in ids]
+
+    async def environments(self, ids: list[str]) -> list[EnvironmentRecord | None]:
+        rows = await self._lookups.by_ids("environment", "id, project_id, name, created_at", ids)
+        found = {
+            row["id"]: EnvironmentRecord(
+                id=row["id"],
+                project_id=row["project_id"],
+                name=row["name"],
+                created_at=_required_instant(row["created_at"]),
+            )
+            for row in rows
+        }
+        return [found.get(i) for i in ids]
+
+
+def _required_instant(value: Any) -> datetime:
+    moment = _instant(value)
+    assert moment is not None
+    return moment

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import jwt
 
+from keyplane.auth.verified import VerifiedTokens
 from keyplane.permissions.scopes import Scope, parse_oauth_scope
 from keyplane.settings import OAuthSettings
 
@@ -34,6 +35,7 @@ class AccessTokenClaims:
     scopes: frozenset[Scope]
     email: str | None
     email_verified: bool
+    expires_at: float  # epoch seconds
 
 
 def is_access_token(header: dict[str, Any]) -> bool:
@@ -100,9 +102,19 @@ class AccessTokenVerifier:
     def __init__(self, settings: OAuthSettings, jwks: JwksCache) -> None:
         self._settings = settings
         self._jwks = jwks
+        self._verified: VerifiedTokens[AccessTokenClaims] = VerifiedTokens()
 
     async def verify(self, token: str, header: dict[str, Any]) -> AccessTokenClaims | None:
         """The claims of a valid access token from our issuer; None for any defect."""
+        known = self._verified.get(token)
+        if known is not None:
+            return known
+        claims = await self._verify(token, header)
+        if claims is not None:
+            self._verified.put(token, claims, claims.expires_at + LEEWAY_SECONDS)
+        return claims
+
+    async def _verify(self, token: str, header: dict[str, Any]) -> AccessTokenClaims | None:
         if header.get("alg") not in ALGORITHMS or not is_access_token(header):
             return None
         kid = header.get("kid")
@@ -132,4 +144,5 @@ class AccessTokenVerifier:
             scopes=parse_oauth_scope(claims.get("scope")),
             email=email.lower() if isinstance(email, str) else None,
             email_verified=claims.get("email_verified") is True,
+            expires_at=float(claims["exp"]),
         )

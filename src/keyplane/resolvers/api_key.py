@@ -10,7 +10,7 @@ from tortoise.transactions import in_transaction
 
 from keyplane.auth import api_key as key_format
 from keyplane.errors import BadUserInput, Conflict, Forbidden, NotFound
-from keyplane.models import ApiKey, Environment
+from keyplane.models import ApiKey
 from keyplane.models.activity import ActivityKind
 from keyplane.models.api_key import ApiKeyStatus
 from keyplane.permissions.scopes import Scope, encode_scopes
@@ -164,22 +164,20 @@ def _status_filter(status: ApiKeyStatus, now: datetime) -> Q:
 
 async def list_api_keys(
     access: Access,
-    environment: Environment,
     *,
+    environment_id: str,
+    project_id: str,
     first: int,
     after: str | None,
     status: ApiKeyStatus | None,
     now: datetime,
 ) -> Page[ApiKey]:
-    held = await access.scopes_in(
-        project_id=environment.project_id,  # type: ignore[attr-defined]
-        environment_id=environment.id,
-    )
+    held = await access.scopes_in(project_id=project_id, environment_id=environment_id)
     if held is None:
         raise NotFound()
     if not held & READ_KEYS:
         raise Forbidden("Reading keys needs MANAGE_PROJECT or VIEW_ANALYTICS here.")
-    query = ApiKey.filter(environment_id=environment.id)
+    query = ApiKey.filter(environment_id=environment_id)
     if status is not None:
         query = query.filter(_status_filter(status, now))
     return await newest_first(query, first=first, after=after)

@@ -7,6 +7,7 @@ from datetime import datetime
 import strawberry
 
 from keyplane import models
+from keyplane.auth.lookups import UserRecord
 
 
 @strawberry.type(description="A person who signs in to the dashboard.")
@@ -17,7 +18,7 @@ class User:
     created_at: datetime = strawberry.field(description="When the account was created.")
 
     @classmethod
-    def from_model(cls, user: models.User) -> User:
+    def from_model(cls, user: models.User | UserRecord) -> User:
         return cls(
             id=strawberry.ID(user.id), email=user.email, name=user.name, created_at=user.created_at
         )

@@ -9,6 +9,7 @@ import strawberry
 
 import keyplane.schema.enums  # noqa: F401  (registers enum descriptions first)
 from keyplane import models
+from keyplane.auth.lookups import EnvironmentRecord
 from keyplane.context import Info
 from keyplane.errors import NotFound
 from keyplane.models.api_key import ApiKeyStatus
@@ -44,16 +45,14 @@ class Environment:
     name: str = strawberry.field(description="1 to 64 characters; unique within its project.")
     created_at: datetime = strawberry.field(description="When the environment was created.")
     project_id: strawberry.Private[str]
-    model: strawberry.Private[models.Environment]
 
     @classmethod
-    def from_model(cls, environment: models.Environment) -> Environment:
+    def from_model(cls, environment: models.Environment | EnvironmentRecord) -> Environment:
         return cls(
             id=strawberry.ID(environment.id),
             name=environment.name,
             created_at=environment.created_at,
-            project_id=environment.project_id,  # type: ignore[attr-defined]
-            model=environment,
+            project_id=environment.project_id,  # type: ignore[union-attr]
         )
 
     @strawberry.field(description="The project this environment belongs to.")
@@ -82,7 +81,8 @@ class Environment:
 
         page = await api_key_resolvers.list_api_keys(
             info.context.access,
-            self.model,
+            environment_id=self.id,
+            project_id=self.project_id,
             first=first,
             after=after,
             status=status,
