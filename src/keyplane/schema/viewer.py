@@ -60,7 +60,7 @@ class Viewer:
         return None if user is None else User.from_model(user)
 
     @strawberry.field(description="The calling API key, if a key authenticated this request.")
-    async def api_key(self, info: Info) -> ApiKey | None:
+    def api_key(self, info: Info) -> ApiKey | None:
         grant = info.context.principal.key
         if grant is None or grant.record is None:
             return None
