@@ -12,7 +12,7 @@ from typing import Any
 
 from cross_web import HTTPException
 from starlette.datastructures import Headers
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.asgi import GraphQL
@@ -139,6 +139,9 @@ class GraphQLView(GraphQL[Context, None]):
             return too_many_requests(exceeded.decision, time.time())
         except LimiterUnavailable:
             return limiter_unavailable()
+        except ClientDisconnect:
+            # The client went away before sending its whole body: nobody is left to answer.
+            return Response(status_code=400)
         except HTTPException as exc:
             # Strawberry's own refusals (bad JSON, batch too large, ...) as typed JSON errors.
             code = "NOT_FOUND" if exc.status_code == 404 else "BAD_USER_INPUT"
