@@ -7,10 +7,12 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.extensions import AddValidationRules, ValidationCache
 from strawberry.extensions.query_depth_limiter import create_validator
 from strawberry.permission import BasePermission, PermissionExtension
 from strawberry.schema.config import StrawberryConfig
+from strawberry.types.execution import ExecutionContext
 
 from keyplane import models
 from keyplane.auth.principal import AuthKind
@@ -580,10 +582,24 @@ class Mutation:
         return Report.from_report(report)
 
 
+class KeyplaneSchema(strawberry.Schema):
+    """Strawberry logs every GraphQL error with its traceback; ours are answers, not faults.
+
+    Unexpected exceptions are logged (with traceback) by MaskInternalErrors, once, when it
+    masks them; refusals with a code (UNAUTHENTICATED, NOT_FOUND, ...) and document errors
+    are the client's business and are not logged.
+    """
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        return None
+
+
 @functools.cache
 def build_schema(*, max_batch: int = 25) -> strawberry.Schema:
     """The schema for a batch size; built once per size (building costs tens of ms)."""
-    return strawberry.Schema(
+    return KeyplaneSchema(
         query=Query,
         mutation=Mutation,
         config=StrawberryConfig(
