@@ -10,6 +10,7 @@ from strawberry.relay import PageInfo
 from keyplane import models
 from keyplane.models.activity import ActivityKind
 from keyplane.resolvers.pagination import Page, encode_cursor
+from keyplane.schema.pagination import page_info
 
 strawberry.enum(ActivityKind, description="What happened.")
 
@@ -68,10 +69,5 @@ class ActivityEventConnection:
         ]
         return cls(
             edges=edges,
-            page_info=PageInfo(
-                has_next_page=page.has_next_page,
-                has_previous_page=page.has_previous_page,
-                start_cursor=edges[0].cursor if edges else None,
-                end_cursor=edges[-1].cursor if edges else None,
-            ),
+            page_info=page_info(page, [edge.cursor for edge in edges]),
         )

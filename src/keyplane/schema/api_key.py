@@ -21,6 +21,7 @@ from keyplane.resolvers.api_key import IssuedKey
 from keyplane.resolvers.pagination import Page, encode_cursor
 from keyplane.resolvers.usage import Granularity
 from keyplane.schema.account import User
+from keyplane.schema.pagination import page_info
 from keyplane.schema.usage import UsagePoint
 
 if TYPE_CHECKING:
@@ -149,12 +150,7 @@ class ApiKeyConnection:
         ]
         return cls(
             edges=edges,
-            page_info=PageInfo(
-                has_next_page=page.has_next_page,
-                has_previous_page=page.has_previous_page,
-                start_cursor=edges[0].cursor if edges else None,
-                end_cursor=edges[-1].cursor if edges else None,
-            ),
+            page_info=page_info(page, [edge.cursor for edge in edges]),
         )
 
 

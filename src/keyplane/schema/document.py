@@ -16,6 +16,7 @@ from keyplane.models.template import TemplateFormat
 from keyplane.resolvers.pagination import Page, encode_cursor
 from keyplane.schema.account import User
 from keyplane.schema.enums import AuthKind
+from keyplane.schema.pagination import page_info
 
 
 @strawberry.type(description="A document rendered from a published template version.")
@@ -84,12 +85,7 @@ class DocumentConnection:
         ]
         return cls(
             edges=edges,
-            page_info=PageInfo(
-                has_next_page=page.has_next_page,
-                has_previous_page=page.has_previous_page,
-                start_cursor=edges[0].cursor if edges else None,
-                end_cursor=edges[-1].cursor if edges else None,
-            ),
+            page_info=page_info(page, [edge.cursor for edge in edges]),
         )
 
 
