@@ -11,7 +11,7 @@ from strawberry.relay import PageInfo
 import keyplane.schema.enums  # noqa: F401  (registers enum descriptions first)
 from keyplane import models
 from keyplane.auth.lookups import KeyRecord
-from keyplane.context import Info
+from keyplane.context import Context, Info
 from keyplane.errors import NotFound
 from keyplane.models.api_key import ApiKeyStatus, status_of
 from keyplane.permissions.scopes import Scope
@@ -40,31 +40,18 @@ class ApiKey:
     created_at: datetime = strawberry.field(description="When the key was issued.")
     expires_at: datetime | None = strawberry.field(description="When it stops working, if set.")
     revoked_at: datetime | None = strawberry.field(description="When it was revoked, if it was.")
-    rate_limit_override: strawberry.Private[int | None]
-    stored_total: strawberry.Private[int]
-    stored_last_used_at: strawberry.Private[datetime | None]
-    environment_id: strawberry.Private[str]
-    created_by_id: strawberry.Private[str]
-
-    @strawberry.field(description="Requests it has authenticated and the limiter admitted.")
-    def total_requests(self, info: Info) -> int:
-        return self.stored_total + info.context.services.usage.pending_total(self.id).requests
-
-    @strawberry.field(description="When it last authenticated an admitted request.")
-    def last_used_at(self, info: Info) -> datetime | None:
-        pending = info.context.services.usage.pending_total(self.id).last_used_at
-        if pending is None or (self.stored_last_used_at and self.stored_last_used_at > pending):
-            return self.stored_last_used_at
-        return pending
-
-    @strawberry.field(
+    last_used_at: datetime | None = strawberry.field(
+        description="When it last authenticated an admitted request."
+    )
+    total_requests: int = strawberry.field(
+        description="Requests it has authenticated and the limiter admitted."
+    )
+    rate_limit_per_minute: int = strawberry.field(
         description="Requests per minute this key may make: its own limit if set, else the "
         "API-key tier's."
     )
-    def rate_limit_per_minute(self, info: Info) -> int:
-        if self.rate_limit_override is not None:
-            return self.rate_limit_override
-        return int(info.context.services.settings.rate_limits[Tier.API_KEY].amount)
+    environment_id: strawberry.Private[str]
+    created_by_id: strawberry.Private[str]
 
     @strawberry.field(
         description="Requests and refusals over time. Needs MANAGE_PROJECT or "
@@ -90,7 +77,19 @@ class ApiKey:
         return [UsagePoint.from_point(p) for p in points]
 
     @classmethod
-    def from_model(cls, key: models.ApiKey | KeyRecord, *, now: datetime) -> ApiKey:
+    def from_model(cls, key: models.ApiKey | KeyRecord, *, context: Context) -> ApiKey:
+        # Usage counted by this process but not flushed yet is added here, so a reader served
+        # by the process that counted sees every admitted request at once.
+        pending = context.services.usage.pending_total(key.id)
+        last_used_at = key.last_used_at
+        if pending.last_used_at is not None and (
+            last_used_at is None or pending.last_used_at > last_used_at
+        ):
+            last_used_at = pending.last_used_at
+        limit = key.rate_limit_per_minute
+        if limit is None:
+            limit = int(context.services.settings.rate_limits[Tier.API_KEY].amount)
+        now = context.now
         return cls(
             id=strawberry.ID(key.id),
             name=key.name,
@@ -100,9 +99,9 @@ class ApiKey:
             created_at=key.created_at,
             expires_at=key.expires_at,
             revoked_at=key.revoked_at,
-            rate_limit_override=key.rate_limit_per_minute,
-            stored_total=key.total_requests,
-            stored_last_used_at=key.last_used_at,
+            last_used_at=last_used_at,
+            total_requests=key.total_requests + pending.requests,
+            rate_limit_per_minute=limit,
             environment_id=key.environment_id,  # type: ignore[union-attr]
             created_by_id=key.created_by_id,  # type: ignore[union-attr]
         )
@@ -141,10 +140,11 @@ class ApiKeyConnection:
     page_info: PageInfo = strawberry.field(description="Where this page stands.")
 
     @classmethod
-    def from_page(cls, page: Page[models.ApiKey], *, now: datetime) -> ApiKeyConnection:
+    def from_page(cls, page: Page[models.ApiKey], *, context: Context) -> ApiKeyConnection:
         edges = [
             ApiKeyEdge(
-                cursor=encode_cursor(key.created_at, key.id), node=ApiKey.from_model(key, now=now)
+                cursor=encode_cursor(key.created_at, key.id),
+                node=ApiKey.from_model(key, context=context),
             )
             for key in page.items
         ]
@@ -162,8 +162,8 @@ class CreateApiKeyPayload:
     )
 
     @classmethod
-    def from_issued(cls, issued: IssuedKey, *, now: datetime) -> CreateApiKeyPayload:
-        return cls(api_key=ApiKey.from_model(issued.api_key, now=now), secret=issued.secret)
+    def from_issued(cls, issued: IssuedKey, *, context: Context) -> CreateApiKeyPayload:
+        return cls(api_key=ApiKey.from_model(issued.api_key, context=context), secret=issued.secret)
 
 
 @strawberry.type(description="The replacement key and its secret, shown this once only.")
@@ -174,8 +174,8 @@ class RotateApiKeyPayload:
     )
 
     @classmethod
-    def from_issued(cls, issued: IssuedKey, *, now: datetime) -> RotateApiKeyPayload:
-        return cls(api_key=ApiKey.from_model(issued.api_key, now=now), secret=issued.secret)
+    def from_issued(cls, issued: IssuedKey, *, context: Context) -> RotateApiKeyPayload:
+        return cls(api_key=ApiKey.from_model(issued.api_key, context=context), secret=issued.secret)
 
 
 @strawberry.input(description="Issue a key in an environment.")

@@ -88,7 +88,7 @@ class Environment:
             status=status,
             now=info.context.now,
         )
-        return ApiKeyConnection.from_page(page, now=info.context.now)
+        return ApiKeyConnection.from_page(page, context=info.context)
 
     @strawberry.field(
         description="Requests and refusals of all this environment's keys over time. Needs "

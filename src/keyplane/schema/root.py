@@ -127,7 +127,7 @@ class Query:
     )
     async def api_key(self, info: Info, id: strawberry.ID) -> ApiKey | None:
         found = await api_key.get_api_key(info.context.access, key_id=str(id))
-        return ApiKey.from_model(found, now=info.context.now)
+        return ApiKey.from_model(found, context=info.context)
 
     @strawberry.field(
         description="An environment's activity log, newest first (with project-wide member "
@@ -348,7 +348,7 @@ class Mutation:
             now=info.context.now,
             rate_limit_per_minute=input.rate_limit_per_minute,
         )
-        return CreateApiKeyPayload.from_issued(issued, now=info.context.now)
+        return CreateApiKeyPayload.from_issued(issued, context=info.context)
 
     @strawberry.mutation(
         description="Rename a key or change its scopes.", extensions=guarded(MANAGE)
@@ -363,7 +363,7 @@ class Mutation:
             clear_rate_limit=input.clear_rate_limit,
             now=info.context.now,
         )
-        return ApiKey.from_model(updated, now=info.context.now)
+        return ApiKey.from_model(updated, context=info.context)
 
     @strawberry.mutation(
         description="Revoke a key now: its next request gets HTTP 401.", extensions=guarded(MANAGE)
@@ -372,7 +372,7 @@ class Mutation:
         revoked = await api_key.revoke_api_key(
             info.context.access, key_id=str(id), now=info.context.now
         )
-        return ApiKey.from_model(revoked, now=info.context.now)
+        return ApiKey.from_model(revoked, context=info.context)
 
     @strawberry.mutation(
         description="Delete a key for good; returns what it was.", extensions=guarded(MANAGE)
@@ -381,7 +381,7 @@ class Mutation:
         deleted = await api_key.delete_api_key(
             info.context.access, key_id=str(id), now=info.context.now
         )
-        return ApiKey.from_model(deleted, now=info.context.now)
+        return ApiKey.from_model(deleted, context=info.context)
 
     @strawberry.mutation(
         description="Issue a replacement key and expire the old one after an overlap.",
@@ -396,7 +396,7 @@ class Mutation:
             expire_old_in_seconds=input.expire_old_in_seconds,
             now=info.context.now,
         )
-        return RotateApiKeyPayload.from_issued(issued, now=info.context.now)
+        return RotateApiKeyPayload.from_issued(issued, context=info.context)
 
     @strawberry.mutation(
         description="Invite someone by email to a project, valid 7 days; the token is in the "

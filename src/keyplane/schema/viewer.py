@@ -65,7 +65,7 @@ class Viewer:
         if grant is None or grant.record is None:
             return None
         # The row authentication read for this very request: no second query.
-        return ApiKey.from_model(grant.record, now=info.context.now)
+        return ApiKey.from_model(grant.record, context=info.context)
 
     @strawberry.field(description="The calling key's environment.")
     async def environment(self, info: Info) -> Environment | None:
