@@ -10,7 +10,7 @@ from strawberry.relay import PageInfo
 
 import keyplane.schema.enums  # noqa: F401  (registers enum descriptions first)
 from keyplane import models
-from keyplane.auth.lookups import KeyRecord
+from keyplane.auth.lookups import EnvironmentRecord, KeyRecord, UserRecord
 from keyplane.context import Context, Info
 from keyplane.errors import NotFound
 from keyplane.models.api_key import ApiKeyStatus, status_of
@@ -52,6 +52,9 @@ class ApiKey:
     )
     environment_id: strawberry.Private[str]
     created_by_id: strawberry.Private[str]
+    # Prefetched by a page of keys, so that its nested fields need no task or query per key.
+    creator: strawberry.Private[UserRecord | None] = None
+    home: strawberry.Private[EnvironmentRecord | None] = None
 
     @strawberry.field(
         description="Requests and refusals over time. Needs MANAGE_PROJECT or "
@@ -110,14 +113,30 @@ class ApiKey:
         description="The user who issued the key (for a key issued by another "
         "key: that key's creator)."
     )
-    async def created_by(self, info: Info) -> User:
+    def created_by(self, info: Info) -> User:
+        # Sync when the page prefetched it (no task per key); else an awaitable graphql-core
+        # awaits, batched by the request's DataLoader.
+        if self.creator is not None:
+            return User.from_model(self.creator)
+        return self._load_creator(info)  # type: ignore[return-value]
+
+    async def _load_creator(self, info: Info) -> User:
         user = await info.context.loaders.user.load(self.created_by_id)
         if user is None:
             raise NotFound()
         return User.from_model(user)
 
     @strawberry.field(description="The environment the key belongs to.")
-    async def environment(
+    def environment(
+        self, info: Info
+    ) -> Annotated[Environment, strawberry.lazy("keyplane.schema.project")]:
+        from keyplane.schema.project import Environment
+
+        if self.home is not None:
+            return Environment.from_model(self.home)
+        return self._load_environment(info)  # type: ignore[return-value]
+
+    async def _load_environment(
         self, info: Info
     ) -> Annotated[Environment, strawberry.lazy("keyplane.schema.project")]:
         from keyplane.schema.project import Environment
@@ -140,14 +159,20 @@ class ApiKeyConnection:
     page_info: PageInfo = strawberry.field(description="Where this page stands.")
 
     @classmethod
-    def from_page(cls, page: Page[models.ApiKey], *, context: Context) -> ApiKeyConnection:
-        edges = [
-            ApiKeyEdge(
-                cursor=encode_cursor(key.created_at, key.id),
-                node=ApiKey.from_model(key, context=context),
-            )
-            for key in page.items
-        ]
+    def from_page(
+        cls,
+        page: Page[models.ApiKey],
+        *,
+        context: Context,
+        creators: dict[str, UserRecord],
+        home: EnvironmentRecord,
+    ) -> ApiKeyConnection:
+        edges = []
+        for key in page.items:
+            node = ApiKey.from_model(key, context=context)
+            node.creator = creators.get(node.created_by_id)
+            node.home = home
+            edges.append(ApiKeyEdge(cursor=encode_cursor(key.created_at, key.id), node=node))
         return cls(
             edges=edges,
             page_info=page_info(page, [edge.cursor for edge in edges]),

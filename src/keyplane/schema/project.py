@@ -88,7 +88,16 @@ class Environment:
             status=status,
             now=info.context.now,
         )
-        return ApiKeyConnection.from_page(page, context=info.context)
+        creator_ids = sorted({key.created_by_id for key in page.items})  # type: ignore[attr-defined]
+        creators = await info.context.loaders.user.load_many(creator_ids)
+        return ApiKeyConnection.from_page(
+            page,
+            context=info.context,
+            creators={user.id: user for user in creators if user is not None},
+            home=EnvironmentRecord(
+                id=self.id, project_id=self.project_id, name=self.name, created_at=self.created_at
+            ),
+        )
 
     @strawberry.field(
         description="Requests and refusals of all this environment's keys over time. Needs "
