@@ -7,6 +7,7 @@ nothing runs), meters the key's usage and only then executes.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -114,7 +115,40 @@ def _has_code(result: ExecutionResult | list[ExecutionResult] | Any, code: str) 
     )
 
 
+def _check_body(value: object) -> None:
+    """A GraphQL POST body is an object, or a non-empty list of objects, of valid text."""
+    items = value if isinstance(value, list) else [value]
+    if not items or not all(isinstance(item, dict) for item in items):
+        raise HTTPException(400, "The body must be a JSON object, or a list of JSON objects.")
+    stack: list[object] = list(items)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            if not node.isascii():
+                try:
+                    node.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise HTTPException(
+                        400, "The body holds a string that is not valid Unicode."
+                    ) from exc
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
 class GraphQLView(GraphQL[Context, None]):
+    def decode_json(self, data: str | bytes) -> object:
+        try:
+            value = json.loads(data)
+        except UnicodeDecodeError as exc:
+            raise HTTPException(400, "The body is not UTF-8 text.") from exc
+        except RecursionError as exc:
+            raise HTTPException(400, "The body nests too deeply.") from exc
+        _check_body(value)
+        return value
+
     async def get_context(self, request: Request, response: Any) -> Context:  # type: ignore[override]
         services = services_of(request.scope)
         principal: Principal = request.scope.get("state", {}).get("principal", ANONYMOUS)

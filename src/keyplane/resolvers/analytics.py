@@ -147,7 +147,8 @@ class Report:
 
 
 def check_range(start: datetime, end: datetime) -> tuple[datetime, datetime]:
-    start, end = validate.instant(start), validate.instant(end)
+    start = validate.instant(start, field="from")
+    end = validate.instant(end, field="to")
     if start >= end:
         raise BadUserInput("from must be before to.", field="from")
     if end - start > MAX_RANGE:

@@ -15,6 +15,7 @@ from tortoise.queryset import QuerySet
 from keyplane.errors import BadUserInput
 from keyplane.resolvers import validate
 
+ID_MAX_LENGTH = 32
 M = TypeVar("M", bound=Model)
 
 
@@ -35,6 +36,8 @@ def decode_cursor(cursor: str, *, field: str = "after") -> tuple[datetime, str]:
         padded = cursor + "=" * (-len(cursor) % 4)
         text = base64.urlsafe_b64decode(padded.encode()).decode()
         moment, row_id = text.split("|", 1)
+        if len(row_id) > ID_MAX_LENGTH:
+            raise ValueError("not one of our ids")
         return validate.instant(datetime.fromisoformat(moment)), row_id
     except (ValueError, binascii.Error, UnicodeError) as exc:
         raise BadUserInput("This cursor is not one we issued.", field=field) from exc

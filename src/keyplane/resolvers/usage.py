@@ -47,7 +47,8 @@ def _floor(moment: datetime, granularity: Granularity) -> datetime:
 def check_range(
     start: datetime, end: datetime, granularity: Granularity
 ) -> tuple[datetime, datetime]:
-    start, end = validate.instant(start), validate.instant(end)
+    start = validate.instant(start, field="from")
+    end = validate.instant(end, field="to")
     if start >= end:
         raise BadUserInput("from must be before to.", field="from")
     points = (_floor(end, granularity) - _floor(start, granularity)) / STEP[granularity] + 1

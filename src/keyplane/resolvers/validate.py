@@ -47,13 +47,25 @@ def scopes(values: list[Scope], *, field: str = "scopes") -> frozenset[Scope]:
     return chosen
 
 
-def instant(value: datetime) -> datetime:
-    """Instants without a zone are read as UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+# The last instant we work with: series and lifetimes add periods to instants, and Python's
+# datetime ends at 9999-12-31.
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def instant(value: datetime, *, field: str = "query", latest: datetime | None = LATEST) -> datetime:
+    """Instants without a zone are read as UTC; anything past `latest` is refused."""
+    try:
+        moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 9999-12-31T23:00-12:00 is past the end of datetime
+        raise BadUserInput(f"{field} is past the last representable instant.", field=field) from exc
+    if latest is not None and moment >= latest:
+        raise BadUserInput(f"{field} must be before {LATEST.date().isoformat()}.", field=field)
+    return moment
 
 
 def future_instant(value: datetime, *, now: datetime, field: str) -> datetime:
-    moment = instant(value)
+    # Any future instant is accepted as an expiry, up to the end of datetime.
+    moment = instant(value, field=field, latest=None)
     if moment <= now:
         raise BadUserInput(f"{field} must be in the future.", field=field)
     return moment

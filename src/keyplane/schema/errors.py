@@ -7,8 +7,9 @@ import re
 
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
+from tortoise.exceptions import ValidationError as TortoiseValidationError
 
-from keyplane.errors import KeyplaneError
+from keyplane.errors import BadUserInput, KeyplaneError, NotFound
 
 logger = logging.getLogger("keyplane.errors")
 _VARIABLE_RE = re.compile(r"^Variable '\$(\w+)'")
@@ -16,12 +17,26 @@ _VARIABLE_RE = re.compile(r"^Variable '\$(\w+)'")
 
 def _is_internal(error: GraphQLError) -> bool:
     original = error.original_error
-    if original is None:
+    if original is None or _client_fault(original) is not None:
         return False
     if error.path is None and isinstance(original, GraphQLError):
         # graphql-core refusing a variable's value before execution: the client's mistake.
         return False
     return not isinstance(original, KeyplaneError) or original.code == KeyplaneError.code
+
+
+def _client_fault(original: BaseException) -> KeyplaneError | None:
+    """Exceptions from below our resolvers that can only come from what the client sent.
+
+    Tortoise refuses to even query an id longer than its column (ids are opaque, so such an id
+    names nothing: NOT_FOUND, as for any missing object); datetime arithmetic overflows near
+    year 9999 (an instant too far out to work with).
+    """
+    if isinstance(original, TortoiseValidationError):
+        return NotFound()
+    if isinstance(original, OverflowError):
+        return BadUserInput("That instant is too far in the future.", field="query")
+    return None
 
 
 class MaskInternalErrors(MaskErrors):
@@ -39,7 +54,7 @@ class MaskInternalErrors(MaskErrors):
         return masked
 
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
-        processed = super()._process_errors(errors)
+        processed = [_translated(error) for error in super()._process_errors(errors)]
         for error in processed:
             if not error.extensions or "code" not in error.extensions:
                 match = _VARIABLE_RE.match(error.message)
@@ -53,3 +68,17 @@ class MaskInternalErrors(MaskErrors):
         errors = getattr(result, "errors", None)
         if errors:
             result.errors = self._process_errors(errors)  # type: ignore[attr-defined]
+
+
+def _translated(error: GraphQLError) -> GraphQLError:
+    fault = None if error.original_error is None else _client_fault(error.original_error)
+    if fault is None:
+        return error
+    return GraphQLError(
+        message=fault.message,
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        original_error=fault,
+    )
