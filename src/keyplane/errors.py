@@ -44,10 +44,11 @@ class InvalidCredentials(Unauthenticated):
         message: str | None = None,
         *,
         reason: str = "invalid",
-        refused_key: tuple[str, str] | None = None,
+        refused_key: Any = None,
     ):
         # Why (for metrics) and, when an existing key was refused (revoked or expired), its
-        # (key id, environment id) for usage metering. Neither is ever shown to the caller.
+        # row (an auth.lookups.KeyRecord) for usage metering and the activity log. Neither is
+        # ever shown to the caller.
         self.reason = reason
         self.refused_key = refused_key
         super().__init__(message)

@@ -22,6 +22,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET
 from tortoise import connections
 
+from keyplane.auth.lookups import KeyRecord
 from keyplane.auth.principal import ANONYMOUS, Principal
 from keyplane.context import Context, Loaders
 from keyplane.errors import InvalidCredentials
@@ -32,7 +33,7 @@ from keyplane.ratelimit.limiter import Decision, LimiterUnavailable
 from keyplane.ratelimit.tiers import Tier
 from keyplane.resolvers.access import Access
 from keyplane.services import Services
-from keyplane.usage.buffer import Refusal
+from keyplane.usage.buffer import Refusal, RefusedKey
 
 UNAUTHORIZED_BODY = {
     "data": None,
@@ -83,10 +84,15 @@ class AuthenticationMiddleware:
     ) -> Response:
         services.metrics.auth_failures[refusal.reason] += 1
         ip = client_ip(scope, services.settings.trusted_proxies)
-        if refusal.refused_key is not None:
-            key_id, environment_id = refusal.refused_key
+        record = refusal.refused_key
+        if isinstance(record, KeyRecord):
             services.usage.refused(
-                key_id, environment_id, services.clock(), Refusal.UNAUTHORIZED, ip=ip
+                record.id,
+                record.environment_id,
+                services.clock(),
+                Refusal.UNAUTHORIZED,
+                ip=ip,
+                key=RefusedKey(record.project_id, record.prefix, record.name),
             )
         try:
             decision = await services.limiter.charge([(services.rates.ip_bucket(ip), 1)])
@@ -177,11 +183,32 @@ class GraphQLView(GraphQL[Context, None]):
             # The client went away before sending its whole body: nobody is left to answer.
             return Response(status_code=400)
         except HTTPException as exc:
-            # Strawberry's own refusals (bad JSON, batch too large, ...) as typed JSON errors.
+            # Strawberry's own refusals (bad JSON, batch too large, ...) as typed JSON errors,
+            # charged one unit like any request, so they carry the rate-limit headers too.
             code = "NOT_FOUND" if exc.status_code == 404 else "BAD_USER_INPUT"
             extensions = {"code": code} | ({"field": "body"} if code == "BAD_USER_INPUT" else {})
             body = {"data": None, "errors": [{"message": exc.reason, "extensions": extensions}]}
-            return JSONResponse(body, exc.status_code)
+            try:
+                decision = await self._refusal_decision(request)
+            except LimiterUnavailable:
+                return limiter_unavailable()
+            now = time.time()
+            if not decision.allowed:
+                return too_many_requests(decision, now)
+            return JSONResponse(body, exc.status_code, headers=rate_headers(decision, now))
+
+    async def _refusal_decision(self, request: Request) -> Decision:
+        state = request.scope.setdefault("state", {})
+        charged: Decision | None = state.get("rate_limit")
+        if charged is not None:  # priced and admitted before GraphQL refused it
+            return charged
+        services = services_of(request.scope)
+        ip = client_ip(request.scope, services.settings.trusted_proxies)
+        principal: Principal = state.get("principal", ANONYMOUS)
+        decision = await services.limiter.charge([(services.rates.bucket_for(principal, ip), 1)])
+        if not decision.allowed:
+            services.metrics.rate_limited[decision.bucket.tier.value] += 1
+        return decision
 
     async def execute_operation(
         self,
@@ -196,6 +223,11 @@ class GraphQLView(GraphQL[Context, None]):
         costs = [operation_cost(item.query, item.operation_name) for item in batch]
         if isinstance(request_data, list) and any(cost.is_subscription for cost in costs):
             raise HTTPException(400, "Subscriptions cannot be sent in a batch.")
+        if any(cost.ambiguous for cost in costs):
+            # Priced and run must be the same operation: name it (GraphQL spec, 6.1).
+            raise HTTPException(
+                400, "The document holds several operations: say which with operationName."
+            )
         decision = await self._charge(
             context,
             units=sum(cost.units for cost in costs),
@@ -212,6 +244,9 @@ class GraphQLView(GraphQL[Context, None]):
                     context.now,
                     Refusal.RATE_LIMITED,
                     ip=context.access.ip,
+                    key=None
+                    if key.record is None
+                    else RefusedKey(key.project_id, key.record.prefix, key.record.name),
                 )
             raise RateLimitExceeded(decision)
         for name, value in rate_headers(decision, time.time()).items():
@@ -234,6 +269,7 @@ class GraphQLView(GraphQL[Context, None]):
             charges.append((services.rates.ip_bucket(ip), ip_units))
         decision = await services.limiter.charge(charges)
         context.rate_limit = decision
+        context.request.scope.setdefault("state", {})["rate_limit"] = decision
         return decision
 
 

@@ -70,9 +70,7 @@ class Authenticator:
         if record.revoked_at is not None or (
             record.expires_at is not None and record.expires_at <= self._clock()
         ):
-            raise InvalidCredentials(
-                reason="revoked_or_expired_key", refused_key=(record.id, record.environment_id)
-            )
+            raise InvalidCredentials(reason="revoked_or_expired_key", refused_key=record)
         scopes = record.scope_set
         return Principal(
             kind=AuthKind.API_KEY,

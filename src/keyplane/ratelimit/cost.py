@@ -59,6 +59,8 @@ class OperationCost:
     units: int  # charged to the caller's bucket
     ip_units: int  # signUp / logIn fields, charged to the client IP's bucket as well
     is_subscription: bool = False
+    # Several operations and no operationName: the GraphQL spec says this is an error.
+    ambiguous: bool = False
 
 
 # Only short documents are cached, so a flood of huge distinct queries cannot fill memory.
@@ -80,6 +82,8 @@ def _cached_cost(query: str, operation_name: str | None) -> OperationCost:
 def _cost(query: str | None, operation_name: str | None) -> OperationCost:
     document = _parse(query) if query else None
     operation = _operation(document, operation_name) if document else None
+    if document is not None and operation is None and operation_name is None:
+        return OperationCost(units=1, ip_units=0, ambiguous=True)
     if document is None or operation is None:
         return OperationCost(units=1, ip_units=0)
     fragments = {

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import lru_cache
+from functools import cache, lru_cache
 
 from limits import RateLimitItem, parse
+from limits.limits import safe_string
 
 
 class Tier(StrEnum):
@@ -31,7 +32,7 @@ class Tiers:
 
 def parse_tiers(text: str, problems: list[str]) -> Tiers:
     """`api_key=100/minute;oauth=120/minute;...`: unnamed tiers keep their defaults."""
-    chosen = {Tier(name): parse(value) for name, value in _pairs(DEFAULT_TIERS)}
+    chosen = {Tier(name): stable(parse(value)) for name, value in _pairs(DEFAULT_TIERS)}
     for name, value in _pairs(text):
         try:
             tier = Tier(name)
@@ -49,13 +50,29 @@ def parse_tiers(text: str, problems: list[str]) -> Tiers:
         if item.amount < 1:
             problems.append(f"KEYPLANE_RATE_LIMITS: {name} must allow at least one request")
             continue
-        chosen[tier] = item
+        chosen[tier] = stable(item)
     return Tiers(limits=chosen)
 
 
 @lru_cache(maxsize=1024)
 def per_minute(amount: int) -> RateLimitItem:
-    return parse(f"{amount}/minute")
+    return stable(parse(f"{amount}/minute"))
+
+
+@cache
+def _stable_class(cls: type[RateLimitItem]) -> type[RateLimitItem]:
+    def key_for(self: RateLimitItem, *identifiers: bytes | str | int | float) -> str:
+        parts = [safe_string(k) for k in identifiers]
+        parts += [safe_string(self.multiples), self.GRANULARITY.name]
+        return f"{self.namespace}/" + "/".join(parts)
+
+    return type(f"Stable{cls.__name__}", (cls,), {"key_for": key_for, "__slots__": ()})
+
+
+def stable(item: RateLimitItem) -> RateLimitItem:
+    """The same limit, but its bucket's key leaves out the amount (limits puts it in), so a
+    key whose own limit changes keeps counting what it already spent this minute."""
+    return _stable_class(type(item))(item.amount, item.multiples, item.namespace)
 
 
 def _pairs(text: str) -> list[tuple[str, str]]:

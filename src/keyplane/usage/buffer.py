@@ -53,6 +53,13 @@ class Counts:
         return self.unauthorized + self.forbidden + self.rate_limited
 
 
+@dataclass(frozen=True, slots=True)
+class RefusedKey:
+    project_id: str
+    prefix: str
+    name: str
+
+
 @dataclass
 class KeyTotal:
     requests: int = 0
@@ -71,6 +78,9 @@ class _Pending:
     )
     # The last client address behind each (key, minute)'s refusals, for the activity log.
     refusal_ips: dict[tuple[str, datetime], str] = field(default_factory=dict)
+    # What the activity log needs to name a refused key, taken when it was refused, so the
+    # event survives the key's deletion before the next flush.
+    refused_keys: dict[str, RefusedKey] = field(default_factory=dict)
 
 
 class UsageBuffer:
@@ -109,12 +119,15 @@ class UsageBuffer:
         reason: Refusal,
         *,
         ip: str | None = None,
+        key: RefusedKey | None = None,
     ) -> None:
         minute = minute_of(at)
         counts = self._pending.buckets[(key_id, environment_id, minute)]
         setattr(counts, reason.value, getattr(counts, reason.value) + 1)
         if ip is not None:
             self._pending.refusal_ips[(key_id, minute)] = ip
+        if key is not None:
+            self._pending.refused_keys[key_id] = key
 
     # -- reading what is not flushed yet -----------------------------------------------------
 
@@ -201,6 +214,8 @@ class UsageBuffer:
             self._pending.buckets[bucket].add(counts)
         for where, ip in taken.refusal_ips.items():
             self._pending.refusal_ips.setdefault(where, ip)
+        for key_id, known in taken.refused_keys.items():
+            self._pending.refused_keys.setdefault(key_id, known)
 
     async def _write(self, taken: _Pending) -> None:
         p = self._placeholders
@@ -244,16 +259,21 @@ class UsageBuffer:
         ]
         if not refused:
             return
-        rows = await ApiKey.filter(id__in={k for k, _, _ in refused}).values(
-            "id", "project_id", "environment_id", "prefix", "name"
-        )
-        keys = {row["id"]: row for row in rows}
+        keys = dict(taken.refused_keys)
+        unknown = {k for k, _, _ in refused if k not in keys}
+        if unknown:
+            rows = await ApiKey.filter(id__in=unknown).values("id", "project_id", "prefix", "name")
+            keys.update(
+                (row["id"], RefusedKey(row["project_id"], row["prefix"], row["name"]))
+                for row in rows
+            )
+        environments = {key_id: env for key_id, env, _ in taken.buckets}
         p = self._placeholders
         for key_id, minute, counts in refused:
             key = keys.get(key_id)
-            if key is None:  # deleted since
+            if key is None:  # deleted, and never described
                 continue
-            target = f"key:{key_id} ({key['prefix']}) {key['name']}"[:255]
+            target = f"key:{key_id} ({key.prefix}) {key.name}"[:255]
             ip = taken.refusal_ips.get((key_id, minute))
             for kind, count, actor in (
                 (ActivityKind.AUTH_FAILED, counts.unauthorized, "anonymous"),
@@ -270,8 +290,8 @@ class UsageBuffer:
                     "ip = COALESCE(excluded.ip, activity_event.ip)",
                     [
                         new_id("evt"),
-                        key["project_id"],
-                        key["environment_id"],
+                        key.project_id,
+                        environments[key_id],
                         kind.value,
                         minute,
                         actor,
