@@ -27,6 +27,7 @@ from keyplane.models.base import new_id
 
 logger = logging.getLogger(__name__)
 PRUNE_EVERY = timedelta(hours=1)
+STOP_WAIT_SECONDS = 10.0
 
 
 class Refusal(StrEnum):
@@ -99,6 +100,7 @@ class UsageBuffer:
         self._pending = _Pending()
         self._flushing: _Pending | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self._flush_lock = asyncio.Lock()
         self._last_prune: datetime | None = None
 
@@ -163,19 +165,29 @@ class UsageBuffer:
     # -- flushing ----------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._stopping = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="keyplane-usage-flusher")
 
     async def stop(self) -> None:
+        """Let the flusher finish the write it is in (never cancel a transaction half-way),
+        then write what is left."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping.set()
+            try:
+                await asyncio.wait_for(self._task, timeout=STOP_WAIT_SECONDS)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
             self._task = None
         await self.flush()
 
     async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=self.interval)
+            if self._stopping.is_set():
+                return
             try:
                 await self.flush()
             except Exception:  # keep the flusher alive; the counts stay buffered
