@@ -7,8 +7,8 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import strawberry
-from graphql import GraphQLError
-from strawberry.extensions import AddValidationRules, ValidationCache
+from graphql import GraphQLError, specified_rules
+from strawberry.extensions import ValidationCache
 from strawberry.extensions.query_depth_limiter import create_validator
 from strawberry.permission import BasePermission, PermissionExtension
 from strawberry.schema.config import StrawberryConfig
@@ -68,6 +68,7 @@ from keyplane.schema.viewer import Viewer
 # Built once: ValidationCache keys on the rule classes, so a rule class made per request (as
 # `lambda: QueryDepthLimiter(...)` does) would make every request miss the cache.
 DEPTH_RULE = create_validator(max_depth=10, should_ignore=None)
+VALIDATION_RULES = (*specified_rules, DEPTH_RULE)
 
 MANAGE = HasAnyScope(Scope.MANAGE_PROJECT)
 READ_KEYS = HasAnyScope(Scope.MANAGE_PROJECT, Scope.VIEW_ANALYTICS)
@@ -595,6 +596,13 @@ class KeyplaneSchema(strawberry.Schema):
     ) -> None:
         return None
 
+    def _create_execution_context(self, *args: Any, **kwargs: Any) -> ExecutionContext:
+        # The depth rule joins graphql's own rules here rather than through an extension
+        # (AddValidationRules): one fewer extension whose hooks run on every request.
+        execution_context = super()._create_execution_context(*args, **kwargs)
+        execution_context.validation_rules = VALIDATION_RULES
+        return execution_context
+
 
 @functools.cache
 def build_schema(*, max_batch: int = 25) -> strawberry.Schema:
@@ -607,7 +615,6 @@ def build_schema(*, max_batch: int = 25) -> strawberry.Schema:
         ),
         extensions=[
             MaskInternalErrors,
-            lambda: AddValidationRules([DEPTH_RULE]),
             ParserCache,
             ValidationCache,
         ],
