@@ -143,8 +143,9 @@ class Api:
         return Result(response.status_code, response.json(), response.headers)
 
     def _unique(self, stem: str) -> str:
+        # Unique across runs too: the real-server tests share a database that is not emptied.
         self._counter[0] += 1
-        return f"{stem}{self._counter[0]}"
+        return f"{stem}{self._counter[0]}-{uuid.uuid4().hex[:8]}"
 
     async def sign_up(self, email: str | None = None, password: str = "correct horse") -> str:
         email = email or self._unique("user") + "@example.com"

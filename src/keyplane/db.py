@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import fcntl
 import hashlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,13 @@ MIGRATIONS_CONFIG = tortoise_config("sqlite://:memory:")
 
 def is_postgres(database_url: str) -> bool:
     return database_url.startswith(("postgres://", "asyncpg://"))
+
+
+def placeholder(database_url: str) -> Callable[[int], str]:
+    """The driver's n-th query parameter: `$n` for asyncpg, `?` for SQLite."""
+    if is_postgres(database_url):
+        return lambda n: f"${n}"
+    return lambda n: "?"
 
 
 def sqlite_path(database_url: str) -> Path | None:

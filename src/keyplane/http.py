@@ -52,6 +52,21 @@ def services_of(scope: Scope) -> Services:
     return services
 
 
+async def charge(
+    services: Services, principal: Principal, ip: str, *, units: int = 1, ip_units: int = 0
+) -> Decision:
+    """Price a request against the caller's bucket (and the IP's, for signUp/logIn), counting
+    refusals in /metrics. Every path that admits or refuses a request goes through here."""
+    bucket = services.rates.bucket_for(principal, ip)
+    charges = [(bucket, units)]
+    if ip_units and bucket.tier is not Tier.ANONYMOUS:
+        charges.append((services.rates.ip_bucket(ip), ip_units))
+    decision = await services.limiter.charge(charges)
+    if not decision.allowed:
+        services.metrics.rate_limited[decision.bucket.tier.value] += 1
+    return decision
+
+
 class AuthenticationMiddleware:
     """Resolves the caller before GraphQL runs; refused credentials end the request with 401.
 
@@ -95,12 +110,11 @@ class AuthenticationMiddleware:
                 key=RefusedKey(record.project_id, record.prefix, record.name),
             )
         try:
-            decision = await services.limiter.charge([(services.rates.ip_bucket(ip), 1)])
+            decision = await charge(services, ANONYMOUS, ip)
         except LimiterUnavailable:
             return limiter_unavailable()
         now = time.time()
         if not decision.allowed:
-            services.metrics.rate_limited[decision.bucket.tier.value] += 1
             return too_many_requests(decision, now)
         headers = UNAUTHORIZED_HEADERS | rate_headers(decision, now)
         return JSONResponse(UNAUTHORIZED_BODY, 401, headers=headers)
@@ -205,10 +219,7 @@ class GraphQLView(GraphQL[Context, None]):
         services = services_of(request.scope)
         ip = client_ip(request.scope, services.settings.trusted_proxies)
         principal: Principal = state.get("principal", ANONYMOUS)
-        decision = await services.limiter.charge([(services.rates.bucket_for(principal, ip), 1)])
-        if not decision.allowed:
-            services.metrics.rate_limited[decision.bucket.tier.value] += 1
-        return decision
+        return await charge(services, principal, ip)
 
     async def execute_operation(
         self,
@@ -236,7 +247,6 @@ class GraphQLView(GraphQL[Context, None]):
         key = context.principal.key
         usage = context.services.usage
         if not decision.allowed:
-            context.services.metrics.rate_limited[decision.bucket.tier.value] += 1
             if key is not None:
                 usage.refused(
                     key.key_id,
@@ -261,13 +271,9 @@ class GraphQLView(GraphQL[Context, None]):
         return result
 
     async def _charge(self, context: Context, *, units: int, ip_units: int) -> Decision:
-        services = context.services
-        ip = client_ip(context.request.scope, services.settings.trusted_proxies)
-        bucket = services.rates.bucket_for(context.principal, ip)
-        charges = [(bucket, units)]
-        if ip_units and bucket.tier is not Tier.ANONYMOUS:
-            charges.append((services.rates.ip_bucket(ip), ip_units))
-        decision = await services.limiter.charge(charges)
+        decision = await charge(
+            context.services, context.principal, context.access.ip, units=units, ip_units=ip_units
+        )
         context.rate_limit = decision
         context.request.scope.setdefault("state", {})["rate_limit"] = decision
         return decision

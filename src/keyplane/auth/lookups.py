@@ -13,7 +13,7 @@ from typing import Any
 
 from tortoise import connections
 
-from keyplane.db import is_postgres
+from keyplane.db import placeholder
 from keyplane.permissions.scopes import Scope, decode_scopes
 
 KEY_COLUMNS = (
@@ -54,10 +54,7 @@ def _instant(value: Any) -> datetime | None:
 
 class Lookups:
     def __init__(self, database_url: str) -> None:
-        self._postgres = is_postgres(database_url)
-
-    def _p(self, n: int) -> str:
-        return f"${n}" if self._postgres else "?"
+        self._p = placeholder(database_url)
 
     async def _rows(self, sql: str, values: list[Any]) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = await connections.get("default").execute_query_dict(

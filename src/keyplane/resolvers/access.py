@@ -28,7 +28,7 @@ class Membership:
 class Access:
     """Per-request view of the principal's reach; memberships are read once per project."""
 
-    def __init__(self, principal: Principal, *, ip: str | None = None) -> None:
+    def __init__(self, principal: Principal, *, ip: str = "unknown") -> None:
         self.principal = principal
         self.ip = ip  # the client address, for the activity log
         self._memberships: dict[str, Membership | None] = {}

@@ -20,7 +20,7 @@ from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
-from keyplane.db import is_postgres
+from keyplane.db import placeholder
 from keyplane.models import ApiKey
 from keyplane.models.activity import ActivityKind
 from keyplane.models.base import new_id
@@ -93,7 +93,7 @@ class UsageBuffer:
         retention: timedelta = timedelta(days=30),
         activity_retention: timedelta = timedelta(days=90),
     ) -> None:
-        self._postgres = is_postgres(database_url)
+        self._p = placeholder(database_url)
         self.interval = interval
         self.retention = retention
         self.activity_retention = activity_retention
@@ -230,7 +230,7 @@ class UsageBuffer:
             self._pending.refused_keys.setdefault(key_id, known)
 
     async def _write(self, taken: _Pending) -> None:
-        p = self._placeholders
+        p = self._p
         async with in_transaction() as connection:
             for key_id, total in taken.totals.items():
                 await connection.execute_query(
@@ -280,7 +280,7 @@ class UsageBuffer:
                 for row in rows
             )
         environments = {key_id: env for key_id, env, _ in taken.buckets}
-        p = self._placeholders
+        p = self._p
         for key_id, minute, counts in refused:
             key = keys.get(key_id)
             if key is None:  # deleted, and never described
@@ -314,12 +314,9 @@ class UsageBuffer:
                     ],
                 )
 
-    def _placeholders(self, n: int) -> str:
-        return f"${n}" if self._postgres else "?"
-
     async def prune(self, now: datetime) -> int:
         """Delete usage buckets and activity events past their retention; returns how many."""
-        p = self._placeholders
+        p = self._p
         connection = connections.get("default")
         usage_count, _ = await connection.execute_query(
             f"DELETE FROM usage_bucket WHERE minute < {p(1)}", [minute_of(now - self.retention)]
