@@ -46,22 +46,22 @@ def counting_queries() -> Iterator[list[str]]:
         logger.setLevel(level)
 
 
-async def test_a_page_of_100_keys_costs_as_many_queries_as_a_page_of_2(api: Api) -> None:
-    # given: two creators, 100 keys
+async def test_a_page_of_100_keys_costs_no_more_queries_than_a_page_of_2(api: Api) -> None:
+    # given: 100 keys
     owner = await api.sign_up()
     project_id = await api.create_project(owner)
     env = await api.create_environment(owner, project_id)
     for n in range(100):
         await api.create_key(owner, env, ["VIEW_ANALYTICS"], name=f"k{n}")
 
-    # when
-    with counting_queries() as small:
-        small_page = (await api.gql(PAGE, {"env": env, "first": 2}, token=owner)).ok()
+    # when: the large page first, while no creator or environment has been read yet
     with counting_queries() as large:
         large_page = (await api.gql(PAGE, {"env": env, "first": 100}, token=owner)).ok()
+    with counting_queries() as small:
+        small_page = (await api.gql(PAGE, {"env": env, "first": 2}, token=owner)).ok()
 
     # then
-    assert len(small_page["environment"]["apiKeys"]["edges"]) == 2
     assert len(large_page["environment"]["apiKeys"]["edges"]) == 100
-    assert len(large) == len(small), large
+    assert len(small_page["environment"]["apiKeys"]["edges"]) == 2
     assert len(large) <= 6, large
+    assert len(small) <= len(large), small

@@ -44,10 +44,10 @@ def _free_port() -> int:
 class Servers:
     """Starts `keyplane serve` processes that share one database (and Redis, when given)."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, database_url: str = PG_URL) -> None:
         self.tmp_path = tmp_path
         self.processes: list[subprocess.Popen[bytes]] = []
-        self.database_url = PG_URL or f"sqlite://{tmp_path / 'shared.sqlite3'}"
+        self.database_url = database_url or f"sqlite://{tmp_path / 'shared.sqlite3'}"
 
     def start(self, *, workers: int = 2, storage: str = REDIS_URL) -> str:
         port = _free_port()
@@ -86,18 +86,35 @@ class Servers:
                 process.wait()
 
 
-@pytest.fixture
-async def servers(tmp_path: Path) -> AsyncIterator[Servers]:
+async def _servers(tmp_path: Path, database_url: str) -> AsyncIterator[Servers]:
     if REDIS_URL:
         import coredis
 
         client = coredis.Redis.from_url(REDIS_URL)
         await client.flushdb()
-    started = Servers(tmp_path)
+    started = Servers(tmp_path, database_url)
     try:
         yield started
     finally:
         started.stop_all()
+
+
+@pytest.fixture
+async def servers(tmp_path: Path) -> AsyncIterator[Servers]:
+    async for started in _servers(tmp_path, PG_URL):
+        yield started
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def servers_on_each_database(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Servers]:
+    """Workers sharing a SQLite file (the version in a file beside it), then PostgreSQL
+    (the version in Redis)."""
+    if request.param == "postgres" and not PG_URL:
+        pytest.skip("KEYPLANE_TEST_DATABASE_URL is not set")
+    async for started in _servers(tmp_path, PG_URL if request.param == "postgres" else ""):
+        yield started
 
 
 def _wait_ready(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -158,9 +175,9 @@ async def _issue_key(
 
 @needs_redis
 async def test_a_revoked_key_is_refused_by_every_worker_on_the_very_next_request(
-    servers: Servers,
+    servers_on_each_database: Servers,
 ) -> None:
-    server = servers.start()
+    server = servers_on_each_database.start()
     limits = httpx.Limits(max_keepalive_connections=0)  # a new connection each time: any worker
     async with httpx.AsyncClient(base_url=server, limits=limits, timeout=10) as client:
         # given: a key that works through both workers
@@ -177,6 +194,42 @@ async def test_a_revoked_key_is_refused_by_every_worker_on_the_very_next_request
 
         # then
         assert [r.status_code for r in after] == [401] * 20
+
+
+@needs_redis
+async def test_narrowed_scopes_and_ended_sessions_hold_on_every_worker_at_once(
+    servers_on_each_database: Servers,
+) -> None:
+    server = servers_on_each_database.start()
+    limits = httpx.Limits(max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=server, limits=limits, timeout=10) as client:
+        # given: a key and a session that every worker has served (and kept)
+        token, key_id, secret = await _issue_key(client)
+        scoped = "{ viewer { apiKey { scopes } } }"
+        before = await asyncio.gather(*(_gql(client, scoped, token=secret) for _ in range(20)))
+        assert {r.status_code for r in before} == {200}
+        users = await asyncio.gather(*(_gql(client, VIEWER, token=token) for _ in range(20)))
+        assert {r.status_code for r in users} == {200}
+
+        # when: the key loses every scope but one, then the session ends
+        updated = await _gql(
+            client,
+            "mutation($id: ID!) { updateApiKey(input: {id: $id, scopes: [GENERATE_DOCUMENTS]}) "
+            "{ scopes } }",
+            {"id": key_id},
+            token,
+        )
+        assert updated.json()["data"]["updateApiKey"] == {"scopes": ["GENERATE_DOCUMENTS"]}
+        narrowed = await asyncio.gather(*(_gql(client, scoped, token=secret) for _ in range(20)))
+        logged_out = await _gql(client, "mutation { logOut }", token=token)
+        assert logged_out.json()["data"] == {"logOut": True}
+        ended = await asyncio.gather(*(_gql(client, VIEWER, token=token) for _ in range(20)))
+
+        # then
+        assert {str(r.json()["data"]["viewer"]["apiKey"]["scopes"]) for r in narrowed} == {
+            "['GENERATE_DOCUMENTS']"
+        }
+        assert [r.status_code for r in ended] == [401] * 20
 
 
 @needs_redis

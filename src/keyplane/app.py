@@ -52,6 +52,7 @@ def create_app(
                 yield
             finally:
                 await services.renderer.stop()  # kills the render children, if any started
+                await services.credentials.close()
                 # Graceful shutdown (SIGTERM): the buffered usage reaches the database first.
                 await services.usage.stop()
 

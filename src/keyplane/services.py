@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from keyplane.auth.authenticate import Authenticator
+from keyplane.auth.changes import credential_version
 from keyplane.auth.dashboard import utcnow
 from keyplane.auth.lookups import Lookups, RecordLoaders
 from keyplane.auth.oauth import AccessTokenVerifier, JwksCache
 from keyplane.auth.passwords import Passwords
+from keyplane.auth.verified import VerifiedCredentials
 from keyplane.metrics import Metrics
 from keyplane.ratelimit.limiter import Limiter
 from keyplane.ratelimit.policy import RatePolicy
@@ -24,6 +26,7 @@ from keyplane.usage.buffer import UsageBuffer
 class Services:
     settings: Settings
     authenticator: Authenticator
+    credentials: VerifiedCredentials
     accounts: AccountPolicy
     limiter: Limiter
     rates: RatePolicy
@@ -46,14 +49,27 @@ def build_services(
     if settings.oauth is not None:
         verifier = AccessTokenVerifier(settings.oauth, jwks or JwksCache(settings.oauth.jwks))
     secret = str(settings.jwt_secret)
+    credentials = VerifiedCredentials(
+        credential_version(settings.database_url, settings.rate_limit_storage),
+        max_age=settings.credential_cache_seconds,
+    )
+    usage = UsageBuffer(
+        settings.database_url,
+        interval=settings.usage_flush_seconds,
+        retention=timedelta(days=settings.usage_retention_days),
+        activity_retention=timedelta(days=settings.activity_retention_days),
+    )
     return Services(
         settings=settings,
         authenticator=Authenticator(
             jwt_secret=secret,
             oauth=verifier,
             lookups=lookups,
+            credentials=credentials,
+            usage_stamp=lambda: usage.flushes,
             clock=clock,
         ),
+        credentials=credentials,
         accounts=AccountPolicy(
             jwt_secret=secret,
             token_ttl=timedelta(seconds=settings.jwt_ttl_seconds),
@@ -62,12 +78,7 @@ def build_services(
         ),
         limiter=Limiter(settings.rate_limit_storage, fail_closed=settings.rate_limit_fail_closed),
         rates=RatePolicy(settings.rate_limits),
-        usage=UsageBuffer(
-            settings.database_url,
-            interval=settings.usage_flush_seconds,
-            retention=timedelta(days=settings.usage_retention_days),
-            activity_retention=timedelta(days=settings.activity_retention_days),
-        ),
+        usage=usage,
         renderer=RenderPool(settings.render),
         records=RecordLoaders(lookups),
         clock=clock,

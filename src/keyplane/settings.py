@@ -71,6 +71,9 @@ class Settings:
     usage_retention_days: int = 30
     activity_retention_days: int = 90
     usage_flush_seconds: float = 1.0
+    # How long a verified key or session may be reused while the credentials' version holds
+    # (0: read every request's credential from the database).
+    credential_cache_seconds: int = 30
     render: RenderLimits = field(default_factory=RenderLimits)
 
     @property
@@ -105,6 +108,7 @@ class Settings:
         max_batch = _int(env, "KEYPLANE_MAX_BATCH", 25, 1, 100, problems)
         retention = _int(env, "KEYPLANE_USAGE_RETENTION_DAYS", 30, 1, 3660, problems)
         activity_retention = _int(env, "KEYPLANE_ACTIVITY_RETENTION_DAYS", 90, 1, 3660, problems)
+        credential_cache = _int(env, "KEYPLANE_CREDENTIAL_CACHE_SECONDS", 30, 0, 3600, problems)
 
         secret_text = env.get("KEYPLANE_JWT_SECRET")
         if secret_text is not None and len(secret_text.encode()) < MIN_JWT_SECRET_BYTES:
@@ -148,6 +152,7 @@ class Settings:
             max_batch=max_batch,
             usage_retention_days=retention,
             activity_retention_days=activity_retention,
+            credential_cache_seconds=credential_cache,
             render=render,
         )
 

@@ -16,7 +16,7 @@ from tortoise.exceptions import IntegrityError
 from keyplane.auth import api_key as key_format
 from keyplane.auth import dashboard
 from keyplane.auth.lookups import Lookups
-from keyplane.auth.oauth import AccessTokenVerifier, is_access_token
+from keyplane.auth.oauth import AccessTokenClaims, AccessTokenVerifier, is_access_token
 from keyplane.auth.principal import (
     ANONYMOUS,
     AuthKind,
@@ -25,7 +25,7 @@ from keyplane.auth.principal import (
     Principal,
     dashboard_principal,
 )
-from keyplane.auth.verified import VerifiedTokens
+from keyplane.auth.verified import VerifiedCredentials, VerifiedTokens
 from keyplane.errors import InvalidCredentials
 from keyplane.models import OAuthIdentity, User
 
@@ -37,12 +37,18 @@ class Authenticator:
         jwt_secret: str,
         oauth: AccessTokenVerifier | None,
         lookups: Lookups,
+        credentials: VerifiedCredentials,
+        usage_stamp: Callable[[], int] = lambda: 0,
         clock: Callable[[], datetime] = dashboard.utcnow,
     ) -> None:
         self._jwt_secret = jwt_secret
         self._oauth = oauth
         self._clock = clock
         self._lookups = lookups
+        self._credentials = credentials
+        # A key's cached row also carries its usage counters: it is read again once this
+        # process has flushed usage since (so totalRequests never goes backwards).
+        self._usage_stamp = usage_stamp
         self._verified: VerifiedTokens[dashboard.DashboardClaims] = VerifiedTokens()
 
     async def authenticate(self, authorization: str | None) -> Principal:
@@ -64,9 +70,18 @@ class Authenticator:
             return None
         if not key_format.is_well_formed(token):
             raise InvalidCredentials(reason="malformed_key")
-        record = await self._lookups.key_by_hash(key_format.hash_secret(token))
+        secret_hash = key_format.hash_secret(token)
+        version = await self._credentials.version()
+        stamp = self._usage_stamp()
+        record = None
+        if version is not None:
+            record = self._credentials.keys.get(secret_hash, version, stamp)
         if record is None:
-            raise InvalidCredentials(reason="unknown_key")
+            record = await self._lookups.key_by_hash(secret_hash)
+            if record is None:
+                raise InvalidCredentials(reason="unknown_key")
+            if record.revoked_at is None and version is not None:
+                self._credentials.keys.put(secret_hash, record, version, stamp)
         if record.revoked_at is not None or (
             record.expires_at is not None and record.expires_at <= self._clock()
         ):
@@ -88,6 +103,14 @@ class Authenticator:
         )
 
     async def _jwt(self, token: str) -> Principal | None:
+        # A token verified before skips even the header's decoding.
+        known = self._verified.get(token)
+        if known is not None:
+            return await self._session(known)
+        if self._oauth is not None:
+            verified = self._oauth.known(token)
+            if verified is not None:
+                return await self._oauth_principal(verified)
         try:
             header: dict[str, Any] = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -99,17 +122,24 @@ class Authenticator:
         return None
 
     async def _dashboard_token(self, token: str) -> Principal:
-        claims = self._verified.get(token)
-        if claims is None:
-            claims = dashboard.verify_token(token, secret=self._jwt_secret)
-            if claims is not None:
-                self._verified.put(token, claims, claims.expires_at)
+        claims = dashboard.verify_token(token, secret=self._jwt_secret)
         if claims is None:
             raise InvalidCredentials(reason="bad_dashboard_token")
-        live = await self._lookups.live_session(
-            session_id=claims.session_id, user_id=claims.user_id, now=self._clock()
-        )
-        if not live:
+        self._verified.put(token, claims, claims.expires_at)
+        return await self._session(claims)
+
+    async def _session(self, claims: dashboard.DashboardClaims) -> Principal:
+        version = await self._credentials.version()
+        expires_at = None
+        if version is not None:
+            expires_at = self._credentials.sessions.get(claims.session_id, version)
+        if expires_at is None:
+            expires_at = await self._lookups.live_session(
+                session_id=claims.session_id, user_id=claims.user_id
+            )
+            if expires_at is not None and version is not None:
+                self._credentials.sessions.put(claims.session_id, expires_at, version)
+        if expires_at is None or expires_at <= self._clock():
             raise InvalidCredentials(reason="ended_session")
         return dashboard_principal(claims.user_id, claims.session_id)
 
@@ -119,13 +149,24 @@ class Authenticator:
         claims = await self._oauth.verify(token, header)
         if claims is None:
             raise InvalidCredentials(reason="bad_oauth_token")
-        user_id = await self._lookups.linked_user(issuer=claims.issuer, subject=claims.subject)
+        return await self._oauth_principal(claims)
+
+    async def _oauth_principal(self, claims: AccessTokenClaims) -> Principal:
+        identity = f"{claims.issuer} {claims.subject}"
+        version = await self._credentials.version()
+        user_id = None
+        if version is not None:
+            user_id = self._credentials.identities.get(identity, version)
         if user_id is None:
-            user_id = await _link_by_email(
-                claims.issuer, claims.subject, claims.email, claims.email_verified
-            )
-        if user_id is None:
-            raise InvalidCredentials(reason="unlinked_oauth_user")
+            user_id = await self._lookups.linked_user(issuer=claims.issuer, subject=claims.subject)
+            if user_id is None:
+                user_id = await _link_by_email(
+                    claims.issuer, claims.subject, claims.email, claims.email_verified
+                )
+            if user_id is None:
+                raise InvalidCredentials(reason="unlinked_oauth_user")
+            if version is not None:
+                self._credentials.identities.put(identity, user_id, version)
         return Principal(
             kind=AuthKind.OAUTH,
             token_scopes=claims.scopes,

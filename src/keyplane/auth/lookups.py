@@ -1,8 +1,8 @@
 """The queries every authenticated request makes, as plain SQL.
 
 Measured on SQLite, one lookup through the ORM costs ~200 µs and the same query as raw SQL on
-the same connection ~35 µs (STACK_NOTES). Nothing here is cached: each request reads the row,
-so a revocation, rotation or logOut committed by any worker or host is seen by the next request.
+the same connection ~35 µs (STACK_NOTES). Nothing here is cached; the authenticator keeps what
+it read only under the credentials' version (auth/changes.py, auth/verified.py).
 """
 
 from __future__ import annotations
@@ -92,17 +92,15 @@ class Lookups:
             rate_limit_per_minute=row["rate_limit_per_minute"],
         )
 
-    async def live_session(self, *, session_id: str, user_id: str, now: datetime) -> bool:
+    async def live_session(self, *, session_id: str, user_id: str) -> datetime | None:
+        """When the session expires, if it has not been ended; None if it has (or never was)."""
         p = self._p
         rows = await self._rows(
             f"SELECT expires_at FROM session WHERE id = {p(1)} AND user_id = {p(2)} "
             "AND ended_at IS NULL",
             [session_id, user_id],
         )
-        if not rows:
-            return False
-        expires_at = _instant(rows[0]["expires_at"])
-        return expires_at is not None and expires_at > now
+        return _instant(rows[0]["expires_at"]) if rows else None
 
     async def linked_user(self, *, issuer: str, subject: str) -> str | None:
         p = self._p
@@ -130,36 +128,60 @@ class EnvironmentRecord:
 
 
 class RecordLoaders:
-    """Batch reads behind the per-request DataLoaders (users, environments), as plain SQL."""
+    """Batch reads behind the per-request DataLoaders (users, environments), as plain SQL.
+
+    Users and environments are never updated or deleted (no operation does either), so a row
+    read once stays true: it is kept, up to MAX_RECORDS of each, and later pages and viewers
+    name it without a query. An operation that renames or deletes either must drop this.
+    """
 
     def __init__(self, lookups: Lookups) -> None:
         self._lookups = lookups
+        self._users: dict[str, UserRecord] = {}
+        self._environments: dict[str, EnvironmentRecord] = {}
 
     async def users(self, ids: list[str]) -> list[UserRecord | None]:
-        rows = await self._lookups.by_ids('"user"', "id, email, name, created_at", ids)
-        found = {
-            row["id"]: UserRecord(
-                id=row["id"],
-                email=row["email"],
-                name=row["name"],
-                created_at=_required_instant(row["created_at"]),
-            )
-            for row in rows
-        }
-        return [found.get(i) for i in ids]
+        missing = [i for i in ids if i not in self._users]
+        if missing:
+            rows = await self._lookups.by_ids('"user"', "id, email, name, created_at", missing)
+            for row in rows:
+                _keep(
+                    self._users,
+                    UserRecord(
+                        id=row["id"],
+                        email=row["email"],
+                        name=row["name"],
+                        created_at=_required_instant(row["created_at"]),
+                    ),
+                )
+        return [self._users.get(i) for i in ids]
 
     async def environments(self, ids: list[str]) -> list[EnvironmentRecord | None]:
-        rows = await self._lookups.by_ids("environment", "id, project_id, name, created_at", ids)
-        found = {
-            row["id"]: EnvironmentRecord(
-                id=row["id"],
-                project_id=row["project_id"],
-                name=row["name"],
-                created_at=_required_instant(row["created_at"]),
+        missing = [i for i in ids if i not in self._environments]
+        if missing:
+            rows = await self._lookups.by_ids(
+                "environment", "id, project_id, name, created_at", missing
             )
-            for row in rows
-        }
-        return [found.get(i) for i in ids]
+            for row in rows:
+                _keep(
+                    self._environments,
+                    EnvironmentRecord(
+                        id=row["id"],
+                        project_id=row["project_id"],
+                        name=row["name"],
+                        created_at=_required_instant(row["created_at"]),
+                    ),
+                )
+        return [self._environments.get(i) for i in ids]
+
+
+MAX_RECORDS = 10_000
+
+
+def _keep(records: dict[str, Any], record: UserRecord | EnvironmentRecord) -> None:
+    if len(records) >= MAX_RECORDS:
+        del records[next(iter(records))]
+    records[record.id] = record
 
 
 def _required_instant(value: Any) -> datetime:

@@ -104,6 +104,10 @@ class AccessTokenVerifier:
         self._jwks = jwks
         self._verified: VerifiedTokens[AccessTokenClaims] = VerifiedTokens()
 
+    def known(self, token: str) -> AccessTokenClaims | None:
+        """The claims of a token this verifier accepted before and that has not expired."""
+        return self._verified.get(token)
+
     async def verify(self, token: str, header: dict[str, Any]) -> AccessTokenClaims | None:
         """The claims of a valid access token from our issuer; None for any defect."""
         known = self._verified.get(token)

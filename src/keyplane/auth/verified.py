@@ -2,14 +2,22 @@
 
 Verifying a JWT costs tens of microseconds (an ES256 signature more); the result cannot change
 before the token's `exp`, so it is kept until then. What can change (a session ended by logOut,
-a key revoked) is never cached: it is read from the database on every request.
+a key revoked) is kept in VerifiedCredentials, under the credentials' version (auth/changes.py).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Generic, TypeVar
+
+from keyplane.auth.changes import CredentialVersion, NoVersion
+from keyplane.auth.lookups import KeyRecord
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -37,3 +45,83 @@ class VerifiedTokens(Generic[T]):
         self._entries.move_to_end(token)
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
+
+
+@dataclass(slots=True)
+class _Fresh(Generic[T]):
+    value: T
+    version: int
+    stamp: int
+    born: float
+
+
+class FreshEntries(Generic[T]):
+    """Values read from the database, kept while the credentials' version they were read under
+    is current, their stamp unchanged and they are younger than `max_age` seconds."""
+
+    def __init__(self, max_age: float, max_entries: int = MAX_ENTRIES) -> None:
+        self._entries: dict[str, _Fresh[T]] = {}
+        self._max_age = max_age
+        self._max = max_entries
+
+    def get(self, key: str, version: int, stamp: int = 0) -> T | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if (
+            entry.version != version
+            or entry.stamp != stamp
+            or time.monotonic() - entry.born >= self._max_age
+        ):
+            del self._entries[key]
+            return None
+        return entry.value
+
+    def put(self, key: str, value: T, version: int, stamp: int = 0) -> None:
+        if self._max_age <= 0:
+            return
+        self._entries.pop(key, None)
+        if len(self._entries) >= self._max:
+            del self._entries[next(iter(self._entries))]  # the oldest insertion
+        self._entries[key] = _Fresh(value, version, stamp, time.monotonic())
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class VerifiedCredentials:
+    """This process's memory of keys, sessions and OAuth identities it looked up, trusted only
+    under the credentials' version they were read with (see auth/changes.py)."""
+
+    def __init__(self, version: CredentialVersion, *, max_age: float) -> None:
+        self._version = version
+        self.keys: FreshEntries[KeyRecord] = FreshEntries(max_age)
+        self.sessions: FreshEntries[datetime] = FreshEntries(max_age)
+        self.identities: FreshEntries[str] = FreshEntries(max_age)
+        self.enabled = max_age > 0 and not isinstance(version, NoVersion)
+        self.change_failures = 0
+
+    async def version(self) -> int | None:
+        if not self.enabled:
+            return None
+        return await self._version.current()
+
+    async def changed(self) -> None:
+        """A key or session changed and its transaction committed: forget it here, and move
+        the shared version on so that every other worker forgets it before its next request."""
+        self.keys.clear()
+        self.sessions.clear()
+        self.identities.clear()
+        if not self.enabled:
+            return
+        try:
+            await self._version.advance()
+        except Exception as exc:  # the change stands; other workers' entries age out
+            self.change_failures += 1
+            logger.error("could not advance the credentials' version: %r", exc)
+
+    async def close(self) -> None:
+        await self._version.close()

@@ -11,6 +11,7 @@ from tortoise.transactions import in_transaction
 from keyplane.auth import dashboard
 from keyplane.auth.passwords import Passwords
 from keyplane.auth.principal import Principal
+from keyplane.auth.verified import VerifiedCredentials
 from keyplane.errors import Conflict, Forbidden, InvalidCredentials, Unauthenticated
 from keyplane.models import Invitation, Session, User
 from keyplane.resolvers import validate
@@ -80,8 +81,9 @@ async def _open_session(policy: AccountPolicy, user: User, now: datetime) -> Ses
     return SessionGrant(access_token=token, expires_at=expires_at, user=user)
 
 
-async def log_out(principal: Principal, *, now: datetime) -> bool:
+async def log_out(principal: Principal, *, now: datetime, credentials: VerifiedCredentials) -> bool:
     if principal.session_id is None:
         raise Unauthenticated("logOut ends a dashboard session; none was presented.")
     await Session.filter(id=principal.session_id, ended_at__isnull=True).update(ended_at=now)
+    await credentials.changed()
     return True

@@ -9,6 +9,7 @@ from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from keyplane.auth import api_key as key_format
+from keyplane.auth.verified import VerifiedCredentials
 from keyplane.errors import BadUserInput, Conflict, Forbidden, NotFound
 from keyplane.models import ApiKey
 from keyplane.models.activity import ActivityKind
@@ -192,6 +193,7 @@ async def update_api_key(
     rate_limit_per_minute: int | None = None,
     clear_rate_limit: bool = False,
     now: datetime,
+    credentials: VerifiedCredentials,
 ) -> ApiKey:
     key, held = await _reachable_key(access, key_id, any_of=MANAGE_KEYS)
     changes: dict[str, str | int | None] = {}
@@ -214,10 +216,13 @@ async def update_api_key(
             await ApiKey.filter(id=key.id).update(**changes)
             key.update_from_dict(changes)
             await _log(ActivityKind.KEY_UPDATED, access, key, now)
+        await credentials.changed()
     return key
 
 
-async def revoke_api_key(access: Access, *, key_id: str, now: datetime) -> ApiKey:
+async def revoke_api_key(
+    access: Access, *, key_id: str, now: datetime, credentials: VerifiedCredentials
+) -> ApiKey:
     key, _ = await _reachable_key(access, key_id, any_of=MANAGE_KEYS)
     if key.revoked_at is None:
         async with in_transaction():
@@ -225,19 +230,28 @@ async def revoke_api_key(access: Access, *, key_id: str, now: datetime) -> ApiKe
             if changed:
                 await _log(ActivityKind.KEY_REVOKED, access, key, now)
         key.revoked_at = now
+        await credentials.changed()
     return key
 
 
-async def delete_api_key(access: Access, *, key_id: str, now: datetime) -> ApiKey:
+async def delete_api_key(
+    access: Access, *, key_id: str, now: datetime, credentials: VerifiedCredentials
+) -> ApiKey:
     key, _ = await _reachable_key(access, key_id, any_of=MANAGE_KEYS)
     async with in_transaction():
         await ApiKey.filter(id=key.id).delete()
         await _log(ActivityKind.KEY_DELETED, access, key, now)
+    await credentials.changed()
     return key
 
 
 async def rotate_api_key(
-    access: Access, *, key_id: str, expire_old_in_seconds: int, now: datetime
+    access: Access,
+    *,
+    key_id: str,
+    expire_old_in_seconds: int,
+    now: datetime,
+    credentials: VerifiedCredentials,
 ) -> IssuedKey:
     """Stripe-style roll: a new key with the same name, scopes and environment; the old one
     keeps working for `expire_old_in_seconds` (0 to 7 days) so deployments can switch over.
@@ -284,4 +298,5 @@ async def rotate_api_key(
             target=f"{describe(key)} -> {issued.api_key.id} ({issued.api_key.prefix})",
             at=now,
         )
+    await credentials.changed()  # the old key's cached expiry is gone everywhere
     return issued

@@ -311,7 +311,11 @@ class Mutation:
         extensions=guarded(IsUser(AuthKind.JWT)),
     )
     async def log_out(self, info: Info) -> bool | None:
-        return await account.log_out(info.context.principal, now=info.context.now)
+        return await account.log_out(
+            info.context.principal,
+            now=info.context.now,
+            credentials=info.context.services.credentials,
+        )
 
     @strawberry.mutation(
         description="Create a project; the caller becomes its OWNER.",
@@ -363,6 +367,7 @@ class Mutation:
             rate_limit_per_minute=input.rate_limit_per_minute,
             clear_rate_limit=input.clear_rate_limit,
             now=info.context.now,
+            credentials=info.context.services.credentials,
         )
         return ApiKey.from_model(updated, context=info.context)
 
@@ -371,7 +376,10 @@ class Mutation:
     )
     async def revoke_api_key(self, info: Info, id: strawberry.ID) -> ApiKey | None:
         revoked = await api_key.revoke_api_key(
-            info.context.access, key_id=str(id), now=info.context.now
+            info.context.access,
+            key_id=str(id),
+            now=info.context.now,
+            credentials=info.context.services.credentials,
         )
         return ApiKey.from_model(revoked, context=info.context)
 
@@ -380,7 +388,10 @@ class Mutation:
     )
     async def delete_api_key(self, info: Info, id: strawberry.ID) -> ApiKey | None:
         deleted = await api_key.delete_api_key(
-            info.context.access, key_id=str(id), now=info.context.now
+            info.context.access,
+            key_id=str(id),
+            now=info.context.now,
+            credentials=info.context.services.credentials,
         )
         return ApiKey.from_model(deleted, context=info.context)
 
@@ -396,6 +407,7 @@ class Mutation:
             key_id=str(input.id),
             expire_old_in_seconds=input.expire_old_in_seconds,
             now=info.context.now,
+            credentials=info.context.services.credentials,
         )
         return RotateApiKeyPayload.from_issued(issued, context=info.context)
 

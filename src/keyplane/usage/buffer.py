@@ -103,6 +103,8 @@ class UsageBuffer:
         self._stopping = asyncio.Event()
         self._flush_lock = asyncio.Lock()
         self._last_prune: datetime | None = None
+        # Flushes that committed counts so far: a key row read before the last one is stale.
+        self.flushes = 0
 
     # -- recording (hot path: no I/O) ------------------------------------------------------
 
@@ -211,6 +213,8 @@ class UsageBuffer:
             except BaseException:
                 self._merge_back(taken)
                 raise
+            else:
+                self.flushes += 1
             finally:
                 self._flushing = None
 

@@ -1,0 +1,222 @@
+"""Verified keys and sessions are kept in the process, and never outlive a change.
+
+Each worker reuses the key rows and sessions it has read, so a repeated credential costs no
+query; every change that ends or narrows one (revoke, rotate, update, delete, logOut) moves the
+credentials' version on before it answers, and every worker checks that version before it
+trusts what it kept. (Real worker processes: tests/test_serve.py.)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from starlette.applications import Starlette
+from tortoise import connections
+
+from keyplane.auth.changes import FileVersion, RedisVersion
+from keyplane.db import is_postgres, sqlite_path
+from tests.helpers import Api
+from tests.test_query_count import counting_queries
+
+REDIS_URL = os.environ.get("KEYPLANE_TEST_REDIS_URL", "")
+VIEWER_KEY = "{ viewer { kind apiKey { id scopes } } }"
+VIEWER_USER = "{ viewer { kind user { id } } }"
+
+
+async def _key(api: Api, scopes: list[str] | None = None) -> tuple[str, str, str]:
+    owner = await api.sign_up()
+    project_id = await api.create_project(owner)
+    env = await api.create_environment(owner, project_id)
+    key_id, secret = await api.create_key(owner, env, scopes or ["VIEW_ANALYTICS"])
+    return owner, key_id, secret
+
+
+def _cached(app: Starlette) -> bool:
+    return bool(app.state.services.credentials.enabled)
+
+
+async def test_a_key_seen_before_is_served_without_a_query(api: Api, app: Starlette) -> None:
+    if not _cached(app):
+        pytest.skip("no credentials' version here (PostgreSQL without Redis): nothing is kept")
+    # given
+    _, key_id, secret = await _key(api)
+    (await api.gql(VIEWER_KEY, token=secret)).ok()
+
+    # when
+    with counting_queries() as queries:
+        data = (await api.gql(VIEWER_KEY, token=secret)).ok()
+
+    # then
+    assert data["viewer"]["apiKey"]["id"] == key_id
+    assert queries == []
+
+
+async def test_a_session_seen_before_is_served_without_a_query(api: Api, app: Starlette) -> None:
+    if not _cached(app):
+        pytest.skip("no credentials' version here (PostgreSQL without Redis): nothing is kept")
+    # given
+    owner = await api.sign_up()
+    user_id = await api.user_id(owner)
+
+    # when
+    with counting_queries() as queries:
+        data = (await api.gql(VIEWER_USER, token=owner)).ok()
+
+    # then
+    assert data["viewer"]["user"]["id"] == user_id
+    assert queries == []
+
+
+@pytest.mark.parametrize(
+    ("mutation", "variables"),
+    [
+        ("mutation($id: ID!) { revokeApiKey(id: $id) { id } }", {}),
+        ("mutation($id: ID!) { deleteApiKey(id: $id) { id } }", {}),
+        (
+            "mutation($id: ID!) { rotateApiKey(input: {id: $id, expireOldInSeconds: 0}) "
+            "{ secret } }",
+            {},
+        ),
+    ],
+    ids=["revoke", "delete", "rotate"],
+)
+async def test_a_kept_key_is_refused_on_the_next_request_after_it_ends(
+    api: Api, mutation: str, variables: dict[str, str]
+) -> None:
+    # given: a key used (and so kept) before
+    owner, key_id, secret = await _key(api)
+    (await api.gql(VIEWER_KEY, token=secret)).ok()
+
+    # when
+    (await api.gql(mutation, {"id": key_id, **variables}, token=owner)).ok()
+    after = await api.gql(VIEWER_KEY, token=secret)
+
+    # then
+    assert after.status == 401
+
+
+async def test_narrowed_scopes_hold_from_the_next_request(api: Api) -> None:
+    # given
+    owner, key_id, secret = await _key(api, ["VIEW_ANALYTICS", "GENERATE_DOCUMENTS"])
+    before = (await api.gql(VIEWER_KEY, token=secret)).ok()
+    assert before["viewer"]["apiKey"]["scopes"] == ["GENERATE_DOCUMENTS", "VIEW_ANALYTICS"]
+
+    # when
+    (
+        await api.gql(
+            "mutation($id: ID!) { updateApiKey(input: {id: $id, scopes: [VIEW_ANALYTICS]}) "
+            "{ id } }",
+            {"id": key_id},
+            token=owner,
+        )
+    ).ok()
+    after = (await api.gql(VIEWER_KEY, token=secret)).ok()
+
+    # then
+    assert after["viewer"]["apiKey"]["scopes"] == ["VIEW_ANALYTICS"]
+
+
+async def test_a_kept_session_is_refused_on_the_next_request_after_log_out(api: Api) -> None:
+    # given
+    owner = await api.sign_up()
+    (await api.gql(VIEWER_USER, token=owner)).ok()
+
+    # when
+    (await api.gql("mutation { logOut }", token=owner)).ok()
+    after = await api.gql(VIEWER_USER, token=owner)
+
+    # then
+    assert after.status == 401
+
+
+async def test_a_change_made_by_another_process_is_seen_once_it_moves_the_version(
+    api: Api, app: Starlette, database_url: str
+) -> None:
+    if is_postgres(database_url):
+        pytest.skip("the SQLite file's version; PostgreSQL + Redis: tests/test_serve.py")
+    path = sqlite_path(database_url)
+    assert path is not None
+    # given: a key this process has kept
+    _, key_id, secret = await _key(api)
+    (await api.gql(VIEWER_KEY, token=secret)).ok()
+
+    # when: another process revokes it (its row, then its own handle on the version file)
+    await connections.get("default").execute_query(
+        "UPDATE api_key SET revoked_at = CURRENT_TIMESTAMP WHERE id = ?", [key_id]
+    )
+    # (until the version moves, the row this process kept is what it trusts)
+    assert (await api.gql(VIEWER_KEY, token=secret)).status == 200
+    other_worker = FileVersion(path.with_name(path.name + ".credentials"))
+    try:
+        await other_worker.advance()
+    finally:
+        await other_worker.close()
+    after = await api.gql(VIEWER_KEY, token=secret)
+
+    # then
+    assert after.status == 401
+
+
+async def test_total_requests_read_through_the_calling_key_never_go_backwards(
+    api: Api, app: Starlette
+) -> None:
+    # given: a kept key whose counts have been flushed to the database
+    _, _, secret = await _key(api)
+    for _ in range(3):
+        (await api.gql(VIEWER_KEY, token=secret)).ok()
+    await app.state.services.usage.flush()
+
+    # when
+    totals = [
+        (await api.gql("{ viewer { apiKey { totalRequests } } }", token=secret)).ok()
+        for _ in range(2)
+    ]
+
+    # then: each request counted itself and every one before it
+    assert [t["viewer"]["apiKey"]["totalRequests"] for t in totals] == [4, 5]
+
+
+async def test_every_handle_on_the_version_file_reads_an_advance_at_once(tmp_path: Path) -> None:
+    # given: two handles, as two processes have
+    first = FileVersion(tmp_path / "db.sqlite3.credentials")
+    second = FileVersion(tmp_path / "db.sqlite3.credentials")
+    before = await second.current()
+
+    # when
+    await first.advance()
+
+    # then
+    assert await second.current() == (before or 0) + 1
+    await first.close()
+    await second.close()
+
+
+@pytest.mark.skipif(not REDIS_URL, reason="KEYPLANE_TEST_REDIS_URL is not set")
+async def test_every_worker_reads_an_advance_of_the_redis_version_at_once() -> None:
+    # given: two workers' handles on one Redis
+    first, second = RedisVersion(REDIS_URL), RedisVersion(REDIS_URL)
+    before = await second.current()
+    assert before is not None
+
+    # when
+    await first.advance()
+
+    # then
+    assert await second.current() == before + 1
+    await first.close()
+    await second.close()
+
+
+async def test_an_unreachable_redis_bypasses_the_cache_instead_of_trusting_it() -> None:
+    # given
+    version = RedisVersion("redis://127.0.0.1:1/0")
+
+    # when
+    first, second = await version.current(), await version.current()
+
+    # then: unknown, so every request reads its credential; the second asks nobody
+    assert first is None
+    assert second is None
+    await version.close()
