@@ -179,7 +179,9 @@ class GraphQLView(GraphQL[Context, None]):
             services=services,
             now=services.clock(),
             access=Access(
-                principal, ip=client_ip(request.scope, services.settings.trusted_proxies)
+                principal,
+                records=services.records,
+                ip=client_ip(request.scope, services.settings.trusted_proxies),
             ),
             loaders=Loaders.over(services.records),
         )

@@ -16,10 +16,22 @@ from tortoise import connections
 from keyplane.db import placeholder
 from keyplane.permissions.scopes import Scope, decode_scopes
 
-KEY_COLUMNS = (
-    "id, environment_id, project_id, name, prefix, scopes, created_by_id, created_at, "
-    "expires_at, revoked_at, last_used_at, total_requests, rate_limit_per_minute"
+KEY_FIELDS = (
+    "id",
+    "environment_id",
+    "project_id",
+    "name",
+    "prefix",
+    "scopes",
+    "created_by_id",
+    "created_at",
+    "expires_at",
+    "revoked_at",
+    "last_used_at",
+    "total_requests",
+    "rate_limit_per_minute",
 )
+KEY_COLUMNS = ", ".join(KEY_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +55,25 @@ class KeyRecord:
     @property
     def scope_set(self) -> frozenset[Scope]:
         return decode_scopes(self.scopes)
+
+
+def key_record(row: dict[str, Any]) -> KeyRecord:
+    """A KeyRecord from a row of KEY_FIELDS (raw SQL or a Tortoise values() query)."""
+    return KeyRecord(
+        id=row["id"],
+        environment_id=row["environment_id"],
+        project_id=row["project_id"],
+        name=row["name"],
+        prefix=row["prefix"],
+        scopes=row["scopes"],
+        created_by_id=row["created_by_id"],
+        created_at=_required_instant(row["created_at"]),
+        expires_at=_instant(row["expires_at"]),
+        revoked_at=_instant(row["revoked_at"]),
+        last_used_at=_instant(row["last_used_at"]),
+        total_requests=int(row["total_requests"]),
+        rate_limit_per_minute=row["rate_limit_per_minute"],
+    )
 
 
 def _instant(value: Any) -> datetime | None:
@@ -71,26 +102,7 @@ class Lookups:
         rows = await self._rows(
             f"SELECT {KEY_COLUMNS} FROM api_key WHERE secret_hash = {self._p(1)}", [secret_hash]
         )
-        if not rows:
-            return None
-        row = rows[0]
-        created_at = _instant(row["created_at"])
-        assert created_at is not None
-        return KeyRecord(
-            id=row["id"],
-            environment_id=row["environment_id"],
-            project_id=row["project_id"],
-            name=row["name"],
-            prefix=row["prefix"],
-            scopes=row["scopes"],
-            created_by_id=row["created_by_id"],
-            created_at=created_at,
-            expires_at=_instant(row["expires_at"]),
-            revoked_at=_instant(row["revoked_at"]),
-            last_used_at=_instant(row["last_used_at"]),
-            total_requests=int(row["total_requests"]),
-            rate_limit_per_minute=row["rate_limit_per_minute"],
-        )
+        return key_record(rows[0]) if rows else None
 
     async def live_session(self, *, session_id: str, user_id: str) -> datetime | None:
         """When the session expires, if it has not been ended; None if it has (or never was)."""
@@ -139,6 +151,12 @@ class RecordLoaders:
         self._lookups = lookups
         self._users: dict[str, UserRecord] = {}
         self._environments: dict[str, EnvironmentRecord] = {}
+
+    def known_user(self, user_id: str) -> UserRecord | None:
+        return self._users.get(user_id)
+
+    def known_environment(self, environment_id: str) -> EnvironmentRecord | None:
+        return self._environments.get(environment_id)
 
     async def users(self, ids: list[str]) -> list[UserRecord | None]:
         missing = [i for i in ids if i not in self._users]

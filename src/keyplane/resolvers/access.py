@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from keyplane.auth.lookups import EnvironmentRecord, RecordLoaders
 from keyplane.auth.principal import Principal
 from keyplane.errors import Forbidden, NotFound, Unauthenticated
 from keyplane.models import Environment, Member, MemberEnvironment, Project
@@ -28,9 +29,12 @@ class Membership:
 class Access:
     """Per-request view of the principal's reach; memberships are read once per project."""
 
-    def __init__(self, principal: Principal, *, ip: str = "unknown") -> None:
+    def __init__(
+        self, principal: Principal, *, records: RecordLoaders, ip: str = "unknown"
+    ) -> None:
         self.principal = principal
         self.ip = ip  # the client address, for the activity log
+        self._records = records
         self._memberships: dict[str, Membership | None] = {}
 
     def require_authenticated(self) -> Principal:
@@ -89,15 +93,17 @@ class Access:
 
     async def environment(
         self, environment_id: str, *, any_of: frozenset[Scope] | None = None
-    ) -> tuple[Environment, frozenset[Scope]]:
+    ) -> tuple[EnvironmentRecord, frozenset[Scope]]:
         """Load a reachable environment, requiring one of `any_of` there (FORBIDDEN if absent)."""
         self.require_authenticated()
-        environment = await Environment.get_or_none(id=environment_id)
+        key = self.principal.key
+        if key is not None and key.environment_id != environment_id:
+            raise NotFound()  # a key reaches its own environment only: no need to read
+        [environment] = await self._records.environments([environment_id])
         if environment is None:
             raise NotFound()
         scopes = await self.scopes_in(
-            project_id=environment.project_id,  # type: ignore[attr-defined]
-            environment_id=environment.id,
+            project_id=environment.project_id, environment_id=environment.id
         )
         if scopes is None:
             raise NotFound()

@@ -64,7 +64,7 @@ async def list_activity(
         Q(environment_id=environment.id)
         | Q(
             environment_id__isnull=True,
-            project_id=environment.project_id,  # type: ignore[attr-defined]
+            project_id=environment.project_id,
         )
     )
     if kinds:

@@ -9,6 +9,7 @@ from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from keyplane.auth import api_key as key_format
+from keyplane.auth.lookups import KEY_FIELDS, KeyRecord, key_record
 from keyplane.auth.verified import VerifiedCredentials
 from keyplane.errors import BadUserInput, Conflict, Forbidden, NotFound
 from keyplane.models import ApiKey
@@ -19,7 +20,7 @@ from keyplane.ratelimit.tiers import MAX_KEY_LIMIT, MIN_KEY_LIMIT
 from keyplane.resolvers import validate
 from keyplane.resolvers.access import Access
 from keyplane.resolvers.activity import record_event
-from keyplane.resolvers.pagination import Page, newest_first
+from keyplane.resolvers.pagination import Page, newest_first_rows
 
 READ_KEYS = frozenset({Scope.MANAGE_PROJECT, Scope.VIEW_ANALYTICS})
 MANAGE_KEYS = frozenset({Scope.MANAGE_PROJECT})
@@ -104,7 +105,7 @@ async def create_api_key(
     async with in_transaction():
         issued = await _new_key(
             environment_id=environment.id,
-            project_id=environment.project_id,  # type: ignore[attr-defined]
+            project_id=environment.project_id,
             name=name,
             scopes=wanted,
             created_by_id=_creator_id(access),
@@ -172,7 +173,7 @@ async def list_api_keys(
     after: str | None,
     status: ApiKeyStatus | None,
     now: datetime,
-) -> Page[ApiKey]:
+) -> Page[KeyRecord]:
     held = await access.scopes_in(project_id=project_id, environment_id=environment_id)
     if held is None:
         raise NotFound()
@@ -181,7 +182,12 @@ async def list_api_keys(
     query = ApiKey.filter(environment_id=environment_id)
     if status is not None:
         query = query.filter(_status_filter(status, now))
-    return await newest_first(query, first=first, after=after)
+    rows = await newest_first_rows(query, columns=KEY_FIELDS, first=first, after=after)
+    return Page(
+        items=[key_record(row) for row in rows.items],
+        has_next_page=rows.has_next_page,
+        has_previous_page=rows.has_previous_page,
+    )
 
 
 async def update_api_key(

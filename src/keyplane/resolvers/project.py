@@ -5,6 +5,7 @@ from __future__ import annotations
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
+from keyplane.auth.lookups import EnvironmentRecord
 from keyplane.errors import Conflict, Forbidden
 from keyplane.models import Environment, Member, Project
 from keyplane.permissions.scopes import Role, Scope
@@ -58,6 +59,6 @@ async def create_environment(access: Access, *, project_id: str, name: str) -> E
         raise Conflict("This project already has an environment with this name.") from exc
 
 
-async def get_environment(access: Access, *, environment_id: str) -> Environment:
+async def get_environment(access: Access, *, environment_id: str) -> EnvironmentRecord:
     environment, _ = await access.environment(environment_id)
     return environment

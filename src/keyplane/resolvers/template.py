@@ -106,7 +106,7 @@ async def create_template(
         async with in_transaction():
             return await Template.create(
                 environment_id=environment.id,
-                project_id=environment.project_id,  # type: ignore[attr-defined]
+                project_id=environment.project_id,
                 name=name,
                 format=template_format,
                 content=content,

@@ -161,7 +161,7 @@ class ApiKeyConnection:
     @classmethod
     def from_page(
         cls,
-        page: Page[models.ApiKey],
+        page: Page[KeyRecord],
         *,
         context: Context,
         creators: dict[str, UserRecord],

@@ -88,7 +88,7 @@ class Environment:
             status=status,
             now=info.context.now,
         )
-        creator_ids = sorted({key.created_by_id for key in page.items})  # type: ignore[attr-defined]
+        creator_ids = sorted({key.created_by_id for key in page.items})
         creators = await info.context.loaders.user.load_many(creator_ids)
         return ApiKeyConnection.from_page(
             page,
