@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from enum import StrEnum
 
 
@@ -53,5 +54,7 @@ def encode_scopes(scopes: frozenset[Scope] | set[Scope]) -> str:
     return ",".join(sorted(scope.value for scope in scopes))
 
 
+@functools.lru_cache(maxsize=64)
 def decode_scopes(text: str) -> frozenset[Scope]:
+    """The stored form back as scopes (cached: there are only 16 sets of four scopes)."""
     return frozenset(Scope(word) for word in text.split(",") if word)

@@ -62,6 +62,10 @@ class MaskInternalErrors(MaskErrors):
                 error.extensions = {"code": "BAD_USER_INPUT", "field": field}
         return processed
 
+    def mask(self, result: object) -> None:
+        """Mask and code a finished result's errors in place."""
+        self._process_result(result)
+
     def _process_result(self, result: object) -> None:
         # The base class tests `isinstance(result, <runtime_checkable Protocol>)`, which costs
         # ~10 µs a request (measured with cProfile); a plain attribute read does the same job.
