@@ -9,15 +9,21 @@ trusts what it kept. (Real worker processes: tests/test_serve.py.)
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 from starlette.applications import Starlette
 from tortoise import connections
 
+from keyplane.app import create_app
 from keyplane.auth.changes import FileVersion, RedisVersion
 from keyplane.db import is_postgres, sqlite_path
-from tests.helpers import Api
+from keyplane.settings import Settings, SettingsError
+from tests.conftest import FAST_PASSWORDS
+from tests.helpers import Api, OAuthIssuer
 from tests.test_query_count import counting_queries
 
 REDIS_URL = os.environ.get("KEYPLANE_TEST_REDIS_URL", "")
@@ -220,3 +226,38 @@ async def test_an_unreachable_redis_bypasses_the_cache_instead_of_trusting_it() 
     assert first is None
     assert second is None
     await version.close()
+
+
+def test_the_longest_reuse_is_a_setting_refused_when_out_of_range(tmp_path: Path) -> None:
+    # given
+    environ = {"KEYPLANE_DATA_DIR": str(tmp_path), "KEYPLANE_CREDENTIAL_CACHE_SECONDS": "-1"}
+
+    # when
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_environ(environ)
+
+    # then
+    assert any("KEYPLANE_CREDENTIAL_CACHE_SECONDS" in p for p in refused.value.problems)
+    assert (
+        Settings.from_environ({"KEYPLANE_DATA_DIR": str(tmp_path)}).credential_cache_seconds == 30
+    )
+
+
+async def test_with_reuse_off_every_request_reads_its_key(settings: Settings) -> None:
+    # given: a server that keeps nothing
+    application = create_app(
+        replace(settings, credential_cache_seconds=0), passwords=FAST_PASSWORDS, migrate=False
+    )
+    async with LifespanManager(application):
+        transport = httpx.ASGITransport(app=application, client=("203.0.113.9", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://keyplane.test") as c:
+            api = Api(c, OAuthIssuer.create(settings.data_dir / "off-jwks.json"))
+            _, _, secret = await _key(api)
+            (await api.gql(VIEWER_KEY, token=secret)).ok()
+
+            # when
+            with counting_queries() as queries:
+                (await api.gql(VIEWER_KEY, token=secret)).ok()
+
+    # then
+    assert any("secret_hash" in q for q in queries), queries
