@@ -858,3 +858,62 @@ async def test_counts_survive_a_sigterm_restart_of_a_real_server(server: Server)
         "forbidden": 0,
         "rateLimited": 0,
     }
+
+
+async def _key_with_three_requests(api: Api) -> tuple[str, str, str]:
+    owner = await api.sign_up()
+    project_id = await api.create_project(owner)
+    env = await api.create_environment(owner, project_id)
+    key_id, secret = await api.create_key(owner, env, ["VIEW_ANALYTICS"])
+    for _ in range(3):
+        (await api.gql("{ viewer { kind } }", token=secret)).ok()
+    return owner, key_id, secret
+
+
+async def test_a_flush_landing_while_a_key_is_read_loses_no_count(
+    api: Api, app: Starlette, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: three unflushed requests, and a flush that commits while the key is being read
+    from keyplane.resolvers.access import Access
+
+    owner, key_id, _ = await _key_with_three_requests(api)
+    usage = app.state.services.usage
+    real_scopes_in = Access.scopes_in
+
+    async def flush_midway(self: Access, **where: str) -> Any:
+        monkeypatch.setattr(Access, "scopes_in", real_scopes_in)
+        await usage.flush()
+        return await real_scopes_in(self, **where)
+
+    monkeypatch.setattr(Access, "scopes_in", flush_midway)
+
+    # when
+    read = await api.gql(
+        "query($id: ID!) { apiKey(id: $id) { totalRequests } }", {"id": key_id}, token=owner
+    )
+
+    # then
+    assert read.ok()["apiKey"]["totalRequests"] == 3
+
+
+async def test_the_calling_key_reads_its_own_counts_after_a_flush_mid_request(
+    api: Api, app: Starlette, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: the key's row is read (or kept) by authentication, then a flush commits
+    _, _, secret = await _key_with_three_requests(api)
+    usage = app.state.services.usage
+    from keyplane.http import GraphQLView
+
+    real_get_context = GraphQLView.get_context
+
+    async def flush_after_authentication(self: Any, request: Any, response: Any) -> Any:
+        await usage.flush()
+        return await real_get_context(self, request, response)
+
+    monkeypatch.setattr(GraphQLView, "get_context", flush_after_authentication)
+
+    # when
+    read = await api.gql("{ viewer { apiKey { totalRequests } } }", token=secret)
+
+    # then: the three before, and this one
+    assert read.ok()["viewer"]["apiKey"]["totalRequests"] == 4

@@ -26,8 +26,10 @@ class KeyGrant:
     scopes: frozenset[Scope]
     created_by_id: str
     rate_limit_per_minute: int | None = None
-    # The key's row as read to authenticate this request (viewer.apiKey serves it as is).
+    # The key's row as read to authenticate this request (viewer.apiKey serves it as is),
+    # and how many usage flushes this process had made when it was read.
     record: KeyRecord | None = None
+    usage_stamp: int = 0
 
 
 @dataclass(frozen=True, slots=True)

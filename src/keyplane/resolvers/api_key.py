@@ -21,6 +21,7 @@ from keyplane.resolvers import validate
 from keyplane.resolvers.access import Access
 from keyplane.resolvers.activity import record_event
 from keyplane.resolvers.pagination import Page, newest_first_rows
+from keyplane.usage.buffer import UsageBuffer
 
 READ_KEYS = frozenset({Scope.MANAGE_PROJECT, Scope.VIEW_ANALYTICS})
 MANAGE_KEYS = frozenset({Scope.MANAGE_PROJECT})
@@ -151,8 +152,20 @@ async def _reachable_key(
     return key, held
 
 
-async def get_api_key(access: Access, *, key_id: str) -> ApiKey:
+async def get_api_key(access: Access, *, key_id: str, usage: UsageBuffer | None = None) -> ApiKey:
+    """The key, with usage counters that agree with `usage`'s unflushed counts.
+
+    Readers add this process's unflushed counts to the row's. If a flush committed while the
+    row was being read and the caller's reach checked, the row predates counts that are no
+    longer unflushed: its counters are read again (rarely more than once).
+    """
+    flushes = None if usage is None else usage.flushes
     key, _ = await _reachable_key(access, key_id, any_of=READ_KEYS)
+    for _ in range(3):
+        if usage is None or usage.flushes == flushes:
+            break
+        flushes = usage.flushes
+        await key.refresh_from_db(fields=["total_requests", "last_used_at"])
     return key
 
 

@@ -88,16 +88,19 @@ class Environment:
             status=status,
             now=info.context.now,
         )
-        creator_ids = sorted({key.created_by_id for key in page.items})
-        creators = await info.context.loaders.user.load_many(creator_ids)
-        return ApiKeyConnection.from_page(
+        # Nodes first, in the same step as the rows were read: their usage counters add this
+        # process's unflushed counts, which a flush must not move in between.
+        connection = ApiKeyConnection.from_page(
             page,
             context=info.context,
-            creators={user.id: user for user in creators if user is not None},
             home=EnvironmentRecord(
                 id=self.id, project_id=self.project_id, name=self.name, created_at=self.created_at
             ),
         )
+        creator_ids = sorted({key.created_by_id for key in page.items})
+        creators = await info.context.loaders.user.load_many(creator_ids)
+        connection.attach_creators({user.id: user for user in creators if user is not None})
+        return connection
 
     @strawberry.field(
         description="Requests and refusals of all this environment's keys over time. Needs "

@@ -129,7 +129,9 @@ class Query:
         extensions=guarded(IsAuthenticated()),
     )
     async def api_key(self, info: Info, id: strawberry.ID) -> ApiKey | None:
-        found = await api_key.get_api_key(info.context.access, key_id=str(id))
+        found = await api_key.get_api_key(
+            info.context.access, key_id=str(id), usage=info.context.services.usage
+        )
         return ApiKey.from_model(found, context=info.context)
 
     @strawberry.field(

@@ -10,6 +10,7 @@ import keyplane.schema.enums  # noqa: F401  (registers enum descriptions first)
 from keyplane.auth.principal import AuthKind
 from keyplane.context import Info
 from keyplane.permissions.scopes import Scope
+from keyplane.resolvers.api_key import get_api_key
 from keyplane.schema.account import User
 from keyplane.schema.api_key import ApiKey
 from keyplane.schema.project import Environment
@@ -64,8 +65,17 @@ class Viewer:
         grant = info.context.principal.key
         if grant is None or grant.record is None:
             return None
-        # The row authentication read for this very request: no second query.
-        return ApiKey.from_model(grant.record, context=info.context)
+        if grant.usage_stamp == info.context.services.usage.flushes:
+            # The row authentication read (or kept) for this very request: no second query.
+            return ApiKey.from_model(grant.record, context=info.context)
+        # This process flushed usage since that row was read: its counters are behind.
+        return self._fresh_key(info, grant.key_id)  # type: ignore[return-value]
+
+    async def _fresh_key(self, info: Info, key_id: str) -> ApiKey | None:
+        found = await get_api_key(
+            info.context.access, key_id=key_id, usage=info.context.services.usage
+        )
+        return ApiKey.from_model(found, context=info.context)
 
     @strawberry.field(description="The calling key's environment.")
     async def environment(self, info: Info) -> Environment | None:
