@@ -261,3 +261,30 @@ async def test_with_reuse_off_every_request_reads_its_key(settings: Settings) ->
 
     # then
     assert any("secret_hash" in q for q in queries), queries
+
+
+async def test_a_change_that_cannot_move_the_version_still_stands_and_is_counted(
+    api: Api, app: Starlette, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: a kept key, and a version that cannot be moved (its Redis, say, is down)
+    owner, key_id, secret = await _key(api)
+    (await api.gql(VIEWER_KEY, token=secret)).ok()
+    credentials = app.state.services.credentials
+
+    async def unreachable() -> None:
+        raise ConnectionError("version store down")
+
+    monkeypatch.setattr(credentials._version, "advance", unreachable)
+
+    # when
+    revoked = await api.gql(
+        "mutation($id: ID!) { revokeApiKey(id: $id) { status } }", {"id": key_id}, token=owner
+    )
+    after = await api.gql(VIEWER_KEY, token=secret)
+    metrics = (await client.get("/metrics")).text
+
+    # then: revoked, refused here at once, and the failure is visible
+    assert revoked.ok()["revokeApiKey"] == {"status": "REVOKED"}
+    assert after.status == 401
+    expected = 1 if credentials.enabled else 0
+    assert f"keyplane_credential_version_failures_total {expected}" in metrics

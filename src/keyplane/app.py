@@ -24,6 +24,19 @@ from keyplane.settings import Settings
 MAX_BODY_BYTES = 2 * 1024 * 1024
 
 
+_frozen = False
+
+
+def _freeze_startup_objects() -> None:
+    """Everything loaded by the first start-up (schema, models, modules) lives as long as the
+    process: keep it out of the collector's full passes, which otherwise walk it all again
+    every few hundred requests. Once per process (tests start many apps)."""
+    global _frozen
+    if not _frozen:
+        gc.freeze()
+        _frozen = True
+
+
 def create_app(
     settings: Settings,
     *,
@@ -49,10 +62,7 @@ def create_app(
             services.limiter.start()
             services.usage.start()
             app.state.services = services
-            # Everything loaded so far (schema, models, modules) lives as long as the process:
-            # keep it out of the collector's full passes, which otherwise walk it all again
-            # every few hundred requests.
-            gc.freeze()
+            _freeze_startup_objects()
             try:
                 yield
             finally:

@@ -291,6 +291,7 @@ async def metrics(request: Request) -> Response:
     text = services.metrics.render(
         rate_limit_storage_failures=services.limiter.storage_failures,
         usage_pending_keys=services.usage.pending_key_count(),
+        credential_version_failures=services.credentials.change_failures,
     )
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 

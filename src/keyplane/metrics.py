@@ -11,7 +11,13 @@ class Metrics:
     auth_failures: Counter[str] = field(default_factory=Counter)
     rate_limited: Counter[str] = field(default_factory=Counter)
 
-    def render(self, *, rate_limit_storage_failures: int, usage_pending_keys: int) -> str:
+    def render(
+        self,
+        *,
+        rate_limit_storage_failures: int,
+        usage_pending_keys: int,
+        credential_version_failures: int,
+    ) -> str:
         lines = [
             "# HELP keyplane_auth_failures_total Requests refused with 401, by reason.",
             "# TYPE keyplane_auth_failures_total counter",
@@ -32,5 +38,10 @@ class Metrics:
             "# HELP keyplane_usage_pending_keys Keys with usage counts not yet flushed.",
             "# TYPE keyplane_usage_pending_keys gauge",
             f"keyplane_usage_pending_keys {usage_pending_keys}",
+            "# HELP keyplane_credential_version_failures_total Changes to keys or sessions "
+            "that could not move the credentials' version (other workers may trust what they "
+            "kept for up to KEYPLANE_CREDENTIAL_CACHE_SECONDS).",
+            "# TYPE keyplane_credential_version_failures_total counter",
+            f"keyplane_credential_version_failures_total {credential_version_failures}",
         ]
         return "\n".join(lines) + "\n"

@@ -38,7 +38,7 @@ class Authenticator:
         oauth: AccessTokenVerifier | None,
         lookups: Lookups,
         credentials: VerifiedCredentials,
-        usage_stamp: Callable[[], int] = lambda: 0,
+        usage_stamp: Callable[[], int],
         clock: Callable[[], datetime] = dashboard.utcnow,
     ) -> None:
         self._jwt_secret = jwt_secret
@@ -71,17 +71,16 @@ class Authenticator:
         if not key_format.is_well_formed(token):
             raise InvalidCredentials(reason="malformed_key")
         secret_hash = key_format.hash_secret(token)
-        version = await self._credentials.version()
-        stamp = self._usage_stamp()
-        record = None
-        if version is not None:
-            record = self._credentials.keys.get(secret_hash, version, stamp)
+        stamp = self._usage_stamp()  # read before the row: a flush after it makes it stale
+        record = await self._credentials.through(
+            self._credentials.keys,
+            secret_hash,
+            lambda: self._lookups.key_by_hash(secret_hash),
+            stamp=stamp,
+            keep=lambda found: found.revoked_at is None,
+        )
         if record is None:
-            record = await self._lookups.key_by_hash(secret_hash)
-            if record is None:
-                raise InvalidCredentials(reason="unknown_key")
-            if record.revoked_at is None and version is not None:
-                self._credentials.keys.put(secret_hash, record, version, stamp)
+            raise InvalidCredentials(reason="unknown_key")
         if record.revoked_at is not None or (
             record.expires_at is not None and record.expires_at <= self._clock()
         ):
@@ -130,16 +129,13 @@ class Authenticator:
         return await self._session(claims)
 
     async def _session(self, claims: dashboard.DashboardClaims) -> Principal:
-        version = await self._credentials.version()
-        expires_at = None
-        if version is not None:
-            expires_at = self._credentials.sessions.get(claims.session_id, version)
-        if expires_at is None:
-            expires_at = await self._lookups.live_session(
+        expires_at = await self._credentials.through(
+            self._credentials.sessions,
+            claims.session_id,
+            lambda: self._lookups.live_session(
                 session_id=claims.session_id, user_id=claims.user_id
-            )
-            if expires_at is not None and version is not None:
-                self._credentials.sessions.put(claims.session_id, expires_at, version)
+            ),
+        )
         if expires_at is None or expires_at <= self._clock():
             raise InvalidCredentials(reason="ended_session")
         return dashboard_principal(claims.user_id, claims.session_id)
@@ -153,21 +149,19 @@ class Authenticator:
         return await self._oauth_principal(claims)
 
     async def _oauth_principal(self, claims: AccessTokenClaims) -> Principal:
-        identity = f"{claims.issuer} {claims.subject}"
-        version = await self._credentials.version()
-        user_id = None
-        if version is not None:
-            user_id = self._credentials.identities.get(identity, version)
-        if user_id is None:
+        async def linked() -> str | None:
             user_id = await self._lookups.linked_user(issuer=claims.issuer, subject=claims.subject)
             if user_id is None:
                 user_id = await _link_by_email(
                     claims.issuer, claims.subject, claims.email, claims.email_verified
                 )
-            if user_id is None:
-                raise InvalidCredentials(reason="unlinked_oauth_user")
-            if version is not None:
-                self._credentials.identities.put(identity, user_id, version)
+            return user_id
+
+        user_id = await self._credentials.through(
+            self._credentials.identities, f"{claims.issuer} {claims.subject}", linked
+        )
+        if user_id is None:
+            raise InvalidCredentials(reason="unlinked_oauth_user")
         return Principal(
             kind=AuthKind.OAUTH,
             token_scopes=claims.scopes,

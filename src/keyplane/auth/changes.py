@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import itertools
 import logging
 import mmap
 import os
@@ -56,14 +55,13 @@ class LocalVersion:
     """One process owns the database (SQLite in memory): a counter in memory is enough."""
 
     def __init__(self) -> None:
-        self._counter = itertools.count(1)
         self._value = 0
 
     async def current(self) -> int | None:
         return self._value
 
     async def advance(self) -> None:
-        self._value = next(self._counter)
+        self._value += 1
 
     async def close(self) -> None:
         return None

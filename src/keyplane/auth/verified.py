@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
@@ -88,9 +89,6 @@ class FreshEntries(Generic[T]):
     def clear(self) -> None:
         self._entries.clear()
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
 
 class VerifiedCredentials:
     """This process's memory of keys, sessions and OAuth identities it looked up, trusted only
@@ -108,6 +106,29 @@ class VerifiedCredentials:
         if not self.enabled:
             return None
         return await self._version.current()
+
+    async def through(
+        self,
+        entries: FreshEntries[T],
+        key: str,
+        load: Callable[[], Awaitable[T | None]],
+        *,
+        stamp: int = 0,
+        keep: Callable[[T], bool] = lambda _: True,
+    ) -> T | None:
+        """The kept value if it is still trusted, else `load()`'s, kept when `keep` allows.
+
+        The version is read before the load: a change committed during the load moves it on,
+        so what the load read is never trusted past that change."""
+        version = await self.version()
+        if version is not None:
+            kept = entries.get(key, version, stamp)
+            if kept is not None:
+                return kept
+        value = await load()
+        if value is not None and version is not None and keep(value):
+            entries.put(key, value, version, stamp)
+        return value
 
     async def changed(self) -> None:
         """A key or session changed and its transaction committed: forget it here, and move
