@@ -48,6 +48,7 @@ def create_app(
     services = build_services(settings, passwords=passwords, jwks=jwks, clock=clock)
     view = GraphQLView(
         build_schema(max_batch=settings.max_batch),
+        services,
         graphql_ide="graphiql" if settings.development else None,
         allow_queries_via_get=True,
     )
@@ -77,7 +78,7 @@ def create_app(
                 "/graphql",
                 view,
                 methods=["GET", "POST"],
-                middleware=[Middleware(AuthenticationMiddleware)],
+                middleware=[Middleware(AuthenticationMiddleware, services=services)],
             ),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.requests import Request
@@ -45,19 +46,20 @@ class KnownFirst(DataLoader[str, R | None]):
         return future
 
 
-@dataclass
 class Loaders:
-    """Per-request DataLoaders: one batched query per kind of object, whatever the page size."""
+    """Per-request DataLoaders: one batched query per kind of object, whatever the page size.
+    Each is made when a resolver first asks for it (most requests need neither)."""
 
-    user: DataLoader[str, UserRecord | None]
-    environment: DataLoader[str, EnvironmentRecord | None]
+    def __init__(self, records: RecordLoaders) -> None:
+        self._records = records
 
-    @classmethod
-    def over(cls, records: RecordLoaders) -> Loaders:
-        return cls(
-            user=KnownFirst(records.users, records.known_user),
-            environment=KnownFirst(records.environments, records.known_environment),
-        )
+    @cached_property
+    def user(self) -> DataLoader[str, UserRecord | None]:
+        return KnownFirst(self._records.users, self._records.known_user)
+
+    @cached_property
+    def environment(self) -> DataLoader[str, EnvironmentRecord | None]:
+        return KnownFirst(self._records.environments, self._records.known_environment)
 
 
 @dataclass

@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLRequestData
+from strawberry.schema import BaseSchema
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET
 from tortoise import connections
@@ -28,7 +29,12 @@ from keyplane.context import Context, Loaders
 from keyplane.errors import InvalidCredentials
 from keyplane.ratelimit.client_ip import client_ip
 from keyplane.ratelimit.cost import operation_cost
-from keyplane.ratelimit.headers import limiter_unavailable, rate_headers, too_many_requests
+from keyplane.ratelimit.headers import (
+    limiter_unavailable,
+    rate_headers,
+    raw_rate_headers,
+    too_many_requests,
+)
 from keyplane.ratelimit.limiter import Decision, LimiterUnavailable
 from keyplane.ratelimit.tiers import Tier
 from keyplane.resolvers.access import Access
@@ -76,14 +82,15 @@ class AuthenticationMiddleware:
     once that bucket is empty the answer is 429.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, services: Services) -> None:
         self.app = app
+        self.services = services
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        services = services_of(scope)
+        services = self.services
         authorization = Headers(scope=scope).get("authorization")
         try:
             principal = await services.authenticator.authenticate(authorization)
@@ -135,11 +142,16 @@ def _has_code(result: ExecutionResult | list[ExecutionResult] | Any, code: str) 
     )
 
 
-def _check_body(value: object) -> None:
-    """A GraphQL POST body is an object, or a non-empty list of objects, of valid text."""
+def _check_body(value: object, *, escapes: bool) -> None:
+    """A GraphQL POST body is an object, or a non-empty list of objects, of valid text.
+
+    Text read as UTF-8 holds no lone surrogate; only a `\\u` escape can put one in a string,
+    so the strings are walked only when the body has one."""
     items = value if isinstance(value, list) else [value]
     if not items or not all(isinstance(item, dict) for item in items):
         raise HTTPException(400, "The body must be a JSON object, or a list of JSON objects.")
+    if not escapes:
+        return
     stack: list[object] = list(items)
     while stack:
         node = stack.pop()
@@ -159,6 +171,10 @@ def _check_body(value: object) -> None:
 
 
 class GraphQLView(GraphQL[Context, None]):
+    def __init__(self, schema: BaseSchema, services: Services, **options: Any) -> None:
+        super().__init__(schema, **options)
+        self.services = services
+
     def decode_json(self, data: str | bytes) -> object:
         try:
             value = json.loads(data)
@@ -166,11 +182,12 @@ class GraphQLView(GraphQL[Context, None]):
             raise HTTPException(400, "The body is not UTF-8 text.") from exc
         except RecursionError as exc:
             raise HTTPException(400, "The body nests too deeply.") from exc
-        _check_body(value)
+        escapes = b"\\u" in data if isinstance(data, bytes) else "\\u" in data
+        _check_body(value, escapes=escapes)
         return value
 
     async def get_context(self, request: Request, response: Any) -> Context:  # type: ignore[override]
-        services = services_of(request.scope)
+        services = self.services
         principal: Principal = request.scope.get("state", {}).get("principal", ANONYMOUS)
         return Context(
             request=request,
@@ -183,7 +200,7 @@ class GraphQLView(GraphQL[Context, None]):
                 records=services.records,
                 ip=client_ip(request.scope, services.settings.trusted_proxies),
             ),
-            loaders=Loaders.over(services.records),
+            loaders=Loaders(services.records),
         )
 
     async def run(  # type: ignore[override]
@@ -218,7 +235,7 @@ class GraphQLView(GraphQL[Context, None]):
         charged: Decision | None = state.get("rate_limit")
         if charged is not None:  # priced and admitted before GraphQL refused it
             return charged
-        services = services_of(request.scope)
+        services = self.services
         ip = client_ip(request.scope, services.settings.trusted_proxies)
         principal: Principal = state.get("principal", ANONYMOUS)
         return await charge(services, principal, ip)
@@ -261,8 +278,7 @@ class GraphQLView(GraphQL[Context, None]):
                     else RefusedKey(key.project_id, key.record.prefix, key.record.name),
                 )
             raise RateLimitExceeded(decision)
-        for name, value in rate_headers(decision, time.time()).items():
-            sub_response.headers[name] = value
+        sub_response.raw_headers.extend(raw_rate_headers(decision, time.time()))
         if key is not None:
             usage.admitted(key.key_id, key.environment_id, context.now)
         result = await super().execute_operation(

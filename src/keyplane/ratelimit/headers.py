@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from starlette.responses import JSONResponse
 
@@ -14,16 +15,32 @@ from keyplane.ratelimit.limiter import Decision
 UNAVAILABLE_RETRY_SECONDS = 5
 
 
-def rate_headers(decision: Decision, now: float) -> dict[str, str]:
+RawHeaders = list[tuple[bytes, bytes]]
+
+
+@lru_cache(maxsize=256)
+def _policy(tier: str, amount: int, window_seconds: int) -> RawHeaders:
+    return [
+        (b"x-ratelimit-limit", str(amount).encode()),
+        (b"ratelimit-policy", f'"{tier}";q={amount};w={window_seconds}'.encode()),
+    ]
+
+
+def raw_rate_headers(decision: Decision, now: float) -> RawHeaders:
+    """The rate-limit headers as ASGI header pairs, added to every admitted answer as is."""
     bucket = decision.bucket
     reset_in = max(0, math.ceil(decision.reset_at - now))
-    return {
-        "X-RateLimit-Limit": str(bucket.amount),
-        "X-RateLimit-Remaining": str(decision.remaining),
-        "X-RateLimit-Reset": str(math.ceil(decision.reset_at)),
-        "RateLimit-Policy": f'"{bucket.tier.value}";q={bucket.amount};w={bucket.window_seconds}',
-        "RateLimit": f'"{bucket.tier.value}";r={decision.remaining};t={reset_in}',
-    }
+    remaining = str(decision.remaining)
+    return [
+        *_policy(bucket.tier.value, bucket.amount, bucket.window_seconds),
+        (b"x-ratelimit-remaining", remaining.encode()),
+        (b"x-ratelimit-reset", str(math.ceil(decision.reset_at)).encode()),
+        (b"ratelimit", f'"{bucket.tier.value}";r={remaining};t={reset_in}'.encode()),
+    ]
+
+
+def rate_headers(decision: Decision, now: float) -> dict[str, str]:
+    return {name.decode(): value.decode() for name, value in raw_rate_headers(decision, now)}
 
 
 def too_many_requests(decision: Decision, now: float) -> JSONResponse:

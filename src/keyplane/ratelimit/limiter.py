@@ -12,13 +12,14 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import cast
 
 from limits import RateLimitItem
-from limits.aio.storage import Storage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.storage import MovingWindowSupport, Storage
 from limits.storage import storage_from_string
 
+from keyplane.ratelimit.memory import PacedMemoryStorage
 from keyplane.ratelimit.tiers import Tier
 
 logger = logging.getLogger(__name__)
@@ -34,14 +35,15 @@ class Bucket:
     tier: Tier
     identity: str
     limit: RateLimitItem
+    # The storage key, as limits' MovingWindowRateLimiter names it: computed once.
+    key: str = field(init=False, compare=False)
+    amount: int = field(init=False, compare=False)
+    window_seconds: int = field(init=False, compare=False)
 
-    @property
-    def amount(self) -> int:
-        return int(self.limit.amount)
-
-    @property
-    def window_seconds(self) -> int:
-        return int(self.limit.get_expiry())
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", self.limit.key_for(self.tier, self.identity))
+        object.__setattr__(self, "amount", int(self.limit.amount))
+        object.__setattr__(self, "window_seconds", int(self.limit.get_expiry()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,13 @@ def storage_uri(setting: str) -> str:
 
 
 class Limiter:
+    """A moving window over limits' storage (in-process memory or Redis).
+
+    It calls the storage's moving-window operations directly, as limits'
+    MovingWindowRateLimiter does, with each bucket's key computed once instead of on every
+    call: a hit is `acquire_entry`, the figures for the headers `get_moving_window`.
+    """
+
     def __init__(
         self,
         uri: str,
@@ -73,8 +82,7 @@ class Limiter:
         self.uri = storage_uri(uri)
         self.fail_closed = fail_closed
         self._clock = clock
-        self._storage: Storage | None = None
-        self._strategy: MovingWindowRateLimiter | None = None
+        self._storage: MovingWindowSupport | None = None
         self.storage_failures = 0
         self._down_until = 0.0
 
@@ -85,24 +93,26 @@ class Limiter:
 
     def start(self) -> None:
         """Create the storage; call inside the running event loop (the lifespan)."""
+        if self.uri == "async+memory://":
+            self._storage = PacedMemoryStorage()
+            return
         options: dict[str, float | str | bool] = {}
         if self.uri.startswith(("async+redis://", "async+rediss://")):
             options = {"connect_timeout": 0.5, "stream_timeout": 0.5}
         storage = storage_from_string(self.uri, **options)
-        if not isinstance(storage, Storage):
-            raise ValueError(f"{self.uri} is not an async storage")
+        if not isinstance(storage, Storage) or not isinstance(storage, MovingWindowSupport):
+            raise ValueError(f"{self.uri} is not an async storage with moving windows")
         self._storage = storage
-        self._strategy = MovingWindowRateLimiter(storage)
 
     @property
-    def strategy(self) -> MovingWindowRateLimiter:
-        if self._strategy is None:
+    def storage(self) -> MovingWindowSupport:
+        if self._storage is None:
             raise RuntimeError("Limiter.start() has not run")
-        return self._strategy
+        return self._storage
 
     async def ping(self) -> bool:
         try:
-            return bool(await self.strategy.storage.check())
+            return bool(await cast(Storage, self.storage).check())
         except Exception:  # any driver error means "unreachable"
             return False
 
@@ -116,15 +126,17 @@ class Limiter:
         try:
             # One bucket: its hit is atomic and all-or-nothing, so test() would only cost a
             # round trip. Several: test them all before consuming any.
+            storage = self.storage
             if len(charges) > 1:
                 for bucket, cost in charges:
-                    if not await self.strategy.test(
-                        bucket.limit, bucket.tier, bucket.identity, cost=cost
-                    ):
+                    _, used = await storage.get_moving_window(
+                        bucket.key, bucket.amount, bucket.window_seconds
+                    )
+                    if used > bucket.amount - cost:
                         return await self._decision(bucket, allowed=False)
             for bucket, cost in charges:
-                if not await self.strategy.hit(
-                    bucket.limit, bucket.tier, bucket.identity, cost=cost
+                if not await storage.acquire_entry(
+                    bucket.key, bucket.amount, bucket.window_seconds, amount=cost
                 ):
                     # Lost a race for the last units between test() and hit().
                     return await self._decision(bucket, allowed=False)
@@ -145,9 +157,11 @@ class Limiter:
             return self._storage_failed(bucket, exc)
 
     async def _decision(self, bucket: Bucket, *, allowed: bool) -> Decision:
-        stats = await self.strategy.get_window_stats(bucket.limit, bucket.tier, bucket.identity)
-        remaining = max(0, int(stats.remaining))
-        reset_at = float(stats.reset_time)
+        start, used = await self.storage.get_moving_window(
+            bucket.key, bucket.amount, bucket.window_seconds
+        )
+        remaining = max(0, bucket.amount - used)
+        reset_at = start + bucket.window_seconds
         if remaining >= bucket.amount:
             # Nothing in the window: a full quota is there now, and a full window from now.
             reset_at = self._clock() + bucket.window_seconds
@@ -173,4 +187,4 @@ class Limiter:
         )
 
     async def clear(self, bucket: Bucket) -> None:
-        await self.strategy.clear(bucket.limit, bucket.tier, bucket.identity)
+        await cast(Storage, self.storage).clear(bucket.key)
