@@ -15,7 +15,7 @@ from tortoise.exceptions import IntegrityError
 
 from keyplane.auth import api_key as key_format
 from keyplane.auth import dashboard
-from keyplane.auth.lookups import Lookups
+from keyplane.auth.lookups import KeyRecord, Lookups
 from keyplane.auth.oauth import AccessTokenClaims, AccessTokenVerifier, is_access_token
 from keyplane.auth.principal import (
     ANONYMOUS,
@@ -68,14 +68,20 @@ class Authenticator:
     async def _api_key(self, token: str) -> Principal | None:
         if not token.startswith(key_format.SECRET_PREFIX):
             return None
-        if not key_format.is_well_formed(token):
-            raise InvalidCredentials(reason="malformed_key")
         secret_hash = key_format.hash_secret(token)
         stamp = self._usage_stamp()  # read before the row: a flush after it makes it stale
+
+        async def load() -> KeyRecord | None:
+            # Only a kept key skips this: it was issued well formed, so checking the format
+            # and checksum again would only cost time on every request.
+            if not key_format.is_well_formed(token):
+                raise InvalidCredentials(reason="malformed_key")
+            return await self._lookups.key_by_hash(secret_hash)
+
         record = await self._credentials.through(
             self._credentials.keys,
             secret_hash,
-            lambda: self._lookups.key_by_hash(secret_hash),
+            load,
             stamp=stamp,
             keep=lambda found: found.revoked_at is None,
         )

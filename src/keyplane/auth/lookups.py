@@ -14,6 +14,7 @@ from typing import Any
 from tortoise import connections
 
 from keyplane.db import placeholder
+from keyplane.models.api_key import ApiKeyStatus
 from keyplane.permissions.scopes import Scope, decode_scopes
 
 KEY_FIELDS = (
@@ -114,6 +115,66 @@ class Lookups:
         )
         return _instant(rows[0]["expires_at"]) if rows else None
 
+    async def member(self, *, project_id: str, user_id: str) -> MemberRecord | None:
+        """A user's membership of a project and, when it is limited to some environments,
+        which: one query (a member reaching them all has no grant rows that count)."""
+        p = self._p
+        rows = await self._rows(
+            "SELECT m.id, m.role, m.all_environments, g.environment_id FROM member m "
+            "LEFT JOIN member_environment g ON g.member_id = m.id "
+            f"WHERE m.project_id = {p(1)} AND m.user_id = {p(2)}",
+            [project_id, user_id],
+        )
+        if not rows:
+            return None
+        first = rows[0]
+        all_environments = bool(first["all_environments"])
+        granted = () if all_environments else (row["environment_id"] for row in rows)
+        return MemberRecord(
+            id=first["id"],
+            role=first["role"],
+            all_environments=all_environments,
+            environment_ids=frozenset(e for e in granted if e is not None),
+        )
+
+    async def key_page(
+        self,
+        environment_id: str,
+        *,
+        status: ApiKeyStatus | None,
+        now: datetime,
+        after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[KeyRecord]:
+        """Up to `limit` keys of an environment, newest first (created_at, then id), after the
+        cursor's (created_at, id) when given. Plain SQL: building this through the ORM cost
+        more than running it (bench/run.py, list scenarios)."""
+        p = self._p
+        values: list[Any] = [environment_id]
+        where = [f"environment_id = {p(1)}"]
+
+        def param(value: Any) -> str:
+            values.append(value)
+            return p(len(values))
+
+        if status is ApiKeyStatus.REVOKED:
+            where.append("revoked_at IS NOT NULL")
+        elif status is ApiKeyStatus.EXPIRED:
+            where.append(f"revoked_at IS NULL AND expires_at <= {param(now)}")
+        elif status is ApiKeyStatus.ACTIVE:
+            later = param(now)
+            where.append(f"revoked_at IS NULL AND (expires_at IS NULL OR expires_at > {later})")
+        if after is not None:
+            moment, row_id = after
+            before, tied, lower = param(moment), param(moment), param(row_id)  # `?` is positional
+            where.append(f"(created_at < {before} OR (created_at = {tied} AND id < {lower}))")
+        rows = await self._rows(
+            f"SELECT {KEY_COLUMNS} FROM api_key WHERE {' AND '.join(where)} "
+            f"ORDER BY created_at DESC, id DESC LIMIT {int(limit)}",
+            values,
+        )
+        return [key_record(row) for row in rows]
+
     async def linked_user(self, *, issuer: str, subject: str) -> str | None:
         p = self._p
         rows = await self._rows(
@@ -121,6 +182,14 @@ class Lookups:
             [issuer, subject],
         )
         return str(rows[0]["user_id"]) if rows else None
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRecord:
+    id: str
+    role: str
+    all_environments: bool
+    environment_ids: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +217,7 @@ class RecordLoaders:
     """
 
     def __init__(self, lookups: Lookups) -> None:
+        self.lookups = lookups  # what is never kept (memberships, key pages) is read here
         self._lookups = lookups
         self._users: dict[str, UserRecord] = {}
         self._environments: dict[str, EnvironmentRecord] = {}

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from keyplane.auth.lookups import EnvironmentRecord, RecordLoaders
+from keyplane.auth.lookups import EnvironmentRecord, Lookups, RecordLoaders
 from keyplane.auth.principal import Principal
 from keyplane.errors import Forbidden, NotFound, Unauthenticated
-from keyplane.models import Environment, Member, MemberEnvironment, Project
+from keyplane.models import Environment, Project
 from keyplane.permissions.scopes import ROLE_SCOPES, Role, Scope
 
 
@@ -37,6 +37,10 @@ class Access:
         self._records = records
         self._memberships: dict[str, Membership | None] = {}
 
+    @property
+    def lookups(self) -> Lookups:
+        return self._records.lookups
+
     def require_authenticated(self) -> Principal:
         if not self.principal.is_authenticated:
             raise Unauthenticated()
@@ -47,21 +51,17 @@ class Access:
         if user_id is None or self.principal.key is not None:
             return None
         if project_id not in self._memberships:
-            member = await Member.get_or_none(project_id=project_id, user_id=user_id)
-            if member is None:
-                self._memberships[project_id] = None
-            else:
-                grants: list[str] = []
-                if not member.all_environments:
-                    grants = await MemberEnvironment.filter(member_id=member.id).values_list(
-                        "environment_id", flat=True
-                    )  # type: ignore[assignment]
-                self._memberships[project_id] = Membership(
+            member = await self.lookups.member(project_id=project_id, user_id=user_id)
+            self._memberships[project_id] = (
+                None
+                if member is None
+                else Membership(
                     member_id=member.id,
-                    role=member.role,
+                    role=Role(member.role),
                     all_environments=member.all_environments,
-                    environment_ids=frozenset(grants),
+                    environment_ids=member.environment_ids,
                 )
+            )
         return self._memberships[project_id]
 
     async def scopes_in(self, *, project_id: str, environment_id: str) -> frozenset[Scope] | None:

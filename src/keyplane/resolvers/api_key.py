@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from keyplane.auth import api_key as key_format
-from keyplane.auth.lookups import KEY_FIELDS, KeyRecord, key_record
+from keyplane.auth.lookups import KeyRecord
 from keyplane.auth.verified import VerifiedCredentials
 from keyplane.errors import BadUserInput, Conflict, Forbidden, NotFound
 from keyplane.models import ApiKey
@@ -20,7 +19,7 @@ from keyplane.ratelimit.tiers import MAX_KEY_LIMIT, MIN_KEY_LIMIT
 from keyplane.resolvers import validate
 from keyplane.resolvers.access import Access
 from keyplane.resolvers.activity import record_event
-from keyplane.resolvers.pagination import Page, newest_first_rows
+from keyplane.resolvers.pagination import Page, decode_cursor, page_of
 from keyplane.usage.buffer import UsageBuffer
 
 READ_KEYS = frozenset({Scope.MANAGE_PROJECT, Scope.VIEW_ANALYTICS})
@@ -169,14 +168,6 @@ async def get_api_key(access: Access, *, key_id: str, usage: UsageBuffer | None 
     return key
 
 
-def _status_filter(status: ApiKeyStatus, now: datetime) -> Q:
-    if status is ApiKeyStatus.REVOKED:
-        return Q(revoked_at__isnull=False)
-    if status is ApiKeyStatus.EXPIRED:
-        return Q(revoked_at__isnull=True, expires_at__lte=now)
-    return Q(revoked_at__isnull=True) & (Q(expires_at__isnull=True) | Q(expires_at__gt=now))
-
-
 async def list_api_keys(
     access: Access,
     *,
@@ -192,15 +183,15 @@ async def list_api_keys(
         raise NotFound()
     if not held & READ_KEYS:
         raise Forbidden("Reading keys needs MANAGE_PROJECT or VIEW_ANALYTICS here.")
-    query = ApiKey.filter(environment_id=environment_id)
-    if status is not None:
-        query = query.filter(_status_filter(status, now))
-    rows = await newest_first_rows(query, columns=KEY_FIELDS, first=first, after=after)
-    return Page(
-        items=[key_record(row) for row in rows.items],
-        has_next_page=rows.has_next_page,
-        has_previous_page=rows.has_previous_page,
+    first = validate.page_size(first)
+    keys = await access.lookups.key_page(
+        environment_id,
+        status=status,
+        now=now,
+        after=None if after is None else decode_cursor(after),
+        limit=first + 1,
     )
+    return page_of(keys, first=first, after=after)
 
 
 async def update_api_key(
