@@ -53,10 +53,18 @@ class Viewer:
         )
 
     @strawberry.field(description="The signed-in user, or the user who created the calling key.")
-    async def user(self, info: Info) -> User | None:
+    def user(self, info: Info) -> User | None:
         user_id = info.context.principal.user_id
         if user_id is None:
             return None
+        # Sync when this process already holds the user (no task per request); else an
+        # awaitable that graphql-core awaits.
+        known = info.context.services.records.known_user(user_id)
+        if known is not None:
+            return User.from_model(known)
+        return self._load_user(info, user_id)  # type: ignore[return-value]
+
+    async def _load_user(self, info: Info, user_id: str) -> User | None:
         user = await info.context.loaders.user.load(user_id)
         return None if user is None else User.from_model(user)
 
@@ -78,9 +86,15 @@ class Viewer:
         return ApiKey.from_model(found, context=info.context)
 
     @strawberry.field(description="The calling key's environment.")
-    async def environment(self, info: Info) -> Environment | None:
+    def environment(self, info: Info) -> Environment | None:
         grant = info.context.principal.key
         if grant is None:
             return None
-        environment = await info.context.loaders.environment.load(grant.environment_id)
+        known = info.context.services.records.known_environment(grant.environment_id)
+        if known is not None:
+            return Environment.from_model(known)
+        return self._load_environment(info, grant.environment_id)  # type: ignore[return-value]
+
+    async def _load_environment(self, info: Info, environment_id: str) -> Environment | None:
+        environment = await info.context.loaders.environment.load(environment_id)
         return None if environment is None else Environment.from_model(environment)
