@@ -12,7 +12,6 @@ import time
 from typing import Any
 
 from cross_web import HTTPException
-from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -91,7 +90,11 @@ class AuthenticationMiddleware:
             await self.app(scope, receive, send)
             return
         services = self.services
-        authorization = Headers(scope=scope).get("authorization")
+        authorization = None
+        for name, value in scope["headers"]:  # ASGI header names are lower-case bytes
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+                break
         try:
             principal = await services.authenticator.authenticate(authorization)
         except InvalidCredentials as refusal:
@@ -133,6 +136,8 @@ class RateLimitExceeded(Exception):
 
 
 def _has_code(result: ExecutionResult | list[ExecutionResult] | Any, code: str) -> bool:
+    if isinstance(result, ExecutionResult) and not result.errors:
+        return False
     results = result if isinstance(result, list) else [result]
     return any(
         (error.extensions or {}).get("code") == code
@@ -249,20 +254,22 @@ class GraphQLView(GraphQL[Context, None]):
         root_value: Any,
         sub_response: Response,
     ) -> Any:
-        batch = request_data if isinstance(request_data, list) else [request_data]
-        costs = [operation_cost(item.query, item.operation_name) for item in batch]
-        if isinstance(request_data, list) and any(cost.is_subscription for cost in costs):
-            raise HTTPException(400, "Subscriptions cannot be sent in a batch.")
-        if any(cost.ambiguous for cost in costs):
-            # Priced and run must be the same operation: name it (GraphQL spec, 6.1).
-            raise HTTPException(
-                400, "The document holds several operations: say which with operationName."
-            )
-        decision = await self._charge(
-            context,
-            units=sum(cost.units for cost in costs),
-            ip_units=sum(cost.ip_units for cost in costs),
-        )
+        if isinstance(request_data, list):
+            costs = [operation_cost(item.query, item.operation_name) for item in request_data]
+            if any(cost.is_subscription for cost in costs):
+                raise HTTPException(400, "Subscriptions cannot be sent in a batch.")
+        else:
+            costs = [operation_cost(request_data.query, request_data.operation_name)]
+        units = ip_units = 0
+        for cost in costs:
+            if cost.ambiguous:
+                # Priced and run must be the same operation: name it (GraphQL spec, 6.1).
+                raise HTTPException(
+                    400, "The document holds several operations: say which with operationName."
+                )
+            units += cost.units
+            ip_units += cost.ip_units
+        decision = await self._charge(context, units=units, ip_units=ip_units)
         key = context.principal.key
         usage = context.services.usage
         if not decision.allowed:
