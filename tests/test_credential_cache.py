@@ -184,6 +184,27 @@ async def test_total_requests_read_through_the_calling_key_never_go_backwards(
     assert [t["viewer"]["apiKey"]["totalRequests"] for t in totals] == [4, 5]
 
 
+async def test_a_usage_flush_adds_its_counts_to_kept_keys_instead_of_reading_them_again(
+    api: Api, app: Starlette
+) -> None:
+    if not _cached(app):
+        pytest.skip("no credentials' version here (PostgreSQL without Redis): nothing is kept")
+    # given: a kept key that made three requests, flushed to the database
+    _, _, secret = await _key(api)
+    for _ in range(3):
+        (await api.gql(VIEWER_KEY, token=secret)).ok()
+    await app.state.services.usage.flush()
+
+    # when
+    with counting_queries() as queries:
+        data = (await api.gql("{ viewer { apiKey { totalRequests } } }", token=secret)).ok()
+
+    # then: no query (every request did not wait for a flush's commit to read its key again),
+    # and the count is what the row now holds plus this request
+    assert queries == []
+    assert data["viewer"]["apiKey"]["totalRequests"] == 4
+
+
 async def test_every_handle_on_the_version_file_reads_an_advance_at_once(tmp_path: Path) -> None:
     # given: two handles, as two processes have
     first = FileVersion(tmp_path / "db.sqlite3.credentials")

@@ -58,6 +58,7 @@ def build_services(
         interval=settings.usage_flush_seconds,
         retention=timedelta(days=settings.usage_retention_days),
         activity_retention=timedelta(days=settings.activity_retention_days),
+        on_flushed=credentials.counted,
     )
     return Services(
         settings=settings,

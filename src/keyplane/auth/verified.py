@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Generic, TypeVar
 
 from keyplane.auth.changes import CredentialVersion, NoVersion
 from keyplane.auth.lookups import KeyRecord
+from keyplane.usage.buffer import KeyTotal
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,14 @@ class FreshEntries(Generic[T]):
             del self._entries[next(iter(self._entries))]  # the oldest insertion
         self._entries[key] = _Fresh(value, version, stamp, time.monotonic())
 
+    def restamp(self, stamp: int, update: Callable[[T], T]) -> None:
+        """Entries read under `stamp` are brought up to date by `update` and carry the next
+        stamp; older ones stay as they are (and are dropped when next asked for)."""
+        for entry in self._entries.values():
+            if entry.stamp == stamp:
+                entry.value = update(entry.value)
+                entry.stamp = stamp + 1
+
     def clear(self) -> None:
         self._entries.clear()
 
@@ -129,6 +138,27 @@ class VerifiedCredentials:
         if value is not None and version is not None and keep(value):
             entries.put(key, value, version, stamp)
         return value
+
+    def counted(self, totals: Mapping[str, KeyTotal], stamp: int) -> None:
+        """This process's usage flush `stamp` committed `totals`: the keys kept since add them
+        to their counters, as the rows now hold them, instead of all being read again."""
+
+        def add(record: KeyRecord) -> KeyRecord:
+            total = totals.get(record.id)
+            if total is None or not total.requests:
+                return record
+            last_used_at = record.last_used_at
+            if total.last_used_at is not None and (
+                last_used_at is None or total.last_used_at > last_used_at
+            ):
+                last_used_at = total.last_used_at
+            return replace(
+                record,
+                total_requests=record.total_requests + total.requests,
+                last_used_at=last_used_at,
+            )
+
+        self.keys.restamp(stamp, add)
 
     async def changed(self) -> None:
         """A key or session changed and its transaction committed: forget it here, and move

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -92,8 +93,12 @@ class UsageBuffer:
         interval: float = 1.0,
         retention: timedelta = timedelta(days=30),
         activity_retention: timedelta = timedelta(days=90),
+        on_flushed: Callable[[Mapping[str, KeyTotal], int], None] | None = None,
     ) -> None:
         self._p = placeholder(database_url)
+        # Told, in the same step as `flushes` moves on, what a flush committed and the count it
+        # moves on from: rows kept in memory add it instead of being read again.
+        self._on_flushed = on_flushed
         self.interval = interval
         self.retention = retention
         self.activity_retention = activity_retention
@@ -214,6 +219,9 @@ class UsageBuffer:
                 self._merge_back(taken)
                 raise
             else:
+                # No await from the commit to here: no request sees one without the other.
+                if self._on_flushed is not None:
+                    self._on_flushed(taken.totals, self.flushes)
                 self.flushes += 1
             finally:
                 self._flushing = None
