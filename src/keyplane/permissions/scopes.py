@@ -58,3 +58,9 @@ def encode_scopes(scopes: frozenset[Scope] | set[Scope]) -> str:
 def decode_scopes(text: str) -> frozenset[Scope]:
     """The stored form back as scopes (cached: there are only 16 sets of four scopes)."""
     return frozenset(Scope(word) for word in text.split(",") if word)
+
+
+@functools.lru_cache(maxsize=64)
+def sorted_scopes(text: str) -> tuple[Scope, ...]:
+    """The stored form as scopes in their fixed order, as the API lists them."""
+    return tuple(sorted(decode_scopes(text)))

@@ -14,7 +14,7 @@ from keyplane.auth.lookups import EnvironmentRecord, KeyRecord, UserRecord
 from keyplane.context import Context, Info
 from keyplane.errors import NotFound
 from keyplane.models.api_key import ApiKeyStatus, status_of
-from keyplane.permissions.scopes import Scope
+from keyplane.permissions.scopes import Scope, sorted_scopes
 from keyplane.ratelimit.tiers import Tier
 from keyplane.resolvers import usage as usage_resolvers
 from keyplane.resolvers.api_key import IssuedKey
@@ -97,7 +97,7 @@ class ApiKey:
             id=strawberry.ID(key.id),
             name=key.name,
             prefix=key.prefix,
-            scopes=sorted(key.scope_set),
+            scopes=list(sorted_scopes(key.scopes)),
             status=status_of(key, now),
             created_at=key.created_at,
             expires_at=key.expires_at,

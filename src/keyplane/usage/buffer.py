@@ -148,15 +148,17 @@ class UsageBuffer:
         return [self._pending] if self._flushing is None else [self._pending, self._flushing]
 
     def pending_total(self, key_id: str) -> KeyTotal:
+        """What this process counted for a key and has not committed yet (a copy)."""
         total = KeyTotal()
-        for pending in self._unwritten():
-            part = pending.totals.get(key_id)
-            if part is not None:
-                total.requests += part.requests
-                if part.last_used_at and (
-                    total.last_used_at is None or part.last_used_at > total.last_used_at
-                ):
-                    total.last_used_at = part.last_used_at
+        for pending in (self._pending, self._flushing):
+            part = None if pending is None else pending.totals.get(key_id)
+            if part is None:
+                continue
+            total.requests += part.requests
+            if part.last_used_at and (
+                total.last_used_at is None or part.last_used_at > total.last_used_at
+            ):
+                total.last_used_at = part.last_used_at
         return total
 
     def pending_buckets(
