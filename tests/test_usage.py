@@ -917,3 +917,29 @@ async def test_the_calling_key_reads_its_own_counts_after_a_flush_mid_request(
 
     # then: the three before, and this one
     assert read.ok()["viewer"]["apiKey"]["totalRequests"] == 4
+
+
+async def test_the_calling_key_counts_right_when_a_flush_commits_while_it_is_read(
+    api: Api, app: Starlette, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: three unflushed requests, and a flush that commits just before authentication
+    # reads the key's row (so the row read already holds them)
+    _, _, secret = await _key_with_three_requests(api)
+    services = app.state.services
+    await services.credentials.changed()  # nothing kept: this request reads the row
+    from keyplane.auth.lookups import Lookups
+
+    real_key_by_hash = Lookups.key_by_hash
+
+    async def flush_then_read(self: Lookups, secret_hash: str) -> Any:
+        monkeypatch.setattr(Lookups, "key_by_hash", real_key_by_hash)
+        await services.usage.flush()
+        return await real_key_by_hash(self, secret_hash)
+
+    monkeypatch.setattr(Lookups, "key_by_hash", flush_then_read)
+
+    # when
+    read = await api.gql("{ viewer { apiKey { totalRequests } } }", token=secret)
+
+    # then: the three before, and this one, each counted once
+    assert read.ok()["viewer"]["apiKey"]["totalRequests"] == 4

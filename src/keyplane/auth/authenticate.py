@@ -104,7 +104,7 @@ class Authenticator:
                 created_by_id=record.created_by_id,
                 rate_limit_per_minute=record.rate_limit_per_minute,
                 record=record,
-                usage_stamp=stamp,
+                usage_stamp=stamp if self._usage_stamp() == stamp else None,
             ),
         )
 

@@ -99,6 +99,20 @@ class FreshEntries(Generic[T]):
         self._entries.clear()
 
 
+def with_counts(record: KeyRecord, total: KeyTotal | None) -> KeyRecord:
+    """The row as it is once `total` (a usage flush's counts for this key) has committed."""
+    if total is None or not total.requests:
+        return record
+    last_used_at = record.last_used_at
+    if total.last_used_at is not None and (
+        last_used_at is None or total.last_used_at > last_used_at
+    ):
+        last_used_at = total.last_used_at
+    return replace(
+        record, total_requests=record.total_requests + total.requests, last_used_at=last_used_at
+    )
+
+
 class VerifiedCredentials:
     """This process's memory of keys, sessions and OAuth identities it looked up, trusted only
     under the credentials' version they were read with (see auth/changes.py)."""
@@ -143,22 +157,7 @@ class VerifiedCredentials:
         """This process's usage flush `stamp` committed `totals`: the keys kept since add them
         to their counters, as the rows now hold them, instead of all being read again."""
 
-        def add(record: KeyRecord) -> KeyRecord:
-            total = totals.get(record.id)
-            if total is None or not total.requests:
-                return record
-            last_used_at = record.last_used_at
-            if total.last_used_at is not None and (
-                last_used_at is None or total.last_used_at > last_used_at
-            ):
-                last_used_at = total.last_used_at
-            return replace(
-                record,
-                total_requests=record.total_requests + total.requests,
-                last_used_at=last_used_at,
-            )
-
-        self.keys.restamp(stamp, add)
+        self.keys.restamp(stamp, lambda record: with_counts(record, totals.get(record.id)))
 
     async def changed(self) -> None:
         """A key or session changed and its transaction committed: forget it here, and move

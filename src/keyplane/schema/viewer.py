@@ -8,6 +8,7 @@ import strawberry
 
 import keyplane.schema.enums  # noqa: F401  (registers enum descriptions first)
 from keyplane.auth.principal import AuthKind
+from keyplane.auth.verified import with_counts
 from keyplane.context import Info
 from keyplane.permissions.scopes import Scope
 from keyplane.resolvers.api_key import get_api_key
@@ -73,10 +74,15 @@ class Viewer:
         grant = info.context.principal.key
         if grant is None or grant.record is None:
             return None
-        if grant.usage_stamp == info.context.services.usage.flushes:
+        usage = info.context.services.usage
+        if grant.usage_stamp == usage.flushes:
             # The row authentication read (or kept) for this very request: no second query.
             return ApiKey.from_model(grant.record, context=info.context)
-        # This process flushed usage since that row was read: its counters are behind.
+        if grant.usage_stamp is not None and grant.usage_stamp == usage.flushes - 1:
+            # One flush committed since: the row plus what that flush wrote for this key.
+            record = with_counts(grant.record, usage.last_flushed.get(grant.key_id))
+            return ApiKey.from_model(record, context=info.context)
+        # Several flushes since (a long request): read the counters again.
         return self._fresh_key(info, grant.key_id)  # type: ignore[return-value]
 
     async def _fresh_key(self, info: Info, key_id: str) -> ApiKey | None:

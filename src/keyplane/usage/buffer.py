@@ -108,8 +108,10 @@ class UsageBuffer:
         self._stopping = asyncio.Event()
         self._flush_lock = asyncio.Lock()
         self._last_prune: datetime | None = None
-        # Flushes that committed counts so far: a key row read before the last one is stale.
+        # Flushes that committed counts so far: a key row read before the last one is stale,
+        # by what the last one committed (`last_flushed`) when it was read just before it.
         self.flushes = 0
+        self.last_flushed: Mapping[str, KeyTotal] = {}
 
     # -- recording (hot path: no I/O) ------------------------------------------------------
 
@@ -224,6 +226,7 @@ class UsageBuffer:
                 # No await from the commit to here: no request sees one without the other.
                 if self._on_flushed is not None:
                     self._on_flushed(taken.totals, self.flushes)
+                self.last_flushed = taken.totals
                 self.flushes += 1
             finally:
                 self._flushing = None
