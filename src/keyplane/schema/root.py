@@ -132,7 +132,7 @@ class Query:
         found = await api_key.get_api_key(
             info.context.access, key_id=str(id), usage=info.context.services.usage
         )
-        return ApiKey.from_model(found, context=info.context)
+        return await ApiKey.load(found, context=info.context)
 
     @strawberry.field(
         description="An environment's activity log, newest first (with project-wide member "
@@ -357,7 +357,7 @@ class Mutation:
             now=info.context.now,
             rate_limit_per_minute=input.rate_limit_per_minute,
         )
-        return CreateApiKeyPayload.from_issued(issued, context=info.context)
+        return await CreateApiKeyPayload.from_issued(issued, context=info.context)
 
     @strawberry.mutation(
         description="Rename a key or change its scopes.", extensions=guarded(MANAGE)
@@ -373,7 +373,7 @@ class Mutation:
             now=info.context.now,
             credentials=info.context.services.credentials,
         )
-        return ApiKey.from_model(updated, context=info.context)
+        return await ApiKey.load(updated, context=info.context)
 
     @strawberry.mutation(
         description="Revoke a key now: its next request gets HTTP 401.", extensions=guarded(MANAGE)
@@ -385,7 +385,7 @@ class Mutation:
             now=info.context.now,
             credentials=info.context.services.credentials,
         )
-        return ApiKey.from_model(revoked, context=info.context)
+        return await ApiKey.load(revoked, context=info.context)
 
     @strawberry.mutation(
         description="Delete a key for good; returns what it was.", extensions=guarded(MANAGE)
@@ -397,7 +397,7 @@ class Mutation:
             now=info.context.now,
             credentials=info.context.services.credentials,
         )
-        return ApiKey.from_model(deleted, context=info.context)
+        return await ApiKey.load(deleted, context=info.context)
 
     @strawberry.mutation(
         description="Issue a replacement key and expire the old one after an overlap.",
@@ -413,7 +413,7 @@ class Mutation:
             now=info.context.now,
             credentials=info.context.services.credentials,
         )
-        return RotateApiKeyPayload.from_issued(issued, context=info.context)
+        return await RotateApiKeyPayload.from_issued(issued, context=info.context)
 
     @strawberry.mutation(
         description="Invite someone by email to a project, valid 7 days; the token is in the "

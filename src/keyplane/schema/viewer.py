@@ -77,11 +77,11 @@ class Viewer:
         usage = info.context.services.usage
         if grant.usage_stamp == usage.flushes:
             # The row authentication read (or kept) for this very request: no second query.
-            return ApiKey.from_model(grant.record, context=info.context)
+            return ApiKey.build(grant.record, context=info.context)  # type: ignore[return-value]
         if grant.usage_stamp is not None and grant.usage_stamp == usage.flushes - 1:
             # One flush committed since: the row plus what that flush wrote for this key.
             record = with_counts(grant.record, usage.last_flushed.get(grant.key_id))
-            return ApiKey.from_model(record, context=info.context)
+            return ApiKey.build(record, context=info.context)  # type: ignore[return-value]
         # Several flushes since (a long request): read the counters again.
         return self._fresh_key(info, grant.key_id)  # type: ignore[return-value]
 
@@ -89,7 +89,7 @@ class Viewer:
         found = await get_api_key(
             info.context.access, key_id=key_id, usage=info.context.services.usage
         )
-        return ApiKey.from_model(found, context=info.context)
+        return await ApiKey.load(found, context=info.context)
 
     @strawberry.field(description="The calling key's environment.")
     def environment(self, info: Info) -> Environment | None:
