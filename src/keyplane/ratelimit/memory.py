@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import inspect
 import time
 
 from limits.aio.storage import MemoryStorage
@@ -58,7 +59,8 @@ class PacedMemoryStorage(MemoryStorage):
             self.locks.pop(key, None)
 
 
-# limits wraps these again in every subclass of its storages (to translate driver errors);
-# memory raises none, and each layer is a coroutine call per hit: keep MemoryStorage's one.
+# limits wraps these in every subclass of its storages (MemoryStorage's own are wrapped twice)
+# to turn a driver's errors into StorageError when asked to (wrap_exceptions, off here); each
+# layer is one more coroutine per call. Memory has no driver: use the methods themselves.
 for _name in ("acquire_entry", "get_moving_window", "incr", "get", "get_expiry", "clear"):
-    setattr(PacedMemoryStorage, _name, getattr(MemoryStorage, _name))
+    setattr(PacedMemoryStorage, _name, inspect.unwrap(getattr(MemoryStorage, _name)))
