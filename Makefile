@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint schema bench ci clean
+.PHONY: run test lint schema bench bench-instructions ci clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ schema: $(VENV)/.test-installed
 # BENCH_ARGS=--quick for 1 x 2 s runs; see `python bench/run.py --help`.
 bench: $(VENV)/.run-installed
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# Instructions per request under valgrind (steady on a busy machine); see bench/instructions.py.
+bench-instructions: $(VENV)/.run-installed
+	$(BIN)/python bench/instructions.py $(BENCH_ARGS)
 
 ci:
 	bash .ci/run

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import httpx
+import pytest
 from bench.reference import ENVIRONMENT_ID, KEY_PAGE, create_app
 from bench.reference import schema as reference_schema
 from graphql import parse, validate
@@ -40,3 +45,21 @@ def test_the_benchmarked_key_page_is_valid_against_keyplane_and_the_reference() 
 
     assert validate(keyplane_schema._schema, document) == []
     assert validate(reference_schema._schema, document) == []
+
+
+@pytest.mark.parametrize("side", ["keyplane", "reference"])
+@pytest.mark.parametrize("scenario", ["API-key viewer vs { hello }", "list 20 keys vs same page"])
+def test_the_instruction_bench_drives_each_side_without_valgrind(side: str, scenario: str) -> None:
+    # bench/instructions.py runs this inner step under valgrind; here it runs bare, so a
+    # scenario that stops answering 200 fails the suite rather than the next measurement.
+    script = Path(__file__).resolve().parents[1] / "bench" / "instructions.py"
+
+    done = subprocess.run(
+        [sys.executable, str(script), "--inner", side, scenario, "16"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -1,0 +1,262 @@
+"""Instructions per request, keyplane against the bare Strawberry reference, under valgrind.
+
+Wall-clock ratios on a shared machine move by 10-20 % between runs (bench/run.py says how
+much). Instruction counts do not: valgrind's cachegrind counts what the CPU executes, whatever
+else runs. This drives both apps in-process through ASGI (no sockets, no HTTP parsing, one
+asyncio loop, 16 requests in flight), counts a short and a long run of each side, and reports
+(long - short) / (extra requests): start-up and seeding cancel out. It measures the Python work
+a change adds or removes, not latency: use it to compare two versions of the code, and
+bench/run.py for what a client sees.
+
+    .venv/bin/python bench/instructions.py                    # every scenario, ~6 minutes
+    .venv/bin/python bench/instructions.py --only viewer      # some of them
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+SCENARIOS: dict[str, tuple[str, str, str]] = {
+    # name: (credential, keyplane query, reference query)
+    "anonymous { __typename }": ("", "{ __typename }", "{ __typename }"),
+    "API-key viewer vs { hello }": ("key", "{ viewer { kind apiKey { id } } }", "{ hello }"),
+    "JWT viewer vs { hello }": ("jwt", "{ viewer { kind user { id } } }", "{ hello }"),
+    "list 20 keys vs same page": ("jwt", "PAGE", "PAGE"),
+}
+CONCURRENCY = 16
+LIMITS = "api_key=1000000/second;oauth=1000000/second;jwt=1000000/second;anonymous=1000000/second"
+
+
+# --- inside valgrind: one side, N requests -------------------------------------------------
+
+
+async def _call(app: Any, body: bytes, headers: list[tuple[bytes, bytes]]) -> int:
+    status: list[int] = []
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # the client never disconnects
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/graphql",
+        "raw_path": b"/graphql",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"bench"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *headers,
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
+    }
+    await app(scope, receive, send)
+    return status[0]
+
+
+async def _lifespan(app: Any) -> asyncio.Task[None]:
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    await inbox.put({"type": "lifespan.startup"})
+    task = asyncio.create_task(
+        app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, inbox.get, outbox.put)
+    )
+    message = await outbox.get()
+    if message["type"] != "lifespan.startup.complete":
+        raise RuntimeError(f"keyplane did not start: {message}")
+    return task
+
+
+async def _seed(app: Any, keys: int) -> tuple[str, str, str]:
+    """A user, a project, an environment and `keys` keys: (dashboard JWT, a secret, env id)."""
+    import httpx
+    from seed import EMAIL, PASSWORD
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+
+        async def gql(query: str, variables: dict[str, Any], token: str | None = None) -> Any:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            answer = await client.post(
+                "/graphql", json={"query": query, "variables": variables}, headers=headers
+            )
+            body = answer.json()
+            if body.get("errors"):
+                raise RuntimeError(json.dumps(body)[:300])
+            return body["data"]
+
+        token = (
+            await gql(
+                "mutation($i: SignUpInput!) { signUp(input: $i) { accessToken } }",
+                {"i": {"email": EMAIL, "password": PASSWORD, "name": "Bench"}},
+            )
+        )["signUp"]["accessToken"]
+        project = (
+            await gql(
+                "mutation($i: CreateProjectInput!) { createProject(input: $i) { id } }",
+                {"i": {"name": "Bench"}},
+                token,
+            )
+        )["createProject"]["id"]
+        environment = (
+            await gql(
+                "mutation($i: CreateEnvironmentInput!) { createEnvironment(input: $i) { id } }",
+                {"i": {"projectId": project, "name": "Production"}},
+                token,
+            )
+        )["createEnvironment"]["id"]
+        secret = ""
+        for n in range(keys):
+            secret = (
+                await gql(
+                    "mutation($i: CreateApiKeyInput!) { createApiKey(input: $i) { secret } }",
+                    {
+                        "i": {
+                            "environmentId": environment,
+                            "name": f"k{n}",
+                            "scopes": ["VIEW_ANALYTICS"],
+                        }
+                    },
+                    token,
+                )
+            )["createApiKey"]["secret"]
+    return token, secret, environment
+
+
+async def _inner(side: str, scenario: str, requests: int) -> None:
+    from reference import ENVIRONMENT_ID, KEY_PAGE
+
+    credential, query, reference_query = SCENARIOS[scenario]
+    variables: dict[str, str] = {}
+    headers: list[tuple[bytes, bytes]] = []
+    data = ""
+    if side == "reference":
+        import reference
+
+        app: Any = reference.create_app()
+        query = reference_query
+        variables = {"e": ENVIRONMENT_ID}
+    else:
+        from keyplane.app import create_app
+        from keyplane.settings import Settings
+
+        data = tempfile.mkdtemp(prefix="keyplane-instr-")
+        environ = {
+            "KEYPLANE_ENV": "production",
+            "KEYPLANE_DATA_DIR": data,
+            "KEYPLANE_JWT_SECRET": "bench-secret-" + "x" * 32,
+            "KEYPLANE_RATE_LIMITS": LIMITS,
+        }
+        app = create_app(Settings.from_environ(environ))
+        keep = await _lifespan(app)  # noqa: F841  (the lifespan runs as long as we do)
+        token, secret, environment = await _seed(app, 20 if query == "PAGE" else 1)
+        if credential:
+            value = secret if credential == "key" else token
+            headers = [(b"authorization", f"Bearer {value}".encode())]
+        variables = {"e": environment}
+    if query == "PAGE":
+        query = KEY_PAGE % 20
+    body = json.dumps({"query": query, "variables": variables}).encode()
+    if await _call(app, body, headers) != 200:
+        raise RuntimeError(f"{side}: {scenario} did not answer 200")
+
+    async def worker(count: int) -> None:
+        for _ in range(count):
+            await _call(app, body, headers)
+
+    await asyncio.gather(*(worker(requests // CONCURRENCY) for _ in range(CONCURRENCY)))
+    if data:
+        shutil.rmtree(data, ignore_errors=True)
+    sys.stdout.flush()
+    os._exit(0)  # skip the shutdown: it is not part of any request
+
+
+# --- outside: run the sides under valgrind and subtract --------------------------------------
+
+
+def _instructions(side: str, scenario: str, requests: int) -> int:
+    command = [
+        "valgrind",
+        "--tool=cachegrind",
+        "--cache-sim=no",
+        "--cachegrind-out-file=/dev/null",
+        sys.executable,
+        __file__,
+        "--inner",
+        side,
+        scenario,
+        str(requests),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
+    if done.returncode != 0 or found is None:
+        raise RuntimeError(f"{side} / {scenario}: valgrind failed\n{done.stderr[-2000:]}")
+    return int(found.group(1).replace(",", ""))
+
+
+def _per_request(side: str, scenario: str, short: int, long: int) -> float:
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        few, many = pool.map(lambda n: _instructions(side, scenario, n), (short, long))
+    return (many - few) / (long - short)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", help="run only scenarios whose name contains this text")
+    parser.add_argument("--requests", type=int, default=320, help="the long run's requests")
+    parser.add_argument("--inner", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    sys.path.insert(0, str(BENCH_DIR))
+    if args.inner:
+        side, scenario, requests = args.inner
+        asyncio.run(_inner(side, scenario, int(requests)))
+        return
+    if shutil.which("valgrind") is None:
+        parser.exit(2, "bench/instructions.py needs valgrind (Debian: apt install valgrind)\n")
+    short = CONCURRENCY
+    print("| scenario | keyplane instr/req | reference instr/req | ratio (reference / keyplane) |")
+    print("|---|---|---|---|")
+    for scenario in SCENARIOS:
+        if args.only and args.only not in scenario:
+            continue
+        # A page costs ~15x a viewer: fewer requests count as precisely.
+        long = 4 * CONCURRENCY if scenario.startswith("list") else args.requests
+        long = max(2 * CONCURRENCY, long - long % CONCURRENCY)
+        keyplane = _per_request("keyplane", scenario, short, long)
+        reference = _per_request("reference", scenario, short, long)
+        print(
+            f"| {scenario} | {keyplane:,.0f} | {reference:,.0f} | **{reference / keyplane:.2f}** |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
