@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,16 @@ query($env: ID!, $first: Int!) {
 }"""
 
 
+def _in_usage_flusher() -> bool:
+    """The background flush (each second) and prune write whenever they are due: not the
+    request's queries."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        return False
+    return task is not None and task.get_name() == "keyplane-usage-flusher"
+
+
 class _Counter(logging.Handler):
     def __init__(self) -> None:
         super().__init__(level=logging.DEBUG)
@@ -30,7 +41,8 @@ class _Counter(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
         if message.lstrip().upper().startswith(("SELECT", "INSERT", "UPDATE", "DELETE")):
-            self.queries.append(message)
+            if not _in_usage_flusher():
+                self.queries.append(message)
 
 
 @contextmanager
