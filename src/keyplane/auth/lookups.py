@@ -7,15 +7,18 @@ it read only under the credentials' version (auth/changes.py, auth/verified.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from tortoise import connections
 
 from keyplane.db import placeholder
 from keyplane.models.api_key import ApiKeyStatus
 from keyplane.permissions.scopes import Scope, decode_scopes
+
+R = TypeVar("R")
 
 KEY_FIELDS = (
     "id",
@@ -218,7 +221,6 @@ class RecordLoaders:
 
     def __init__(self, lookups: Lookups) -> None:
         self.lookups = lookups  # what is never kept (memberships, key pages) is read here
-        self._lookups = lookups
         self._users: dict[str, UserRecord] = {}
         self._environments: dict[str, EnvironmentRecord] = {}
 
@@ -229,47 +231,52 @@ class RecordLoaders:
         return self._environments.get(environment_id)
 
     async def users(self, ids: list[str]) -> list[UserRecord | None]:
-        missing = [i for i in ids if i not in self._users]
-        if missing:
-            rows = await self._lookups.by_ids('"user"', "id, email, name, created_at", missing)
-            for row in rows:
-                _keep(
-                    self._users,
-                    UserRecord(
-                        id=row["id"],
-                        email=row["email"],
-                        name=row["name"],
-                        created_at=_required_instant(row["created_at"]),
-                    ),
-                )
-        return [self._users.get(i) for i in ids]
+        return await self._read(
+            self._users,
+            '"user"',
+            "id, email, name, created_at",
+            ids,
+            lambda row: UserRecord(
+                id=row["id"],
+                email=row["email"],
+                name=row["name"],
+                created_at=_required_instant(row["created_at"]),
+            ),
+        )
 
     async def environments(self, ids: list[str]) -> list[EnvironmentRecord | None]:
-        missing = [i for i in ids if i not in self._environments]
+        return await self._read(
+            self._environments,
+            "environment",
+            "id, project_id, name, created_at",
+            ids,
+            lambda row: EnvironmentRecord(
+                id=row["id"],
+                project_id=row["project_id"],
+                name=row["name"],
+                created_at=_required_instant(row["created_at"]),
+            ),
+        )
+
+    async def _read(
+        self,
+        kept: dict[str, R],
+        table: str,
+        columns: str,
+        ids: list[str],
+        record: Callable[[dict[str, Any]], R],
+    ) -> list[R | None]:
+        """The records named by `ids`, reading only those not kept yet (and keeping them)."""
+        missing = [i for i in ids if i not in kept]
         if missing:
-            rows = await self._lookups.by_ids(
-                "environment", "id, project_id, name, created_at", missing
-            )
-            for row in rows:
-                _keep(
-                    self._environments,
-                    EnvironmentRecord(
-                        id=row["id"],
-                        project_id=row["project_id"],
-                        name=row["name"],
-                        created_at=_required_instant(row["created_at"]),
-                    ),
-                )
-        return [self._environments.get(i) for i in ids]
+            for row in await self.lookups.by_ids(table, columns, missing):
+                if len(kept) >= MAX_RECORDS:
+                    del kept[next(iter(kept))]  # the oldest insertion
+                kept[row["id"]] = record(row)
+        return [kept.get(i) for i in ids]
 
 
 MAX_RECORDS = 10_000
-
-
-def _keep(records: dict[str, Any], record: UserRecord | EnvironmentRecord) -> None:
-    if len(records) >= MAX_RECORDS:
-        del records[next(iter(records))]
-    records[record.id] = record
 
 
 def _required_instant(value: Any) -> datetime:

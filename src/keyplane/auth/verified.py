@@ -17,7 +17,7 @@ from typing import Generic, TypeVar
 
 from keyplane.auth.changes import CredentialVersion, NoVersion
 from keyplane.auth.lookups import KeyRecord
-from keyplane.usage.buffer import KeyTotal
+from keyplane.usage.buffer import KeyTotal, latest
 
 logger = logging.getLogger(__name__)
 
@@ -103,13 +103,10 @@ def with_counts(record: KeyRecord, total: KeyTotal | None) -> KeyRecord:
     """The row as it is once `total` (a usage flush's counts for this key) has committed."""
     if total is None or not total.requests:
         return record
-    last_used_at = record.last_used_at
-    if total.last_used_at is not None and (
-        last_used_at is None or total.last_used_at > last_used_at
-    ):
-        last_used_at = total.last_used_at
     return replace(
-        record, total_requests=record.total_requests + total.requests, last_used_at=last_used_at
+        record,
+        total_requests=record.total_requests + total.requests,
+        last_used_at=latest(record.last_used_at, total.last_used_at),
     )
 
 
@@ -156,7 +153,6 @@ class VerifiedCredentials:
     def counted(self, totals: Mapping[str, KeyTotal], stamp: int) -> None:
         """This process's usage flush `stamp` committed `totals`: the keys kept since add them
         to their counters, as the rows now hold them, instead of all being read again."""
-
         self.keys.restamp(stamp, lambda record: with_counts(record, totals.get(record.id)))
 
     async def changed(self) -> None:

@@ -26,6 +26,7 @@ from keyplane.resolvers.usage import Granularity
 from keyplane.schema.account import User
 from keyplane.schema.pagination import page_info
 from keyplane.schema.usage import UsagePoint
+from keyplane.usage.buffer import latest
 
 if TYPE_CHECKING:
     from keyplane.schema.project import Environment
@@ -167,12 +168,9 @@ def counted(key: models.ApiKey | KeyRecord, context: Context) -> Counts:
     """The row's counters plus what this process counted and has not flushed yet, so a reader
     served by the process that counted sees every admitted request at once."""
     pending = context.services.usage.pending_total(key.id)
-    last_used_at = key.last_used_at
-    if pending.last_used_at is not None and (
-        last_used_at is None or pending.last_used_at > last_used_at
-    ):
-        last_used_at = pending.last_used_at
-    return Counts(key.total_requests + pending.requests, last_used_at)
+    return Counts(
+        key.total_requests + pending.requests, latest(key.last_used_at, pending.last_used_at)
+    )
 
 
 @strawberry.type(description="One key in a page, with the cursor that points at it.")

@@ -62,10 +62,21 @@ class RefusedKey:
     name: str
 
 
+def latest(first: datetime | None, second: datetime | None) -> datetime | None:
+    """The later of two instants, either of which may be missing."""
+    if first is None or (second is not None and second > first):
+        return second
+    return first
+
+
 @dataclass
 class KeyTotal:
     requests: int = 0
     last_used_at: datetime | None = None
+
+    def add(self, requests: int, last_used_at: datetime | None) -> None:
+        self.requests += requests
+        self.last_used_at = latest(self.last_used_at, last_used_at)
 
 
 def minute_of(moment: datetime) -> datetime:
@@ -116,10 +127,7 @@ class UsageBuffer:
     # -- recording (hot path: no I/O) ------------------------------------------------------
 
     def admitted(self, key_id: str, environment_id: str, at: datetime) -> None:
-        total = self._pending.totals[key_id]
-        total.requests += 1
-        if total.last_used_at is None or at > total.last_used_at:
-            total.last_used_at = at
+        self._pending.totals[key_id].add(1, at)
         self._pending.buckets[(key_id, environment_id, minute_of(at))].requests += 1
 
     def refused(
@@ -154,13 +162,8 @@ class UsageBuffer:
         total = KeyTotal()
         for pending in (self._pending, self._flushing):
             part = None if pending is None else pending.totals.get(key_id)
-            if part is None:
-                continue
-            total.requests += part.requests
-            if part.last_used_at and (
-                total.last_used_at is None or part.last_used_at > total.last_used_at
-            ):
-                total.last_used_at = part.last_used_at
+            if part is not None:
+                total.add(part.requests, part.last_used_at)
         return total
 
     def pending_buckets(
@@ -233,12 +236,7 @@ class UsageBuffer:
 
     def _merge_back(self, taken: _Pending) -> None:
         for key_id, total in taken.totals.items():
-            mine = self._pending.totals[key_id]
-            mine.requests += total.requests
-            if total.last_used_at and (
-                mine.last_used_at is None or total.last_used_at > mine.last_used_at
-            ):
-                mine.last_used_at = total.last_used_at
+            self._pending.totals[key_id].add(total.requests, total.last_used_at)
         for bucket, counts in taken.buckets.items():
             self._pending.buckets[bucket].add(counts)
         for where, ip in taken.refusal_ips.items():
