@@ -15,14 +15,12 @@ from tortoise.contrib.starlette import RegisterTortoise
 from keyplane.auth.dashboard import utcnow
 from keyplane.auth.oauth import JwksCache
 from keyplane.auth.passwords import Passwords
+from keyplane.body_limit import MAX_BODY_BYTES, BodyLimit
 from keyplane.db import apply_migrations, tortoise_config
 from keyplane.http import AuthenticationMiddleware, GraphQLView, healthz, metrics, readyz
 from keyplane.schema.root import build_schema
 from keyplane.services import build_services
 from keyplane.settings import Settings
-
-MAX_BODY_BYTES = 2 * 1024 * 1024
-
 
 _frozen = False
 
@@ -85,5 +83,5 @@ def create_app(
             Route("/metrics", metrics, methods=["GET"]),
         ],
         lifespan=lifespan,
-        max_body_size=MAX_BODY_BYTES,
+        middleware=[Middleware(BodyLimit, max_body_size=MAX_BODY_BYTES)],
     )
