@@ -8,7 +8,7 @@ import strawberry
 from strawberry.permission import BasePermission, PermissionExtension
 from strawberry.types.base import StrawberryObjectDefinition
 
-from keyplane.permissions.fields import AllowAny
+from keyplane.permissions.fields import IsAuthenticated, is_open_to_anyone, open_to_anyone
 from keyplane.schema.root import guarded, schema
 
 INTROSPECTION: dict[str, Any] = schema.introspect()["__schema"]
@@ -108,11 +108,13 @@ def values_and_arguments() -> list[tuple[str, dict[str, Any]]]:
 
 
 def unguarded_root_fields(definition: StrawberryObjectDefinition) -> list[str]:
-    """Fields without a PermissionExtension that lists at least one permission."""
+    """Fields that neither say they are open to anyone nor carry a PermissionExtension that
+    lists at least one permission."""
     return [
         field.name
         for field in definition.fields
-        if not any(
+        if not is_open_to_anyone(field.metadata)
+        and not any(
             isinstance(extension, PermissionExtension)
             and extension.permissions
             and all(isinstance(p, BasePermission) for p in extension.permissions)
@@ -139,7 +141,7 @@ def test_every_root_field_declares_its_permission() -> None:
 
 def test_the_permission_check_notices_a_field_without_one() -> None:
     empty_list: list[Any] = [PermissionExtension(permissions=[])]
-    allow_any = guarded(AllowAny())
+    authenticated = guarded(IsAuthenticated())
 
     # strawberry.field(...) with arguments is typed as returning Any (see pyproject's mypy notes).
     @strawberry.type
@@ -152,13 +154,21 @@ def test_the_permission_check_notices_a_field_without_one() -> None:
         def empty(self) -> int:
             return 0
 
-        @strawberry.field(extensions=allow_any)  # type: ignore[untyped-decorator]
+        @strawberry.field(extensions=authenticated)  # type: ignore[untyped-decorator]
         def declared(self) -> int:
+            return 0
+
+        @strawberry.field(metadata=open_to_anyone())  # type: ignore[untyped-decorator]
+        def open(self) -> int:
+            return 0
+
+        @strawberry.field(metadata={"permission": "anyone, surely"})  # type: ignore[untyped-decorator]
+        def misspelt(self) -> int:
             return 0
 
     definition = Probe.__strawberry_definition__  # type: ignore[attr-defined]
 
-    assert unguarded_root_fields(definition) == ["bare", "empty"]
+    assert unguarded_root_fields(definition) == ["bare", "empty", "misspelt"]
 
 
 # Names, ids and instants

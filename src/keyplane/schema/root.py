@@ -20,7 +20,7 @@ from keyplane import models
 from keyplane.auth.principal import AuthKind
 from keyplane.context import Info
 from keyplane.models.activity import ActivityKind
-from keyplane.permissions.fields import AllowAny, HasAnyScope, IsAuthenticated, IsUser
+from keyplane.permissions.fields import HasAnyScope, IsAuthenticated, IsUser, open_to_anyone
 from keyplane.permissions.scopes import Scope
 from keyplane.resolvers import (
     account,
@@ -46,6 +46,7 @@ from keyplane.schema.api_key import (
 )
 from keyplane.schema.document import Document, DocumentConnection, GenerateDocumentInput
 from keyplane.schema.errors import MaskInternalErrors
+from keyplane.schema.executor import Executor
 from keyplane.schema.member import (
     InviteMemberInput,
     InviteMemberPayload,
@@ -77,7 +78,8 @@ READ_KEYS = HasAnyScope(Scope.MANAGE_PROJECT, Scope.VIEW_ANALYTICS)
 
 
 def guarded(*permissions: BasePermission) -> list[Any]:
-    """The permission extension of a root field: every root field must declare one."""
+    """The permission extension of a root field: every root field declares one, or says in its
+    metadata that it is `open_to_anyone()`."""
     return [
         PermissionExtension(
             permissions=list(permissions), fail_silently=False, use_directives=False
@@ -97,7 +99,7 @@ def _grant(result: account.SessionGrant) -> AuthPayload:
 class Query:
     @strawberry.field(
         description="Who is calling: kind, user, key, environment and scopes.",
-        extensions=guarded(AllowAny()),
+        metadata=open_to_anyone(),
     )
     def viewer(self, info: Info) -> Viewer:
         principal = info.context.principal
@@ -283,7 +285,7 @@ class Query:
 @strawberry.type(description="Write operations.")
 class Mutation:
     @strawberry.mutation(
-        description="Create a dashboard account and sign in.", extensions=guarded(AllowAny())
+        description="Create a dashboard account and sign in.", metadata=open_to_anyone()
     )
     async def sign_up(self, info: Info, input: SignUpInput) -> AuthPayload | None:
         services = info.context.services
@@ -299,7 +301,7 @@ class Mutation:
 
     @strawberry.mutation(
         description="Sign in; returns a short-lived dashboard token.",
-        extensions=guarded(AllowAny()),
+        metadata=open_to_anyone(),
     )
     async def log_in(self, info: Info, input: LogInInput) -> AuthPayload | None:
         services = info.context.services
@@ -660,6 +662,7 @@ def build_schema(*, max_batch: int = 25) -> strawberry.Schema:
             disable_field_suggestions=True, batching_config={"max_operations": max_batch}
         ),
         extensions=[ParserCache, ValidationCache],
+        execution_context_class=Executor,
     )
 
 
