@@ -3,8 +3,10 @@
 It serves `{ hello }`, `{ __typename }`, batches of up to 25 operations, and the same key-list
 shape as keyplane (`environment(id) { apiKeys(first: N) { edges { node { ... } } } }`, field
 names copied from src/keyplane/schema/schema.graphql) from objects held in memory, with
-Strawberry's ParserCache and ValidationCache, as keyplane has. No authentication, no rate
-limit, no database: the difference to keyplane is what those cost.
+Strawberry's ParserCache and ValidationCache: bare Strawberry as its documentation sets it up.
+keyplane caches the same two steps without Strawberry's extension hooks
+(src/keyplane/schema/documents.py), which is part of what it is measured on. No
+authentication, no rate limit, no database.
 
     uvicorn reference:app --app-dir bench --no-access-log
 """

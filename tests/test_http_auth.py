@@ -324,6 +324,17 @@ async def test_a_syntax_error_is_bad_user_input_every_time(api: Api) -> None:
     assert codes == [["BAD_USER_INPUT"]] * 3
 
 
+@pytest.mark.parametrize("depth", [3_000, 100_000])
+async def test_a_document_nested_too_deeply_to_parse_is_a_typed_error(api: Api, depth: int) -> None:
+    # when
+    result = await api.gql("{ viewer " + "{ kind " * depth + "}" * (depth + 1))
+
+    # then
+    assert result.status == 200
+    assert result.data is None
+    assert result.codes == ["BAD_USER_INPUT"]
+
+
 async def test_an_unknown_field_is_bad_user_input(api: Api) -> None:
     # when
     result = await api.gql("{ viewer { password } }")
@@ -363,17 +374,16 @@ async def test_a_query_nested_deeper_than_ten_levels_is_refused(api: Api) -> Non
     assert "exceeds maximum operation depth" in result.errors[0]["message"]
 
 
-async def test_repeated_documents_are_validated_once(api: Api) -> None:
-    # given: the cache strawberry's ValidationCache keeps at module level
-    from strawberry.extensions import validation_cache
+async def test_repeated_documents_are_parsed_and_validated_once(api: Api) -> None:
+    # given: the cache of parsed and validated documents
+    from keyplane.schema.documents import checked
 
-    cached = validation_cache._get_validate_cache(validation_cache.DEFAULT_MAXSIZE)
-    before = cached.cache_info()
+    before = checked.cache_info()
 
     # when
     for _ in range(5):
         await api.gql("{ viewer { kind scopes } __typename }")
 
     # then: at most the first one missed
-    after = cached.cache_info()
+    after = checked.cache_info()
     assert after.hits - before.hits >= 4

@@ -3,7 +3,7 @@
 graphql-core collects the sub-fields of an object field (which fields, in which order, merged
 across fragments) once per execution, then forgets it: `{ viewer { kind apiKey { id } } }`
 walks the same two selection sets on every request, about 4 % of what the whole request costs
-(bench/instructions.py). The parsed document is the same object on every request (ParserCache),
+(bench/instructions.py). The parsed document is the same object on every request (documents.py),
 so what was collected for its nodes can be reused, as long as the answer cannot change:
 
 - nothing in the document is a directive (no `@`): `@skip`/`@include` would make the answer
@@ -21,7 +21,7 @@ from graphql import GraphQLObjectType
 from graphql.execution.collect_fields import CollectedFields, FieldDetailsList
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
-# Bounded like ParserCache (one entry per object selection of each cached document).
+# Bounded (one entry per object selection of each cached document; documents.py keeps 128).
 MAX_ENTRIES = 4096
 
 # (object type, id of each field node) -> (the field list, its collection). The value holds the

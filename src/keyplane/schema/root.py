@@ -8,9 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import strawberry
-from graphql import GraphQLError, specified_rules
-from strawberry.extensions import ValidationCache
-from strawberry.extensions.query_depth_limiter import create_validator
+from graphql import GraphQLError
 from strawberry.permission import BasePermission, PermissionExtension
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types.execution import ExecutionContext, ExecutionResult
@@ -45,6 +43,7 @@ from keyplane.schema.api_key import (
     UpdateApiKeyInput,
 )
 from keyplane.schema.document import Document, DocumentConnection, GenerateDocumentInput
+from keyplane.schema.documents import VALIDATION_RULES, checked
 from keyplane.schema.errors import MaskInternalErrors
 from keyplane.schema.executor import Executor
 from keyplane.schema.member import (
@@ -53,7 +52,6 @@ from keyplane.schema.member import (
     Member,
     UpdateMemberInput,
 )
-from keyplane.schema.parser_cache import ParserCache
 from keyplane.schema.project import (
     CreateEnvironmentInput,
     CreateProjectInput,
@@ -67,11 +65,6 @@ from keyplane.schema.template import (
     UpdateTemplateInput,
 )
 from keyplane.schema.viewer import Viewer
-
-# Built once: ValidationCache keys on the rule classes, so a rule class made per request (as
-# `lambda: QueryDepthLimiter(...)` does) would make every request miss the cache.
-DEPTH_RULE = create_validator(max_depth=10, should_ignore=None)
-VALIDATION_RULES = (*specified_rules, DEPTH_RULE)
 
 MANAGE = HasAnyScope(Scope.MANAGE_PROJECT)
 READ_KEYS = HasAnyScope(Scope.MANAGE_PROJECT, Scope.VIEW_ANALYTICS)
@@ -645,10 +638,20 @@ class KeyplaneSchema(strawberry.Schema):
         return None
 
     def _create_execution_context(self, *args: Any, **kwargs: Any) -> ExecutionContext:
-        # The depth rule joins graphql's own rules here rather than through an extension
-        # (AddValidationRules): one fewer extension whose hooks run on every request.
+        # The depth rule joins graphql's own rules, and the document and its validation come
+        # from documents.py's cache, here rather than through extensions (AddValidationRules,
+        # ParserCache, ValidationCache): no extension hook runs on any operation.
         execution_context = super()._create_execution_context(*args, **kwargs)
         execution_context.validation_rules = VALIDATION_RULES
+        if execution_context.query:
+            try:
+                document, errors = checked(self._schema, execution_context.query)
+            except Exception:  # a syntax error, or a document too deep to walk
+                # Left unset: Strawberry parses and validates it again inside its own error
+                # handling, which turns the failure into a GraphQL error.
+                return execution_context
+            execution_context.graphql_document = document
+            execution_context.pre_execution_errors = errors
         return execution_context
 
 
@@ -661,7 +664,6 @@ def build_schema(*, max_batch: int = 25) -> strawberry.Schema:
         config=StrawberryConfig(
             disable_field_suggestions=True, batching_config={"max_operations": max_batch}
         ),
-        extensions=[ParserCache, ValidationCache],
         execution_context_class=Executor,
     )
 
