@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -374,16 +375,47 @@ async def test_a_query_nested_deeper_than_ten_levels_is_refused(api: Api) -> Non
     assert "exceeds maximum operation depth" in result.errors[0]["message"]
 
 
-async def test_repeated_documents_are_parsed_and_validated_once(api: Api) -> None:
-    # given: the cache of parsed and validated documents
-    from keyplane.schema.documents import checked
+def _counting_parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    from keyplane.schema import documents
 
-    before = checked.cache_info()
+    parsed: list[str] = []
+    parse = documents.parse
+
+    def counted(query: str) -> object:
+        parsed.append(query)
+        return parse(query)
+
+    monkeypatch.setattr(documents, "parse", counted)
+    return parsed
+
+
+async def test_repeated_documents_are_parsed_and_validated_once(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given
+    query = "{ viewer { kind scopes } __typename } # " + uuid.uuid4().hex
+    parsed = _counting_parses(monkeypatch)
 
     # when
-    for _ in range(5):
-        await api.gql("{ viewer { kind scopes } __typename }")
+    answers = [(await api.gql(query)).ok() for _ in range(5)]
 
-    # then: at most the first one missed
-    after = checked.cache_info()
-    assert after.hits - before.hits >= 4
+    # then
+    assert parsed == [query]
+    assert answers == [{"viewer": {"kind": "ANONYMOUS", "scopes": []}, "__typename": "Query"}] * 5
+
+
+async def test_a_document_longer_than_16k_characters_is_parsed_each_time_not_kept(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given
+    from keyplane.schema.documents import MAX_KEPT_QUERY_CHARS
+
+    query = "{ viewer { kind } } # " + "x" * MAX_KEPT_QUERY_CHARS
+    parsed = _counting_parses(monkeypatch)
+
+    # when
+    answers = [(await api.gql(query)).ok() for _ in range(3)]
+
+    # then
+    assert parsed == [query] * 3
+    assert answers == [{"viewer": {"kind": "ANONYMOUS"}}] * 3

@@ -21,16 +21,27 @@ from strawberry.schema.schema import validate_document
 DEPTH_RULE = create_validator(max_depth=10, should_ignore=None)
 VALIDATION_RULES = (*specified_rules, DEPTH_RULE)
 
-# As Strawberry's caches: bounded, so that unique query texts sent to a public endpoint cannot
-# grow memory without limit.
+# Bounded in count, as Strawberry's caches are, and in size: unique query texts sent to a public
+# endpoint cannot grow memory without limit, nor can 128 bodies of 2 MiB each.
 MAXSIZE = 128
+MAX_KEPT_QUERY_CHARS = 16 * 1024
+
+Checked = tuple[DocumentNode, list[GraphQLError]]
 
 
-@lru_cache(maxsize=MAXSIZE)
-def checked(schema: GraphQLSchema, query: str) -> tuple[DocumentNode, list[GraphQLError]]:
+def checked(schema: GraphQLSchema, query: str) -> Checked:
     """The query's document and its validation errors (empty: valid) against the schema.
 
     A syntax error raises and is not kept. The error list is shared by every request sending
     the query: nothing changes it in place (MaskInternalErrors gives a result a new list)."""
+    if len(query) > MAX_KEPT_QUERY_CHARS:
+        return _check(schema, query)
+    return _kept(schema, query)
+
+
+def _check(schema: GraphQLSchema, query: str) -> Checked:
     document = parse(query)
     return document, validate_document(schema, document, VALIDATION_RULES)
+
+
+_kept = lru_cache(maxsize=MAXSIZE)(_check)

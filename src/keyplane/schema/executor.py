@@ -16,17 +16,17 @@ Anything else is collected per request, as graphql-core does.
 from __future__ import annotations
 
 from typing import Any
+from weakref import WeakKeyDictionary
 
-from graphql import GraphQLObjectType
+from graphql import GraphQLObjectType, OperationDefinitionNode
 from graphql.execution.collect_fields import CollectedFields, FieldDetailsList
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
-# Bounded (one entry per object selection of each cached document; documents.py keeps 128).
-MAX_ENTRIES = 4096
-
+# Per operation (weakly: an entry lives as long as its document, which documents.py's LRU keeps):
 # (object type, id of each field node) -> (the field list, its collection). The value holds the
 # field list, and so its nodes: an id in a key cannot be reused while the entry lives.
-_collected: dict[tuple[Any, ...], tuple[FieldDetailsList, CollectedFields]] = {}
+Collections = dict[tuple[Any, ...], tuple[FieldDetailsList, CollectedFields]]
+_collected: WeakKeyDictionary[OperationDefinitionNode, Collections] = WeakKeyDictionary()
 
 
 def _reusable(field_details_list: FieldDetailsList) -> bool:
@@ -46,12 +46,14 @@ class Executor(StrawberryGraphQLCoreExecutionContext):
         self, return_type: GraphQLObjectType, field_details_list: FieldDetailsList
     ) -> CollectedFields:
         key = (return_type, *[id(details.node) for details in field_details_list])
-        found = _collected.get(key)
-        if found is not None:
-            return found[1]
+        known = _collected.get(self.operation)
+        if known is not None:
+            found = known.get(key)
+            if found is not None:
+                return found[1]
         collected = super().collect_subfields(return_type, field_details_list)
         if _reusable(field_details_list):
-            if len(_collected) >= MAX_ENTRIES:
-                del _collected[next(iter(_collected))]
-            _collected[key] = (field_details_list, collected)
+            if known is None:
+                known = _collected.setdefault(self.operation, {})
+            known[key] = (field_details_list, collected)
         return collected
