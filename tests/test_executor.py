@@ -3,11 +3,13 @@ it; every answer stays what graphql-core alone would give."""
 
 from __future__ import annotations
 
+import gc
 import uuid
 
 import graphql.execution.executor
 import pytest
 
+from keyplane.schema import documents, executor
 from tests.helpers import Api
 
 INCLUDE = "query($k: Boolean!) { viewer { kind scopes @include(if: $k) } }"
@@ -87,3 +89,17 @@ async def test_a_document_with_a_directive_is_collected_on_every_request(
 
     assert after_first == 1
     assert calls[0] == 2
+
+
+async def test_kept_collections_go_when_their_document_leaves_the_cache(api: Api) -> None:
+    # given: a document whose collections are kept
+    token = await api.sign_up()
+    (await api.gql(f"query Kept{uuid.uuid4().hex} {{ viewer {{ kind }} }}", token=token)).ok()
+    assert executor._collected
+
+    # when: the document cache lets every document go
+    documents._kept.cache_clear()
+    gc.collect()
+
+    # then
+    assert executor._collected == {}

@@ -16,17 +16,26 @@ Anything else is collected per request, as graphql-core does.
 from __future__ import annotations
 
 from typing import Any
-from weakref import WeakKeyDictionary
+from weakref import ref
 
 from graphql import GraphQLObjectType, OperationDefinitionNode
 from graphql.execution.collect_fields import CollectedFields, FieldDetailsList
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
-# Per operation (weakly: an entry lives as long as its document, which documents.py's LRU keeps):
-# (object type, id of each field node) -> (the field list, its collection). The value holds the
-# field list, and so its nodes: an id in a key cannot be reused while the entry lives.
+# Per operation, by id (graphql-core's nodes hash their whole subtree: a dict keyed by the node
+# itself would cost more than the collection), weakly: the entry goes when the operation does,
+# which is when documents.py's LRU lets its document go. Inside: (object type, id of each field
+# node) -> (the field list, its collection); the value holds the field list, and so its nodes,
+# so an id in a key cannot be reused while the entry lives.
 Collections = dict[tuple[Any, ...], tuple[FieldDetailsList, CollectedFields]]
-_collected: WeakKeyDictionary[OperationDefinitionNode, Collections] = WeakKeyDictionary()
+_collected: dict[int, tuple[ref[OperationDefinitionNode], Collections]] = {}
+
+
+def _collections(operation: OperationDefinitionNode) -> Collections:
+    key = id(operation)
+    collections: Collections = {}
+    _collected[key] = (ref(operation, lambda _: _collected.pop(key, None)), collections)
+    return collections
 
 
 def _reusable(field_details_list: FieldDetailsList) -> bool:
@@ -45,8 +54,10 @@ class Executor(StrawberryGraphQLCoreExecutionContext):
     def collect_subfields(
         self, return_type: GraphQLObjectType, field_details_list: FieldDetailsList
     ) -> CollectedFields:
+        operation = self.operation
         key = (return_type, *[id(details.node) for details in field_details_list])
-        known = _collected.get(self.operation)
+        entry = _collected.get(id(operation))
+        known = entry[1] if entry is not None and entry[0]() is operation else None
         if known is not None:
             found = known.get(key)
             if found is not None:
@@ -54,6 +65,6 @@ class Executor(StrawberryGraphQLCoreExecutionContext):
         collected = super().collect_subfields(return_type, field_details_list)
         if _reusable(field_details_list):
             if known is None:
-                known = _collected.setdefault(self.operation, {})
+                known = _collections(operation)
             known[key] = (field_details_list, collected)
         return collected
