@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 from tortoise import connections
 
 from keyplane.app import create_app
+from keyplane.auth.api_key import generate_secret
 from keyplane.auth.changes import FileVersion, RedisVersion
 from keyplane.db import is_postgres, sqlite_path
 from keyplane.settings import Settings, SettingsError
@@ -29,6 +30,7 @@ from tests.test_query_count import counting_queries
 REDIS_URL = os.environ.get("KEYPLANE_TEST_REDIS_URL", "")
 VIEWER_KEY = "{ viewer { kind apiKey { id scopes } } }"
 VIEWER_USER = "{ viewer { kind user { id } } }"
+REVOKE = "mutation($id: ID!) { revokeApiKey(id: $id) { id } }"
 
 
 async def _key(api: Api, scopes: list[str] | None = None) -> tuple[str, str, str]:
@@ -101,6 +103,52 @@ async def test_a_kept_key_is_refused_on_the_next_request_after_it_ends(
 
     # then
     assert after.status == 401
+
+
+@pytest.mark.parametrize("ending", ["revokeApiKey", "deleteApiKey"])
+async def test_a_revoked_or_deleted_key_is_refused_again_without_a_query(
+    api: Api, app: Starlette, ending: str
+) -> None:
+    if not _cached(app):
+        pytest.skip("no credentials' version here (PostgreSQL without Redis): nothing is kept")
+    # given: a key ended, then refused once
+    owner, key_id, secret = await _key(api)
+    (
+        await api.gql(
+            f"mutation($id: ID!) {{ {ending}(id: $id) {{ id }} }}", {"id": key_id}, token=owner
+        )
+    ).ok()
+    assert (await api.gql(VIEWER_KEY, token=secret)).status == 401
+
+    # when
+    with counting_queries() as queries:
+        again = await api.gql(VIEWER_KEY, token=secret)
+
+    # then
+    assert again.status == 401
+    assert queries == []
+
+
+async def test_an_unknown_key_is_read_again_once_the_credentials_change(
+    api: Api, app: Starlette
+) -> None:
+    if not _cached(app):
+        pytest.skip("no credentials' version here (PostgreSQL without Redis): nothing is kept")
+    # given: a well-formed secret no key has, refused once
+    owner, key_id, _ = await _key(api)
+    unknown = generate_secret()
+    assert (await api.gql(VIEWER_KEY, token=unknown)).status == 401
+    with counting_queries() as remembered:
+        assert (await api.gql(VIEWER_KEY, token=unknown)).status == 401
+
+    # when: any credential changes
+    (await api.gql(REVOKE, {"id": key_id}, token=owner)).ok()
+    with counting_queries() as after_change:
+        assert (await api.gql(VIEWER_KEY, token=unknown)).status == 401
+
+    # then
+    assert remembered == []
+    assert len(after_change) == 1, after_change
 
 
 async def test_narrowed_scopes_hold_from_the_next_request(api: Api) -> None:

@@ -78,12 +78,14 @@ class Authenticator:
                 raise InvalidCredentials(reason="malformed_key")
             return await self._lookups.key_by_hash(secret_hash)
 
+        # Revoked keys are kept too (a revocation is final), and hashes no key has: a client
+        # still sending a revoked or deleted key is refused without a database read.
         record = await self._credentials.through(
             self._credentials.keys,
             secret_hash,
             load,
             stamp=stamp,
-            keep=lambda found: found.revoked_at is None,
+            absent=self._credentials.unknown_keys,
         )
         if record is None:
             raise InvalidCredentials(reason="unknown_key")

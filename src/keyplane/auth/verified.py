@@ -117,6 +117,10 @@ class VerifiedCredentials:
     def __init__(self, version: CredentialVersion, *, max_age: float) -> None:
         self._version = version
         self.keys: FreshEntries[KeyRecord] = FreshEntries(max_age)
+        # Secret hashes no key has, apart from `keys` so that guessed secrets cannot push the
+        # real keys out. A new key's secret is random: nobody can have sent it before it was
+        # issued, so issuing a key need not clear these.
+        self.unknown_keys: FreshEntries[bool] = FreshEntries(max_age)
         self.sessions: FreshEntries[datetime] = FreshEntries(max_age)
         self.identities: FreshEntries[str] = FreshEntries(max_age)
         self.enabled = max_age > 0 and not isinstance(version, NoVersion)
@@ -135,8 +139,10 @@ class VerifiedCredentials:
         *,
         stamp: int = 0,
         keep: Callable[[T], bool] = lambda _: True,
+        absent: FreshEntries[bool] | None = None,
     ) -> T | None:
-        """The kept value if it is still trusted, else `load()`'s, kept when `keep` allows.
+        """The kept value if it is still trusted, else `load()`'s, kept when `keep` allows;
+        with `absent`, that `load()` found nothing is kept there too, under the same rules.
 
         The version is read before the load: a change committed during the load moves it on,
         so what the load read is never trusted past that change."""
@@ -145,9 +151,15 @@ class VerifiedCredentials:
             kept = entries.get(key, version, stamp)
             if kept is not None:
                 return kept
+            if absent is not None and absent.get(key, version):
+                return None
         value = await load()
-        if value is not None and version is not None and keep(value):
-            entries.put(key, value, version, stamp)
+        if version is not None:
+            if value is None:
+                if absent is not None:
+                    absent.put(key, True, version)
+            elif keep(value):
+                entries.put(key, value, version, stamp)
         return value
 
     def counted(self, totals: Mapping[str, KeyTotal], stamp: int) -> None:
@@ -159,6 +171,7 @@ class VerifiedCredentials:
         """A key or session changed and its transaction committed: forget it here, and move
         the shared version on so that every other worker forgets it before its next request."""
         self.keys.clear()
+        self.unknown_keys.clear()
         self.sessions.clear()
         self.identities.clear()
         if not self.enabled:
