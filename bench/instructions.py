@@ -33,8 +33,16 @@ SCENARIOS: dict[str, tuple[str, str, str]] = {
     "anonymous { __typename }": ("", "{ __typename }", "{ __typename }"),
     "API-key viewer vs { hello }": ("key", "{ viewer { kind apiKey { id } } }", "{ hello }"),
     "JWT viewer vs { hello }": ("jwt", "{ viewer { kind user { id } } }", "{ hello }"),
+    "OAuth viewer vs { hello }": ("oauth", "{ viewer { kind user { id } } }", "{ hello }"),
     "list 20 keys vs same page": ("jwt", "PAGE", "PAGE"),
+    "batch of 25 API-key viewers vs 25 { hello }": (
+        "key",
+        "{ viewer { kind apiKey { id } } }",
+        "{ hello }",
+    ),
 }
+BATCH = 25  # operations in each request of a "batch" scenario
+ISSUER_DIR = "KEYPLANE_BENCH_ISSUER_DIR"  # where main() left the OAuth issuer's key and JWKS
 CONCURRENCY = 16
 LIMITS = "api_key=1000000/second;oauth=1000000/second;jwt=1000000/second;anonymous=1000000/second"
 
@@ -151,6 +159,32 @@ async def _seed(app: Any, keys: int) -> tuple[str, str, str]:
     return token, secret, environment
 
 
+def _issuer(scratch: str) -> Any:
+    """The OAuth issuer the outer process made (see main): generating an RSA key costs a
+    different number of instructions each time, which would swamp the difference of two runs."""
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    from seed import Issuer
+
+    folder = Path(os.environ.get(ISSUER_DIR, "") or _make_issuer(scratch))
+    key = load_pem_private_key((folder / "issuer.pem").read_bytes(), password=None)
+    return Issuer(jwks_path=folder / "jwks.json", private_key=key)  # type: ignore[arg-type]
+
+
+def _make_issuer(parent: str | None = None) -> str:
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+    )
+    from seed import Issuer
+
+    folder = Path(tempfile.mkdtemp(prefix="keyplane-instr-issuer-", dir=parent))
+    issuer = Issuer.create(folder / "jwks.json")
+    pem = issuer.private_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    (folder / "issuer.pem").write_bytes(pem)
+    return str(folder)
+
+
 async def _inner(side: str, scenario: str, requests: int) -> None:
     from reference import ENVIRONMENT_ID, KEY_PAGE
 
@@ -165,6 +199,8 @@ async def _inner(side: str, scenario: str, requests: int) -> None:
         query = reference_query
         variables = {"e": ENVIRONMENT_ID}
     else:
+        from seed import EMAIL
+
         from keyplane.app import create_app
         from keyplane.settings import Settings
 
@@ -175,16 +211,22 @@ async def _inner(side: str, scenario: str, requests: int) -> None:
             "KEYPLANE_JWT_SECRET": "bench-secret-" + "x" * 32,
             "KEYPLANE_RATE_LIMITS": LIMITS,
         }
+        issuer = _issuer(data) if credential == "oauth" else None
+        if issuer is not None:
+            environ |= issuer.environ()
         app = create_app(Settings.from_environ(environ))
         keep = await _lifespan(app)  # noqa: F841  (the lifespan runs as long as we do)
         token, secret, environment = await _seed(app, 20 if query == "PAGE" else 1)
+        if issuer is not None:
+            token = issuer.token(email=EMAIL)
         if credential:
             value = secret if credential == "key" else token
             headers = [(b"authorization", f"Bearer {value}".encode())]
         variables = {"e": environment}
     if query == "PAGE":
         query = KEY_PAGE % 20
-    body = json.dumps({"query": query, "variables": variables}).encode()
+    operation = {"query": query, "variables": variables}
+    body = json.dumps([operation] * BATCH if scenario.startswith("batch") else operation).encode()
     if await _call(app, body, headers) != 200:
         raise RuntimeError(f"{side}: {scenario} did not answer 200")
 
@@ -242,20 +284,25 @@ def main() -> None:
     if shutil.which("valgrind") is None:
         parser.exit(2, "bench/instructions.py needs valgrind (Debian: apt install valgrind)\n")
     short = CONCURRENCY
+    os.environ[ISSUER_DIR] = issuer_dir = _make_issuer()  # one key for every run (_issuer)
     print("| scenario | keyplane instr/req | reference instr/req | ratio (reference / keyplane) |")
     print("|---|---|---|---|")
-    for scenario in SCENARIOS:
-        if args.only and args.only not in scenario:
-            continue
-        # A page costs ~15x a viewer: fewer requests count as precisely.
-        long = 4 * CONCURRENCY if scenario.startswith("list") else args.requests
-        long = max(2 * CONCURRENCY, long - long % CONCURRENCY)
-        keyplane = _per_request("keyplane", scenario, short, long)
-        reference = _per_request("reference", scenario, short, long)
-        print(
-            f"| {scenario} | {keyplane:,.0f} | {reference:,.0f} | **{reference / keyplane:.2f}** |",
-            flush=True,
-        )
+    try:
+        for scenario in SCENARIOS:
+            if args.only and args.only not in scenario:
+                continue
+            # A page or a batch costs ~15x a viewer: fewer requests count as precisely.
+            heavy = scenario.startswith(("list", "batch"))
+            long = 4 * CONCURRENCY if heavy else args.requests
+            long = max(2 * CONCURRENCY, long - long % CONCURRENCY)
+            keyplane = _per_request("keyplane", scenario, short, long)
+            reference = _per_request("reference", scenario, short, long)
+            ratio = reference / keyplane
+            print(
+                f"| {scenario} | {keyplane:,.0f} | {reference:,.0f} | **{ratio:.2f}** |", flush=True
+            )
+    finally:
+        shutil.rmtree(issuer_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

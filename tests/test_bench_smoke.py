@@ -48,7 +48,15 @@ def test_the_benchmarked_key_page_is_valid_against_keyplane_and_the_reference() 
 
 
 @pytest.mark.parametrize("side", ["keyplane", "reference"])
-@pytest.mark.parametrize("scenario", ["API-key viewer vs { hello }", "list 20 keys vs same page"])
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        "API-key viewer vs { hello }",
+        "OAuth viewer vs { hello }",
+        "list 20 keys vs same page",
+        "batch of 25 API-key viewers vs 25 { hello }",
+    ],
+)
 def test_the_instruction_bench_drives_each_side_without_valgrind(side: str, scenario: str) -> None:
     # bench/instructions.py runs this inner step under valgrind; here it runs bare, so a
     # scenario that stops answering 200 fails the suite rather than the next measurement.
