@@ -51,20 +51,32 @@ def _reusable(field_details_list: FieldDetailsList) -> bool:
 class Executor(StrawberryGraphQLCoreExecutionContext):
     """Strawberry's executor, with sub-field collections shared across executions."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # This execution's own memo, by field list (as graphql-core's): the items of a list
+        # share one field list, and looking it up costs less than building the shared key.
+        self._this_execution: dict[tuple[Any, int], tuple[FieldDetailsList, CollectedFields]] = {}
+
     def collect_subfields(
         self, return_type: GraphQLObjectType, field_details_list: FieldDetailsList
     ) -> CollectedFields:
+        memo_key = (return_type, id(field_details_list))
+        memo = self._this_execution.get(memo_key)
+        if memo is not None:
+            return memo[1]
         operation = self.operation
         key = (return_type, *[id(details.node) for details in field_details_list])
         entry = _collected.get(id(operation))
         known = entry[1] if entry is not None and entry[0]() is operation else None
-        if known is not None:
-            found = known.get(key)
-            if found is not None:
-                return found[1]
-        collected = super().collect_subfields(return_type, field_details_list)
-        if _reusable(field_details_list):
-            if known is None:
-                known = _collections(operation)
-            known[key] = (field_details_list, collected)
+        found = None if known is None else known.get(key)
+        if found is not None:
+            collected = found[1]
+        else:
+            collected = super().collect_subfields(return_type, field_details_list)
+            if _reusable(field_details_list):
+                if known is None:
+                    known = _collections(operation)
+                known[key] = (field_details_list, collected)
+        # Holding the field list keeps its id from being reused during this execution.
+        self._this_execution[memo_key] = (field_details_list, collected)
         return collected
