@@ -41,13 +41,15 @@ async def _key(api: Api, scopes: list[str] | None = None) -> tuple[str, str, str
     return owner, key_id, secret
 
 
-def _cached(app: Starlette) -> bool:
-    return bool(app.state.services.credentials.enabled)
-
-
-async def test_a_key_seen_before_is_served_without_a_query(api: Api, app: Starlette) -> None:
-    if not _cached(app):
+@pytest.fixture
+def keeping(app: Starlette) -> None:
+    """Skips where nothing is kept: PostgreSQL without Redis has no credentials' version."""
+    if not app.state.services.credentials.enabled:
         pytest.skip("no credentials' version here (PostgreSQL without Redis): nothing is kept")
+
+
+@pytest.mark.usefixtures("keeping")
+async def test_a_key_seen_before_is_served_without_a_query(api: Api) -> None:
     # given
     _, key_id, secret = await _key(api)
     (await api.gql(VIEWER_KEY, token=secret)).ok()
@@ -61,9 +63,8 @@ async def test_a_key_seen_before_is_served_without_a_query(api: Api, app: Starle
     assert queries == []
 
 
-async def test_a_session_seen_before_is_served_without_a_query(api: Api, app: Starlette) -> None:
-    if not _cached(app):
-        pytest.skip("no credentials' version here (PostgreSQL without Redis): nothing is kept")
+@pytest.mark.usefixtures("keeping")
+async def test_a_session_seen_before_is_served_without_a_query(api: Api) -> None:
     # given
     owner = await api.sign_up()
     user_id = await api.user_id(owner)
@@ -105,12 +106,11 @@ async def test_a_kept_key_is_refused_on_the_next_request_after_it_ends(
     assert after.status == 401
 
 
+@pytest.mark.usefixtures("keeping")
 @pytest.mark.parametrize("ending", ["revokeApiKey", "deleteApiKey"])
 async def test_a_revoked_or_deleted_key_is_refused_again_without_a_query(
-    api: Api, app: Starlette, ending: str
+    api: Api, ending: str
 ) -> None:
-    if not _cached(app):
-        pytest.skip("no credentials' version here (PostgreSQL without Redis): nothing is kept")
     # given: a key ended, then refused once
     owner, key_id, secret = await _key(api)
     (
@@ -129,11 +129,8 @@ async def test_a_revoked_or_deleted_key_is_refused_again_without_a_query(
     assert queries == []
 
 
-async def test_an_unknown_key_is_read_again_once_the_credentials_change(
-    api: Api, app: Starlette
-) -> None:
-    if not _cached(app):
-        pytest.skip("no credentials' version here (PostgreSQL without Redis): nothing is kept")
+@pytest.mark.usefixtures("keeping")
+async def test_an_unknown_key_is_read_again_once_the_credentials_change(api: Api) -> None:
     # given: a well-formed secret no key has, refused once
     owner, key_id, _ = await _key(api)
     unknown = generate_secret()
@@ -232,11 +229,10 @@ async def test_total_requests_read_through_the_calling_key_never_go_backwards(
     assert [t["viewer"]["apiKey"]["totalRequests"] for t in totals] == [4, 5]
 
 
+@pytest.mark.usefixtures("keeping")
 async def test_a_usage_flush_adds_its_counts_to_kept_keys_instead_of_reading_them_again(
     api: Api, app: Starlette
 ) -> None:
-    if not _cached(app):
-        pytest.skip("no credentials' version here (PostgreSQL without Redis): nothing is kept")
     # given: a kept key that made three requests, flushed to the database
     _, _, secret = await _key(api)
     for _ in range(3):
