@@ -41,6 +41,15 @@ async def _key(api: Api, scopes: list[str] | None = None) -> tuple[str, str, str
     return owner, key_id, secret
 
 
+async def _key_used_three_times_and_flushed(api: Api, app: Starlette) -> str:
+    """A key's secret, after three viewer requests whose counts a usage flush committed."""
+    _, _, secret = await _key(api)
+    for _ in range(3):
+        (await api.gql(VIEWER_KEY, token=secret)).ok()
+    await app.state.services.usage.flush()
+    return secret
+
+
 @pytest.fixture
 def keeping(app: Starlette) -> None:
     """Skips where nothing is kept: PostgreSQL without Redis has no credentials' version."""
@@ -214,10 +223,7 @@ async def test_total_requests_read_through_the_calling_key_never_go_backwards(
     api: Api, app: Starlette
 ) -> None:
     # given: a kept key whose counts have been flushed to the database
-    _, _, secret = await _key(api)
-    for _ in range(3):
-        (await api.gql(VIEWER_KEY, token=secret)).ok()
-    await app.state.services.usage.flush()
+    secret = await _key_used_three_times_and_flushed(api, app)
 
     # when
     totals = [
@@ -234,10 +240,7 @@ async def test_a_usage_flush_adds_its_counts_to_kept_keys_instead_of_reading_the
     api: Api, app: Starlette
 ) -> None:
     # given: a kept key that made three requests, flushed to the database
-    _, _, secret = await _key(api)
-    for _ in range(3):
-        (await api.gql(VIEWER_KEY, token=secret)).ok()
-    await app.state.services.usage.flush()
+    secret = await _key_used_three_times_and_flushed(api, app)
 
     # when
     with counting_queries() as queries:

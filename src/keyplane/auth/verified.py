@@ -138,11 +138,10 @@ class VerifiedCredentials:
         load: Callable[[], Awaitable[T | None]],
         *,
         stamp: int = 0,
-        keep: Callable[[T], bool] = lambda _: True,
         absent: FreshEntries[bool] | None = None,
     ) -> T | None:
-        """The kept value if it is still trusted, else `load()`'s, kept when `keep` allows;
-        with `absent`, that `load()` found nothing is kept there too, under the same rules.
+        """The kept value if it is still trusted, else `load()`'s, kept; with `absent`, that
+        `load()` found nothing is kept there too, under the same rules.
 
         The version is read before the load: a change committed during the load moves it on,
         so what the load read is never trusted past that change."""
@@ -158,7 +157,7 @@ class VerifiedCredentials:
             if value is None:
                 if absent is not None:
                     absent.put(key, True, version)
-            elif keep(value):
+            else:
                 entries.put(key, value, version, stamp)
         return value
 
