@@ -18,6 +18,13 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from keyplane.auth.dashboard import utcnow
 
+DEFAULT_MAX_COST = 25_000
+
+
+def cost(requested: int, maximum: int = DEFAULT_MAX_COST) -> dict[str, int]:
+    """The `extensions.cost` every GraphQL answer carries."""
+    return {"requested": requested, "maximum": maximum}
+
 
 class Clock:
     """Real time plus an offset the test can move forward."""

@@ -8,8 +8,9 @@ import uuid
 
 import graphql.execution.executor
 import pytest
+from starlette.applications import Starlette
 
-from keyplane.schema import documents, executor
+from keyplane.schema import executor
 from tests.helpers import Api
 
 INCLUDE = "query($k: Boolean!) { viewer { kind scopes @include(if: $k) } }"
@@ -91,14 +92,16 @@ async def test_a_document_with_a_directive_is_collected_on_every_request(
     assert calls[0] == 2
 
 
-async def test_kept_collections_go_when_their_document_leaves_the_cache(api: Api) -> None:
+async def test_kept_collections_go_when_their_document_leaves_the_cache(
+    api: Api, app: Starlette
+) -> None:
     # given: a document whose collections are kept
     token = await api.sign_up()
     (await api.gql(f"query Kept{uuid.uuid4().hex} {{ viewer {{ kind }} }}", token=token)).ok()
     assert executor._collected
 
     # when: the document cache lets every document go
-    documents._kept.cache_clear()
+    app.state.schema.queries.clear()
     gc.collect()
 
     # then

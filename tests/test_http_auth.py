@@ -18,7 +18,7 @@ from keyplane.auth.api_key import generate_secret
 from keyplane.models.base import BASE62
 from keyplane.resolvers import project as project_resolvers
 from keyplane.settings import RunMode, Settings
-from tests.helpers import Api, Clock
+from tests.helpers import Api, Clock, cost
 
 VIEWER = "{ viewer { kind scopes user { id } apiKey { id } environment { id } } }"
 PROJECTS = "{ projects { id } }"
@@ -119,7 +119,7 @@ async def test_the_live_key_of_the_same_environment_is_accepted(api: Api, keys: 
     # then
     assert (response.status_code, response.json()) == (
         200,
-        {"data": {"viewer": {"kind": "API_KEY"}}},
+        {"data": {"viewer": {"kind": "API_KEY"}}, "extensions": {"cost": cost(1)}},
     )
 
 
@@ -157,7 +157,8 @@ async def test_no_authorization_header_makes_an_anonymous_caller(api: Api) -> No
                 "apiKey": None,
                 "environment": None,
             }
-        }
+        },
+        "extensions": {"cost": cost(4)},
     }
 
 
@@ -177,6 +178,7 @@ async def test_an_anonymous_caller_asking_for_projects_is_unauthenticated(api: A
                 "extensions": {"code": "UNAUTHENTICATED"},
             }
         ],
+        "extensions": {"cost": cost(10)},
     }
 
 
@@ -243,7 +245,7 @@ async def test_a_query_over_get_is_answered(api: Api) -> None:
     # then
     assert (response.status_code, response.json()) == (
         200,
-        {"data": {"viewer": {"kind": "ANONYMOUS"}}},
+        {"data": {"viewer": {"kind": "ANONYMOUS"}}, "extensions": {"cost": cost(1)}},
     )
 
 
@@ -291,6 +293,7 @@ async def test_an_unexpected_resolver_exception_is_masked_as_internal(
                     "extensions": {"code": "INTERNAL"},
                 }
             ],
+            "extensions": {"cost": cost(10)},
         },
     )
     assert "hunter2" not in response.text
@@ -314,6 +317,7 @@ async def test_a_syntax_error_is_bad_user_input(api: Api) -> None:
                 "extensions": {"code": "BAD_USER_INPUT", "field": "query"},
             }
         ],
+        "extensions": {"cost": cost(0)},
     }
 
 
@@ -371,21 +375,21 @@ async def test_a_query_nested_deeper_than_ten_levels_is_refused(api: Api) -> Non
     # then
     assert result.status == 200
     assert result.data is None
-    assert result.codes == ["BAD_USER_INPUT"]
+    assert result.codes == ["QUERY_TOO_COMPLEX"]
     assert "exceeds maximum operation depth" in result.errors[0]["message"]
 
 
 def _counting_parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    from keyplane.schema import documents
+    from keyplane.schema import query_cache
 
     parsed: list[str] = []
-    parse = documents.parse
+    parse = query_cache.parse
 
-    def counted(query: str) -> object:
+    def counted(query: str, **options: object) -> object:
         parsed.append(query)
-        return parse(query)
+        return parse(query, **options)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(documents, "parse", counted)
+    monkeypatch.setattr(query_cache, "parse", counted)
     return parsed
 
 
@@ -408,7 +412,7 @@ async def test_a_document_longer_than_16k_characters_is_parsed_each_time_not_kep
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # given
-    from keyplane.schema.documents import MAX_KEPT_QUERY_CHARS
+    from keyplane.schema.query_cache import MAX_KEPT_QUERY_CHARS
 
     query = "{ viewer { kind } } # " + "x" * MAX_KEPT_QUERY_CHARS
     parsed = _counting_parses(monkeypatch)

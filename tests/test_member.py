@@ -791,6 +791,7 @@ async def test_wrong_email_expired_used_unknown_or_malformed_tokens_all_answer_a
                     "extensions": {"code": "NOT_FOUND"},
                 }
             ],
+            "extensions": {"cost": ANY},
         }
     assert await state(owner.project_id) == before
 

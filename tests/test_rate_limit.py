@@ -27,7 +27,7 @@ from starlette.applications import Starlette
 
 from keyplane.auth.api_key import generate_secret
 from keyplane.settings import Settings
-from tests.helpers import Api, OAuthIssuer, Result
+from tests.helpers import Api, OAuthIssuer, Result, cost
 
 DEFAULT_TIERS = "api_key=100/minute;oauth=120/minute;jwt=200/minute;anonymous=30/minute"
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
@@ -575,7 +575,10 @@ async def test_a_batch_of_25_operations_runs_and_26_is_refused_with_a_json_error
 
     # then
     assert allowed.status_code == 200
-    assert allowed.json() == [{"data": {"viewer": {"kind": "ANONYMOUS"}}}] * 25
+    assert (
+        allowed.json()
+        == [{"data": {"viewer": {"kind": "ANONYMOUS"}}, "extensions": {"cost": cost(1)}}] * 25
+    )
     assert too_many.status_code == 400
     assert too_many.headers["content-type"] == "application/json"
     assert too_many.json() == {
@@ -629,8 +632,23 @@ async def test_a_document_of_more_mutations_than_what_is_left_is_refused_and_non
     assert await key_ids(api, tenant) == keys_before
 
 
-async def test_fifty_aliased_create_api_key_in_one_document_cost_fifty(api: Api) -> None:
+async def test_thirty_aliased_create_api_key_in_one_document_cost_thirty(api: Api) -> None:
     # given
+    tenant = await new_tenant(api)
+    _, secret = await new_key(api, tenant)
+    keys_before = await key_ids(api, tenant)
+
+    # when
+    result = await api.gql(aliased_create_keys(30), {"e": tenant.environment_id}, token=secret)
+
+    # then
+    assert len(result.ok()) == 30
+    assert quota(result.headers).remaining == 100 - 30
+    assert len(await key_ids(api, tenant)) == len(keys_before) + 30
+
+
+async def test_fifty_aliased_create_api_key_are_charged_fifty_and_none_runs(api: Api) -> None:
+    # given: over the 30-alias limit
     tenant = await new_tenant(api)
     _, secret = await new_key(api, tenant)
     keys_before = await key_ids(api, tenant)
@@ -639,9 +657,10 @@ async def test_fifty_aliased_create_api_key_in_one_document_cost_fifty(api: Api)
     result = await api.gql(aliased_create_keys(50), {"e": tenant.environment_id}, token=secret)
 
     # then
-    assert len(result.ok()) == 50
+    assert result.data is None
+    assert result.codes == ["QUERY_TOO_COMPLEX"]
     assert quota(result.headers).remaining == 100 - 50
-    assert len(await key_ids(api, tenant)) == len(keys_before) + 50
+    assert await key_ids(api, tenant) == keys_before
 
 
 # --- refused credentials and client addresses ----------------------------------------------

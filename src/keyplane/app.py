@@ -18,6 +18,7 @@ from keyplane.auth.passwords import Passwords
 from keyplane.body_limit import MAX_BODY_BYTES, BodyLimit
 from keyplane.db import apply_migrations, tortoise_config
 from keyplane.http import AuthenticationMiddleware, GraphQLView, healthz, metrics, readyz
+from keyplane.schema.engine import QueryPolicy
 from keyplane.schema.root import build_schema
 from keyplane.services import build_services
 from keyplane.settings import Settings
@@ -44,8 +45,16 @@ def create_app(
     migrate: bool = True,
 ) -> Starlette:
     services = build_services(settings, passwords=passwords, jwks=jwks, clock=clock)
+    schema = build_schema(
+            max_batch=settings.max_batch,
+            policy=QueryPolicy(
+                limits=settings.query_limits,
+                timeout_seconds=settings.operation_timeout_seconds,
+                production=not settings.development,
+            ),
+        )
     view = GraphQLView(
-        build_schema(max_batch=settings.max_batch),
+        schema,
         services,
         graphql_ide="graphiql" if settings.development else None,
         allow_queries_via_get=True,
@@ -70,7 +79,7 @@ def create_app(
                 # Graceful shutdown (SIGTERM): the buffered usage reaches the database first.
                 await services.usage.stop()
 
-    return Starlette(
+    application = Starlette(
         routes=[
             Route(
                 "/graphql",
@@ -85,3 +94,5 @@ def create_app(
         lifespan=lifespan,
         middleware=[Middleware(BodyLimit, max_body_size=MAX_BODY_BYTES)],
     )
+    application.state.schema = schema  # its query cache, for tests and tools
+    return application

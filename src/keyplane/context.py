@@ -19,6 +19,7 @@ from keyplane.ratelimit.limiter import Decision
 from keyplane.resolvers.access import Access
 
 if TYPE_CHECKING:
+    from keyplane.schema.query_cache import ParsedQuery
     from keyplane.services import Services
 
 
@@ -73,6 +74,8 @@ class Context:
     loaders: Loaders
     # The rate-limit decision that admitted this request (viewer.rateLimit reads it).
     rate_limit: Decision | None = None
+    # Queries too long for the query cache, as parsed to price them (schema/engine.py).
+    long_queries: dict[str, ParsedQuery] | None = None
 
 
 Info = StrawberryInfo[Context, None]

@@ -7,7 +7,9 @@
      ├── NotFound                 NOT_FOUND        absent, or outside the caller's reach
      ├── BadUserInput             BAD_USER_INPUT   invalid argument; `field` names it
      ├── Conflict                 CONFLICT         uniqueness or state conflict
-     └── RateLimited              RATE_LIMITED     quota exhausted (HTTP 429)
+     ├── RateLimited              RATE_LIMITED     quota exhausted (HTTP 429)
+     ├── QueryTooComplex          QUERY_TOO_COMPLEX  too many tokens, aliases, levels or cost
+     └── OperationTimeout         TIMEOUT          ran past the per-operation time limit
 
 Resolvers raise these; graphql-core copies `extensions` onto the GraphQL error, and
 `schema.errors.MaskInternalErrors` hides every other exception behind INTERNAL.
@@ -85,3 +87,13 @@ class Conflict(KeyplaneError):
 class RateLimited(KeyplaneError):
     code = "RATE_LIMITED"
     default_message = "Rate limit exceeded."
+
+
+class QueryTooComplex(KeyplaneError):
+    code = "QUERY_TOO_COMPLEX"
+    default_message = "This operation asks for too much at once."
+
+
+class OperationTimeout(KeyplaneError):
+    code = "TIMEOUT"
+    default_message = "The operation took too long and was stopped."

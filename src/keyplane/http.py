@@ -27,7 +27,6 @@ from keyplane.auth.principal import ANONYMOUS, Principal
 from keyplane.context import Context, Loaders
 from keyplane.errors import InvalidCredentials
 from keyplane.ratelimit.client_ip import client_ip
-from keyplane.ratelimit.cost import operation_cost
 from keyplane.ratelimit.headers import (
     limiter_unavailable,
     rate_headers,
@@ -37,6 +36,8 @@ from keyplane.ratelimit.headers import (
 from keyplane.ratelimit.limiter import Decision, LimiterUnavailable
 from keyplane.ratelimit.tiers import Tier
 from keyplane.resolvers.access import Access
+from keyplane.schema.engine import KeyplaneSchema
+from keyplane.schema.query_cache import AMBIGUOUS, MAX_KEPT_QUERY_CHARS, Operation, ParsedQuery
 from keyplane.services import Services
 from keyplane.usage.buffer import Refusal, RefusedKey
 
@@ -180,6 +181,18 @@ class GraphQLView(GraphQL[Context, None]):
         super().__init__(schema, **options)
         self.services = services
 
+    def _parsed(self, query: object, context: Context) -> ParsedQuery:
+        """The query parsed (with its token limit) once for pricing and execution alike."""
+        schema = self.schema
+        assert isinstance(schema, KeyplaneSchema)
+        text = query if isinstance(query, str) else ""
+        parsed = schema.queries.parsed(text)
+        if len(text) > MAX_KEPT_QUERY_CHARS:  # not kept by the cache: kept for this request
+            if context.long_queries is None:
+                context.long_queries = {}
+            context.long_queries[text] = parsed
+        return parsed
+
     def decode_json(self, data: str | bytes) -> object:
         try:
             value = json.loads(data)
@@ -187,6 +200,10 @@ class GraphQLView(GraphQL[Context, None]):
             raise HTTPException(400, "The body is not UTF-8 text.") from exc
         except RecursionError as exc:
             raise HTTPException(400, "The body nests too deeply.") from exc
+        except ValueError as exc:  # not JSON, or an integer of over 4,300 digits
+            raise HTTPException(
+                400, "The body is not valid JSON, or holds a number too large."
+            ) from exc
         escapes = b"\\u" in data if isinstance(data, bytes) else "\\u" in data
         _check_body(value, escapes=escapes)
         return value
@@ -254,21 +271,22 @@ class GraphQLView(GraphQL[Context, None]):
         root_value: Any,
         sub_response: Response,
     ) -> Any:
-        if isinstance(request_data, list):
-            costs = [operation_cost(item.query, item.operation_name) for item in request_data]
-            if any(cost.is_subscription for cost in costs):
-                raise HTTPException(400, "Subscriptions cannot be sent in a batch.")
-        else:
-            costs = [operation_cost(request_data.query, request_data.operation_name)]
+        items = request_data if isinstance(request_data, list) else [request_data]
         units = ip_units = 0
-        for cost in costs:
-            if cost.ambiguous:
+        for item in items:
+            operation = self._parsed(item.query, context).operation(item.operation_name)
+            if operation == AMBIGUOUS:
                 # Priced and run must be the same operation: name it (GraphQL spec, 6.1).
                 raise HTTPException(
                     400, "The document holds several operations: say which with operationName."
                 )
-            units += cost.units
-            ip_units += cost.ip_units
+            if not isinstance(operation, Operation):  # unparsable, or no such operation
+                units += 1
+                continue
+            if operation.is_subscription and len(items) > 1:
+                raise HTTPException(400, "Subscriptions cannot be sent in a batch.")
+            units += operation.units
+            ip_units += operation.ip_units
         decision = await self._charge(context, units=units, ip_units=ip_units)
         key = context.principal.key
         usage = context.services.usage

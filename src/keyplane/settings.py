@@ -29,6 +29,20 @@ RATE_LIMIT_STORAGES = (
 JWT_SECRET_FILE = "jwt-secret"
 
 
+@dataclass(frozen=True, slots=True)
+class QueryLimits:
+    """What one operation may ask for (KEYPLANE_MAX_QUERY_* settings)."""
+
+    max_tokens: int = 5_000
+    max_aliases: int = 30
+    max_depth: int = 10
+    # The longest usage series the API serves costs 10,001; a dashboard asking for a key's
+    # and its environment's longest series side by side, 20,003; a 100-key page with each
+    # key's creator, 302. 25,000 admits all of them and refuses a third such series.
+    max_cost: int = 25_000
+    max_validation_errors: int = 10
+
+
 class SettingsError(Exception):
     """Every problem found in the environment, listed together."""
 
@@ -75,6 +89,9 @@ class Settings:
     # (0: read every request's credential from the database).
     credential_cache_seconds: int = 30
     render: RenderLimits = field(default_factory=RenderLimits)
+    # What one operation may ask for, and how long it may run (README, "Query limits").
+    query_limits: QueryLimits = field(default_factory=QueryLimits)
+    operation_timeout_seconds: float = 10.0
 
     @property
     def development(self) -> bool:
@@ -130,6 +147,20 @@ class Settings:
             problems.append("KEYPLANE_JWT_SECRET is not set")
 
         render = read_render_limits(env, problems)
+        defaults = QueryLimits()
+        query_limits = QueryLimits(
+            max_tokens=_int(
+                env, "KEYPLANE_MAX_QUERY_TOKENS", defaults.max_tokens, 100, 1_000_000, problems
+            ),
+            max_aliases=_int(
+                env, "KEYPLANE_MAX_ALIASES", defaults.max_aliases, 0, 10_000, problems
+            ),
+            max_depth=_int(env, "KEYPLANE_MAX_QUERY_DEPTH", defaults.max_depth, 3, 100, problems),
+            max_cost=_int(
+                env, "KEYPLANE_MAX_QUERY_COST", defaults.max_cost, 1, 100_000_000, problems
+            ),
+        )
+        timeout = _int(env, "KEYPLANE_OPERATION_TIMEOUT_SECONDS", 10, 1, 3600, problems)
         if problems:
             raise SettingsError(problems)
 
@@ -154,6 +185,8 @@ class Settings:
             activity_retention_days=activity_retention,
             credential_cache_seconds=credential_cache,
             render=render,
+            query_limits=query_limits,
+            operation_timeout_seconds=float(timeout),
         )
 
 

@@ -13,6 +13,9 @@ from keyplane.errors import BadUserInput, KeyplaneError, NotFound
 
 logger = logging.getLogger("keyplane.errors")
 _VARIABLE_RE = re.compile(r"^Variable '\$(\w+)'")
+# graphql-core appends " Did you mean ...?" to messages about unknown fields, arguments, types
+# and enum values (validation and variable coercion alike).
+_SUGGESTION_RE = re.compile(r"\s*Did you mean .*$", re.DOTALL)
 
 
 def _is_internal(error: GraphQLError) -> bool:
@@ -41,10 +44,15 @@ def _client_fault(original: BaseException) -> KeyplaneError | None:
 
 class MaskInternalErrors(MaskErrors):
     """Unexpected exceptions become INTERNAL with a fixed message (logged with traceback);
-    document and variable errors from graphql-core become BAD_USER_INPUT."""
+    document and variable errors from graphql-core become BAD_USER_INPUT; with
+    `hide_suggestions` (the production profile) no message says "Did you mean".
 
-    def __init__(self) -> None:
+    Errors are never changed in place: validation errors are kept with their document and
+    shared by every request sending it, so a changed error is a new one."""
+
+    def __init__(self, *, hide_suggestions: bool = False) -> None:
         super().__init__(should_mask_error=_is_internal, error_message="Internal server error.")
+        self.hide_suggestions = hide_suggestions
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         original = error.original_error
@@ -55,12 +63,27 @@ class MaskInternalErrors(MaskErrors):
 
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
         processed = [_translated(error) for error in super()._process_errors(errors)]
-        for error in processed:
-            if not error.extensions or "code" not in error.extensions:
-                match = _VARIABLE_RE.match(error.message)
-                field = match.group(1) if match else "query"
-                error.extensions = {"code": "BAD_USER_INPUT", "field": field}
-        return processed
+        return [self._coded(error) for error in processed]
+
+    def _coded(self, error: GraphQLError) -> GraphQLError:
+        message = error.message
+        if self.hide_suggestions and "Did you mean" in message:
+            message = _SUGGESTION_RE.sub("", message)
+        extensions = error.extensions
+        if not extensions or "code" not in extensions:
+            match = _VARIABLE_RE.match(message)
+            extensions = {"code": "BAD_USER_INPUT", "field": match.group(1) if match else "query"}
+        if message is error.message and extensions is error.extensions:
+            return error
+        return GraphQLError(
+            message=message,
+            nodes=error.nodes,
+            source=error.source,
+            positions=error.positions,
+            path=error.path,
+            original_error=error.original_error,
+            extensions=extensions,
+        )
 
     def mask(self, result: object) -> None:
         """Mask and code a finished result's errors in place."""

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Any
 
 import strawberry
-from graphql import GraphQLError
 from strawberry.permission import BasePermission, PermissionExtension
 from strawberry.schema.config import StrawberryConfig
-from strawberry.types.execution import ExecutionContext, ExecutionResult
-from strawberry.types.graphql import OperationType
 
 from keyplane import models
 from keyplane.auth.principal import AuthKind
@@ -43,8 +39,7 @@ from keyplane.schema.api_key import (
     UpdateApiKeyInput,
 )
 from keyplane.schema.document import Document, DocumentConnection, GenerateDocumentInput
-from keyplane.schema.documents import VALIDATION_RULES, checked
-from keyplane.schema.errors import MaskInternalErrors
+from keyplane.schema.engine import KeyplaneSchema, QueryPolicy
 from keyplane.schema.executor import Executor
 from keyplane.schema.member import (
     InviteMemberInput,
@@ -594,70 +589,10 @@ class Mutation:
         return Report.from_report(report)
 
 
-ERRORS = MaskInternalErrors()
-
-
-class KeyplaneSchema(strawberry.Schema):
-    """Strawberry logs every GraphQL error with its traceback; ours are answers, not faults.
-
-    Unexpected exceptions are logged (with traceback) by MaskInternalErrors, once, when it
-    masks them; refusals with a code (UNAUTHENTICATED, NOT_FOUND, ...) and document errors
-    are the client's business and are not logged.
-
-    MaskInternalErrors runs on each finished result here rather than as a schema extension:
-    Strawberry instantiates every extension class and enters each one's hooks on every
-    operation (each item of a batch too), which costs more than the masking itself.
-    """
-
-    async def execute(
-        self,
-        query: str | None,
-        variable_values: dict[str, Any] | None = None,
-        context_value: Any | None = None,
-        root_value: Any | None = None,
-        operation_name: str | None = None,
-        allowed_operation_types: Iterable[OperationType] | None = None,
-        operation_extensions: dict[str, Any] | None = None,
-    ) -> ExecutionResult:
-        result = await super().execute(
-            query,
-            variable_values,
-            context_value,
-            root_value,
-            operation_name,
-            allowed_operation_types,
-            operation_extensions,
-        )
-        if result.errors:
-            ERRORS.mask(result)
-        return result
-
-    def process_errors(
-        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
-    ) -> None:
-        return None
-
-    def _create_execution_context(self, *args: Any, **kwargs: Any) -> ExecutionContext:
-        # The depth rule joins graphql's own rules, and the document and its validation come
-        # from documents.py's cache, here rather than through extensions (AddValidationRules,
-        # ParserCache, ValidationCache): no extension hook runs on any operation.
-        execution_context = super()._create_execution_context(*args, **kwargs)
-        execution_context.validation_rules = VALIDATION_RULES
-        if execution_context.query:
-            try:
-                document, errors = checked(self._schema, execution_context.query)
-            except Exception:  # a syntax error, or a document too deep to walk
-                # Left unset: Strawberry parses and validates it again inside its own error
-                # handling, which turns the failure into a GraphQL error.
-                return execution_context
-            execution_context.graphql_document = document
-            execution_context.pre_execution_errors = errors
-        return execution_context
-
-
 @functools.cache
-def build_schema(*, max_batch: int = 25) -> strawberry.Schema:
-    """The schema for a batch size; built once per size (building costs tens of ms)."""
+def build_schema(*, max_batch: int = 25, policy: QueryPolicy | None = None) -> KeyplaneSchema:
+    """The schema for a batch size and query policy; built once for each (building costs tens
+    of ms)."""
     return KeyplaneSchema(
         query=Query,
         mutation=Mutation,
@@ -665,6 +600,7 @@ def build_schema(*, max_batch: int = 25) -> strawberry.Schema:
             disable_field_suggestions=True, batching_config={"max_operations": max_batch}
         ),
         execution_context_class=Executor,
+        policy=policy or QueryPolicy(),
     )
 
 

@@ -1,0 +1,229 @@
+"""How an operation is admitted and run: limits, validation, introspection, timeout, masking.
+
+KeyplaneSchema is Strawberry's schema with three changes, each to a documented hook:
+
+- `execute` admits the operation first (schema/query_cache.py: tokens, aliases, depth, repeated
+  selections, static cost, then validation stopping after a few errors, then introspection,
+  which the production profile opens to dashboard sessions only). A refused operation never
+  reaches Strawberry, so nothing parses it again.
+- An admitted operation runs under a time limit (KEYPLANE_OPERATION_TIMEOUT_SECONDS); when it
+  is over, what is still running is cancelled (each mutation's transaction rolls back) and the
+  answer is the TIMEOUT error.
+- `_create_execution_context` (Strawberry's private hook) hands Strawberry the document parsed
+  and validated here, so that it neither parses nor validates again; the depth rule is ours
+  (query_cache.py), not an extension: any schema extension costs every operation four hook
+  contexts.
+
+Every result carries `extensions.cost = {requested, maximum}`, and its errors are coded and
+masked (schema/errors.py) on the finished result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import strawberry
+from graphql import DocumentNode, GraphQLError
+from strawberry.types.execution import ExecutionContext, ExecutionResult
+from strawberry.types.graphql import OperationType
+
+from keyplane.auth.principal import AuthKind
+from keyplane.errors import Forbidden, KeyplaneError, OperationTimeout, QueryTooComplex
+from keyplane.schema.errors import MaskInternalErrors
+from keyplane.schema.query_cache import (
+    MAX_REPEATED_SELECTIONS,
+    Operation,
+    ParsedQuery,
+    QueryCache,
+)
+from keyplane.settings import QueryLimits
+
+
+@dataclass(frozen=True, slots=True)
+class QueryPolicy:
+    """Everything that bounds one operation, from Settings."""
+
+    limits: QueryLimits = field(default_factory=QueryLimits)
+    timeout_seconds: float = 10.0
+    # The production profile: introspection for dashboard sessions only, no "did you mean".
+    production: bool = False
+
+
+def _refusal(error: KeyplaneError) -> GraphQLError:
+    return GraphQLError(error.message, original_error=error, extensions=error.extensions)
+
+
+class KeyplaneSchema(strawberry.Schema):
+    """Strawberry logs every GraphQL error with its traceback; ours are answers, not faults.
+
+    Unexpected exceptions are logged (with traceback) by MaskInternalErrors, once, when it
+    masks them; refusals with a code (UNAUTHENTICATED, NOT_FOUND, ...) and document errors
+    are the client's business and are not logged.
+    """
+
+    def __init__(self, *args: Any, policy: QueryPolicy, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.policy = policy
+        self.queries = QueryCache(self._schema, policy.limits)
+        self._errors = MaskInternalErrors(hide_suggestions=policy.production)
+        self._cost_maximum = policy.limits.max_cost
+        # The admitted document, handed from `_run` to `_create_execution_context`: Strawberry
+        # calls that hook first thing in `execute`, before its first await, so nothing else
+        # runs in between. (A ContextVar would also reach every task started during the
+        # operation, and a long-lived one would keep the document alive.)
+        self._admitted: DocumentNode | None = None
+
+    def parsed(self, query: str, context: Any) -> ParsedQuery:
+        """The query as the view parsed it to price it (long queries are not kept in the
+        cache, so the view leaves them on the context), else from the cache."""
+        kept: dict[str, ParsedQuery] | None = getattr(context, "long_queries", None)
+        if kept is not None and query in kept:
+            return kept[query]
+        return self.queries.parsed(query)
+
+    async def execute(
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+    ) -> ExecutionResult:
+        if not query:  # Strawberry answers a missing query itself
+            return await super().execute(
+                query, variable_values, context_value, root_value, operation_name,
+                allowed_operation_types, operation_extensions,
+            )  # fmt: skip
+        parsed = self.parsed(query, context_value)
+        operation = parsed.operation(operation_name)
+        requested = 0
+        refusals: list[GraphQLError] | None
+        if parsed.error is not None:
+            refusals = [parsed.error]
+        elif not isinstance(operation, Operation):
+            # No such operation (Strawberry says so, HTTP 400) or several without a name
+            # (the view refused those already).
+            refusals = list(self._validated(parsed)) or None
+        else:
+            requested = operation.cost(variable_values)
+            refusals = self._admit(parsed, operation, requested, context_value)
+        if refusals:
+            result = ExecutionResult(data=None, errors=refusals)
+        else:
+            result = await self._run(
+                parsed.document, query, variable_values, context_value, root_value,
+                operation_name, allowed_operation_types, operation_extensions,
+            )  # fmt: skip
+        if result.errors:
+            self._errors.mask(result)
+        cost = {"requested": requested, "maximum": self._cost_maximum}
+        result.extensions = (
+            {**result.extensions, "cost": cost} if result.extensions else {"cost": cost}
+        )
+        return result
+
+    def _validated(self, parsed: ParsedQuery) -> tuple[GraphQLError, ...]:
+        return parsed.validation_errors(self.policy.limits, hide_suggestions=self.policy.production)
+
+    def _admit(
+        self, parsed: ParsedQuery, operation: Operation, requested: int, context: Any
+    ) -> list[GraphQLError] | None:
+        """Why this operation may not run, or None: the cheap checks first."""
+        limits = self.policy.limits
+        shape = operation.shape
+        if shape.aliases > limits.max_aliases:
+            return [
+                _refusal(
+                    QueryTooComplex(
+                        f"The operation uses {shape.aliases} aliases; at most "
+                        f"{limits.max_aliases} are allowed."
+                    )
+                )
+            ]
+        if shape.depth > limits.max_depth:
+            return [
+                _refusal(
+                    QueryTooComplex(
+                        f"The operation exceeds maximum operation depth of {limits.max_depth} "
+                        f"(it is {shape.depth} deep)."
+                    )
+                )
+            ]
+        if shape.repeated > MAX_REPEATED_SELECTIONS:
+            return [
+                _refusal(
+                    QueryTooComplex(
+                        f"A field is selected {shape.repeated} times in one selection set; at "
+                        f"most {MAX_REPEATED_SELECTIONS} are allowed."
+                    )
+                )
+            ]
+        if requested > limits.max_cost:
+            return [
+                _refusal(
+                    QueryTooComplex(
+                        f"The operation costs {requested}, more than the maximum of "
+                        f"{limits.max_cost}: ask for fewer or smaller pages or shorter series."
+                    )
+                )
+            ]
+        errors = self._validated(parsed)
+        if errors:
+            return list(errors)
+        if shape.introspects and self.policy.production:
+            principal = getattr(context, "principal", None)
+            if getattr(principal, "kind", None) is not AuthKind.JWT:
+                return [_refusal(Forbidden("Introspection is open to dashboard sessions only."))]
+        return None
+
+    async def _run(
+        self,
+        document: DocumentNode | None,
+        query: str,
+        variable_values: dict[str, Any] | None,
+        context_value: Any | None,
+        root_value: Any | None,
+        operation_name: str | None,
+        allowed_operation_types: Iterable[OperationType] | None,
+        operation_extensions: dict[str, Any] | None,
+    ) -> ExecutionResult:
+        try:
+            async with asyncio.timeout(self.policy.timeout_seconds):
+                self._admitted = document
+                return await super().execute(
+                    query, variable_values, context_value, root_value, operation_name,
+                    allowed_operation_types, operation_extensions,
+                )  # fmt: skip
+        except TimeoutError:
+            limit = f"{self.policy.timeout_seconds:g}"
+            return ExecutionResult(
+                data=None,
+                errors=[
+                    _refusal(
+                        OperationTimeout(
+                            f"The operation ran longer than {limit} s and was stopped: what "
+                            "had not finished was cancelled and its changes rolled back."
+                        )
+                    )
+                ],
+            )
+        finally:
+            self._admitted = None
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        return None
+
+    def _create_execution_context(self, *args: Any, **kwargs: Any) -> ExecutionContext:
+        execution_context = super()._create_execution_context(*args, **kwargs)
+        document, self._admitted = self._admitted, None
+        if document is not None:
+            execution_context.graphql_document = document
+            execution_context.pre_execution_errors = []  # validated in `execute`
+        return execution_context
