@@ -46,13 +46,13 @@ def create_app(
 ) -> Starlette:
     services = build_services(settings, passwords=passwords, jwks=jwks, clock=clock)
     schema = build_schema(
-            max_batch=settings.max_batch,
-            policy=QueryPolicy(
-                limits=settings.query_limits,
-                timeout_seconds=settings.operation_timeout_seconds,
-                production=not settings.development,
-            ),
-        )
+        max_batch=settings.max_batch,
+        policy=QueryPolicy(
+            limits=settings.query_limits,
+            timeout_seconds=settings.operation_timeout_seconds,
+            production=not settings.development,
+        ),
+    )
     view = GraphQLView(
         schema,
         services,

@@ -36,8 +36,8 @@ class QueryLimits:
     max_tokens: int = 5_000
     max_aliases: int = 30
     max_depth: int = 10
-    # The longest usage series the API serves costs 10,001; a dashboard asking for a key's
-    # and its environment's longest series side by side, 20,003; a 100-key page with each
+    # A key's longest usage series (10,000 points) costs 10,001; a dashboard asking for a key's
+    # and its environment's longest series side by side, 20,002; a 100-key page with each
     # key's creator, 302. 25,000 admits all of them and refuses a third such series.
     max_cost: int = 25_000
     max_validation_errors: int = 10

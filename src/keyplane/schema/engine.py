@@ -172,14 +172,11 @@ class KeyplaneSchema(strawberry.Schema):
                     )
                 )
             ]
-        errors = self._validated(parsed)
-        if errors:
-            return list(errors)
         if shape.introspects and self.policy.production:
             principal = getattr(context, "principal", None)
             if getattr(principal, "kind", None) is not AuthKind.JWT:
                 return [_refusal(Forbidden("Introspection is open to dashboard sessions only."))]
-        return None
+        return list(self._validated(parsed)) or None
 
     async def _run(
         self,

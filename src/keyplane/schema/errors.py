@@ -33,12 +33,16 @@ def _client_fault(original: BaseException) -> KeyplaneError | None:
 
     Tortoise refuses to even query an id longer than its column (ids are opaque, so such an id
     names nothing: NOT_FOUND, as for any missing object); datetime arithmetic overflows near
-    year 9999 (an instant too far out to work with).
+    year 9999 (an instant too far out to work with); Python refuses to read an integer of over
+    4,300 digits.
     """
     if isinstance(original, TortoiseValidationError):
         return NotFound()
     if isinstance(original, OverflowError):
         return BadUserInput("That instant is too far in the future.", field="query")
+    if isinstance(original, ValueError) and "integer string conversion" in str(original):
+        # graphql-core reading an Int literal of over 4,300 digits (sys.int_info).
+        return BadUserInput("A number in the document is too large for its type.", field="query")
     return None
 
 

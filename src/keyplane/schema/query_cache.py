@@ -32,7 +32,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from graphql import (
@@ -184,7 +184,8 @@ def _points(field: FieldNode, default_granularity: object, *, max_days: int | No
             span = (last - first).total_seconds()
         except OverflowError:
             return 1
-        count = int(span // step) + 2
+        # As the resolvers count: the periods the range starts and ends in, and all between.
+        count = int(last.timestamp() // step) - int(first.timestamp() // step) + 1
         if count > MAX_POINTS or (max_days is not None and span > max_days * 86400):
             return 1
         return count
@@ -204,6 +205,9 @@ class Shape:
     depth: int = 0
     repeated: int = 0  # the most selections sharing one response name in one selection set
     introspects: bool = False
+    # How often each response name is selected at this level, fragments included (a fragment
+    # spread into a selection set adds its names to that set's).
+    names: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,6 +346,7 @@ class _Walker:
         introspects = False
         names: dict[str, int] = {}
         parts: list[Shape] = []
+        fragments: list[Shape] = []
         for selection in selection_set.selections:
             if isinstance(selection, FieldNode):
                 response = (selection.alias or selection.name).value
@@ -356,7 +361,7 @@ class _Walker:
                     if selection.type_condition
                     else parent
                 )
-                parts.append(
+                fragments.append(
                     self.shape(
                         selection.selection_set,
                         condition,
@@ -366,7 +371,11 @@ class _Walker:
                     )
                 )
             elif isinstance(selection, FragmentSpreadNode):
-                parts.append(self._spread(selection.name.value, page=page, points=points))
+                fragments.append(self._spread(selection.name.value, page=page, points=points))
+        for fragment in fragments:
+            for response, count in fragment.names.items():
+                names[response] = names.get(response, 0) + count
+        parts.extend(fragments)
         for part in parts:
             costs.append(part.cost)
             depth = max(depth, part.depth)
@@ -380,6 +389,7 @@ class _Walker:
             depth=depth,
             repeated=repeated,
             introspects=introspects,
+            names=names,
         )
 
     def _spread(self, name: str, *, page: Amount | None, points: Amount | None) -> Shape:
