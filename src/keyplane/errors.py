@@ -7,7 +7,9 @@
      ├── NotFound                 NOT_FOUND        absent, or outside the caller's reach
      ├── BadUserInput             BAD_USER_INPUT   invalid argument; `field` names it
      ├── Conflict                 CONFLICT         uniqueness or state conflict
-     └── RateLimited              RATE_LIMITED     quota exhausted (HTTP 429)
+     ├── RateLimited              RATE_LIMITED     quota exhausted (HTTP 429)
+     ├── MethodNotAllowed         METHOD_NOT_ALLOWED  not a POST, in production (HTTP 405)
+     └── UnsupportedMediaType     UNSUPPORTED_MEDIA_TYPE  a POST body that is not JSON (HTTP 415)
 
 Resolvers raise these; graphql-core copies `extensions` onto the GraphQL error, and
 `schema.errors.MaskInternalErrors` hides every other exception behind INTERNAL.
@@ -85,3 +87,13 @@ class Conflict(KeyplaneError):
 class RateLimited(KeyplaneError):
     code = "RATE_LIMITED"
     default_message = "Rate limit exceeded."
+
+
+class MethodNotAllowed(KeyplaneError):
+    code = "METHOD_NOT_ALLOWED"
+    default_message = "GraphQL requests must be sent with POST."
+
+
+class UnsupportedMediaType(KeyplaneError):
+    code = "UNSUPPORTED_MEDIA_TYPE"
+    default_message = "GraphQL requests must have the Content-Type application/json."
