@@ -47,25 +47,25 @@ def redact(text: str) -> str:
 def _redacted_arg(value: object) -> object:
     if isinstance(value, str):
         return redact(value)
-    if value is None or isinstance(value, int | float):
-        return value  # keeps %d and %.1f working
-    shown = f"{value!s} {value!r}"
-    return redact(str(value)) if redact(shown) != shown else value
+    return value  # uvicorn's access arguments: an address, a method, a path, a version, a status
 
 
 class RedactSecrets(logging.Filter):
-    """Rewrites each record's message, arguments and traceback text before any handler
-    formats it; never drops a record."""
+    """Rewrites each record's message and traceback text before any handler formats it; never
+    drops a record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str):
-            record.msg = redact(record.msg)
-        args: Any = record.args
-        if isinstance(args, tuple):
-            # uvicorn's access formatter unpacks these five values: keep the tuple's shape.
-            record.args = tuple(_redacted_arg(arg) for arg in args)
-        elif isinstance(args, dict):
-            record.args = {name: _redacted_arg(arg) for name, arg in args.items()}
+        if record.name == "uvicorn.access" and isinstance(record.args, tuple):
+            # Its formatter unpacks these five values: keep the tuple, redact each string.
+            record.args = tuple(_redacted_arg(arg) for arg in record.args)
+        else:
+            # The whole message, since a secret may straddle the format and its arguments.
+            try:
+                message = record.getMessage()
+            except Exception:  # a malformed record: the formatter reports it its own way
+                message = None
+            if message is not None and (redacted := redact(message)) != message:
+                record.msg, record.args = redacted, None
         if record.exc_info and not record.exc_text:
             # Formatters reuse exc_text when it is set: format the traceback once, redacted.
             record.exc_text = logging.Formatter().formatException(record.exc_info)
