@@ -20,6 +20,7 @@ import importlib.util
 import json
 import os
 import platform
+import secrets
 import shutil
 import signal
 import socket
@@ -648,6 +649,7 @@ def keyplane_env(data_dir: Path, issuer: Issuer, rate_limits: str) -> dict[str, 
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYPLANE_")}
     env.update(
         KEYPLANE_ENV="production",
+        KEYPLANE_JWT_SECRET=secrets.token_urlsafe(48),  # production needs one
         KEYPLANE_DATA_DIR=str(data_dir),
         KEYPLANE_RATE_LIMITS=rate_limits,
         KEYPLANE_RATE_LIMIT_STORAGE="memory://",

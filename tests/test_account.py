@@ -349,6 +349,9 @@ async def test_closed_sign_up_ignores_an_invitation_that_is_no_longer_pending(
 # Settings.from_environ
 
 
+JWT_SECRET = "kq3Vx9LmT2pRw7Zc4NbY8sHd6JfA1uGe"  # 32 bytes, random-looking
+
+
 def environ(data_dir: Path, **values: str) -> dict[str, str]:
     return {"KEYPLANE_DATA_DIR": str(data_dir), **values}
 
@@ -376,6 +379,7 @@ async def test_settings_list_every_problem_at_once(tmp_path: Path) -> None:
         "KEYPLANE_DATABASE_URL must start with sqlite://, postgres:// or asyncpg://",
         "KEYPLANE_JWT_TTL_SECONDS must be a whole number from 60 to 86400 (got 'forever')",
         "KEYPLANE_JWT_SECRET must be at least 32 bytes",
+        "KEYPLANE_JWT_SECRET is made of only 6 distinct characters (a random secret has many more)",
         "OAuth needs all three settings; missing KEYPLANE_OAUTH_AUDIENCE, KEYPLANE_OAUTH_JWKS",
     ]
     assert not (tmp_path / JWT_SECRET_FILE).exists()
@@ -389,15 +393,18 @@ async def test_settings_list_a_missing_secret_with_the_other_problems(tmp_path: 
     # then
     assert raised.value.problems == [
         "KEYPLANE_ENV must be one of development, production (got 'staging')",
-        "KEYPLANE_JWT_SECRET is not set",
+        "KEYPLANE_JWT_SECRET is not set: production needs a random secret of at least 32 bytes "
+        "(or KEYPLANE_ENV=development)",
     ]
 
 
 @pytest.mark.parametrize("secret", ["", "x" * 31, "é" * 15])
 async def test_a_jwt_secret_shorter_than_32_bytes_is_refused(tmp_path: Path, secret: str) -> None:
-    # when
+    # when (PyJWT warns on every signature with a shorter key, so development refuses it too)
     with pytest.raises(SettingsError) as raised:
-        Settings.from_environ(environ(tmp_path, KEYPLANE_JWT_SECRET=secret))
+        Settings.from_environ(
+            environ(tmp_path, KEYPLANE_ENV="development", KEYPLANE_JWT_SECRET=secret)
+        )
 
     # then
     assert raised.value.problems == ["KEYPLANE_JWT_SECRET must be at least 32 bytes"]
@@ -411,7 +418,7 @@ async def test_settings_from_a_complete_environment(tmp_path: Path) -> None:
         KEYPLANE_SIGNUP="closed",
         KEYPLANE_DATABASE_URL="postgres://keyplane@db:5432/keyplane",
         KEYPLANE_JWT_TTL_SECONDS="900",
-        KEYPLANE_JWT_SECRET="s" * 32,
+        KEYPLANE_JWT_SECRET=JWT_SECRET,
         KEYPLANE_OAUTH_ISSUER="https://issuer.example",
         KEYPLANE_OAUTH_AUDIENCE="https://keyplane.example",
         KEYPLANE_OAUTH_JWKS="https://issuer.example/jwks.json",
@@ -433,7 +440,7 @@ async def test_settings_from_a_complete_environment(tmp_path: Path) -> None:
         SignupPolicy.CLOSED,
         "postgres://keyplane@db:5432/keyplane",
         900,
-        "s" * 32,
+        JWT_SECRET,
         "https://issuer.example/jwks.json",
     )
     assert not (tmp_path / JWT_SECRET_FILE).exists()
@@ -444,8 +451,8 @@ async def test_a_generated_jwt_secret_is_created_once_and_reused(tmp_path: Path)
     data_dir = tmp_path / "data"
 
     # when
-    first = Settings.from_environ(environ(data_dir))
-    second = Settings.from_environ(environ(data_dir))
+    first = Settings.from_environ(environ(data_dir, KEYPLANE_ENV="development"))
+    second = Settings.from_environ(environ(data_dir, KEYPLANE_ENV="development"))
 
     # then
     secret = str(first.jwt_secret)

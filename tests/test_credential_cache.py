@@ -298,7 +298,11 @@ async def test_an_unreachable_redis_bypasses_the_cache_instead_of_trusting_it() 
 
 def test_the_longest_reuse_is_a_setting_refused_when_out_of_range(tmp_path: Path) -> None:
     # given
-    environ = {"KEYPLANE_DATA_DIR": str(tmp_path), "KEYPLANE_CREDENTIAL_CACHE_SECONDS": "-1"}
+    environ = {
+        "KEYPLANE_ENV": "development",
+        "KEYPLANE_DATA_DIR": str(tmp_path),
+        "KEYPLANE_CREDENTIAL_CACHE_SECONDS": "-1",
+    }
 
     # when
     with pytest.raises(SettingsError) as refused:
@@ -306,9 +310,8 @@ def test_the_longest_reuse_is_a_setting_refused_when_out_of_range(tmp_path: Path
 
     # then
     assert any("KEYPLANE_CREDENTIAL_CACHE_SECONDS" in p for p in refused.value.problems)
-    assert (
-        Settings.from_environ({"KEYPLANE_DATA_DIR": str(tmp_path)}).credential_cache_seconds == 30
-    )
+    development = {"KEYPLANE_ENV": "development", "KEYPLANE_DATA_DIR": str(tmp_path)}
+    assert Settings.from_environ(development).credential_cache_seconds == 30
 
 
 async def test_with_reuse_off_every_request_reads_its_key(settings: Settings) -> None:

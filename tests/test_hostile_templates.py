@@ -416,6 +416,7 @@ async def test_the_limits_come_from_the_settings(small: Small) -> None:
 def test_the_render_limits_are_read_from_the_environment(tmp_path: Path) -> None:
     # given
     environ = {
+        "KEYPLANE_ENV": "development",
         "KEYPLANE_JWT_SECRET": "s" * 40,
         "KEYPLANE_DATA_DIR": str(tmp_path),
         "KEYPLANE_TEMPLATE_MAX_BYTES": "2048",
@@ -438,14 +439,14 @@ def test_the_render_limits_are_read_from_the_environment(tmp_path: Path) -> None
         memory_max_bytes=128 * MIB,
         workers=3,
     )
-    assert Settings.from_environ({"KEYPLANE_JWT_SECRET": "s" * 40}, create_secret=False).render == (
-        RenderLimits()
-    )
+    development = {"KEYPLANE_ENV": "development", "KEYPLANE_JWT_SECRET": "s" * 40}
+    assert Settings.from_environ(development, create_secret=False).render == RenderLimits()
 
 
 def test_invalid_render_limits_are_all_reported(tmp_path: Path) -> None:
     # given
     environ = {
+        "KEYPLANE_ENV": "development",
         "KEYPLANE_JWT_SECRET": "s" * 40,
         "KEYPLANE_DATA_DIR": str(tmp_path),
         "KEYPLANE_TEMPLATE_MAX_BYTES": "lots",

@@ -204,8 +204,8 @@ class TestInProduction:
         # when
         response = await api.client.get("/graphql", headers={"Accept": "text/html"})
 
-        # then
-        assert response.status_code == 404
+        # then: GET is not a GraphQL method in production at all
+        assert response.status_code == 405
         assert "graphiql" not in response.text.lower()
 
 
@@ -290,7 +290,10 @@ async def test_an_unexpected_resolver_exception_is_masked_as_internal(
                     "message": "Internal server error.",
                     "locations": [{"line": 1, "column": 3}],
                     "path": ["projects"],
-                    "extensions": {"code": "INTERNAL"},
+                    "extensions": {
+                        "code": "INTERNAL",
+                        "requestId": response.headers["x-request-id"],
+                    },
                 }
             ],
             "extensions": {"cost": cost(10)},

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -48,6 +49,7 @@ class Servers:
         self.tmp_path = tmp_path
         self.processes: list[subprocess.Popen[bytes]] = []
         self.database_url = database_url or f"sqlite://{tmp_path / 'shared.sqlite3'}"
+        self.jwt_secret = secrets.token_urlsafe(48)  # shared by every server started here
 
     def start(self, *, workers: int = 2, storage: str = REDIS_URL) -> str:
         port = _free_port()
@@ -56,8 +58,8 @@ class Servers:
             "KEYPLANE_DATA_DIR": str(self.tmp_path / "data"),
             "KEYPLANE_DATABASE_URL": self.database_url,
             "KEYPLANE_RATE_LIMIT_STORAGE": storage or "memory://",
+            "KEYPLANE_JWT_SECRET": self.jwt_secret,
         }
-        env.pop("KEYPLANE_JWT_SECRET", None)
         command = [sys.executable, "-m", "keyplane", "serve", "--port", str(port)]
         # A file, not a pipe: an undrained pipe fills up and blocks the server's logging.
         log = self.tmp_path / f"serve-{port}.log"
@@ -275,6 +277,7 @@ def test_several_workers_with_in_process_rate_limits_refuse_to_start(tmp_path: P
             **os.environ,
             "KEYPLANE_DATA_DIR": str(tmp_path),
             "KEYPLANE_RATE_LIMIT_STORAGE": "memory://",
+            "KEYPLANE_JWT_SECRET": secrets.token_urlsafe(48),
         },
         capture_output=True,
         text=True,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -722,6 +723,7 @@ def test_the_retention_comes_from_the_settings(tmp_path: Path) -> None:
     # given
     settings = Settings.from_environ(
         {
+            "KEYPLANE_ENV": "development",
             "KEYPLANE_DATA_DIR": str(tmp_path),
             "KEYPLANE_JWT_SECRET": "s" * 40,
             "KEYPLANE_USAGE_RETENTION_DAYS": "7",
@@ -746,6 +748,7 @@ class Server:
         self.database_url = PG_URL or f"sqlite://{tmp_path / 'served.sqlite3'}"
         self.process: subprocess.Popen[bytes] | None = None
         self.log = tmp_path / "serve.log"
+        self.jwt_secret = secrets.token_urlsafe(48)  # the same across restarts
 
     def start(self) -> str:
         port = free_port()
@@ -754,9 +757,9 @@ class Server:
             "KEYPLANE_DATA_DIR": str(self.tmp_path / "data"),
             "KEYPLANE_DATABASE_URL": self.database_url,
             "KEYPLANE_RATE_LIMIT_STORAGE": "memory://",
+            "KEYPLANE_JWT_SECRET": self.jwt_secret,
         }
-        for name in ("KEYPLANE_JWT_SECRET", "KEYPLANE_RATE_LIMITS"):
-            env.pop(name, None)
+        env.pop("KEYPLANE_RATE_LIMITS", None)
         # A file, not a pipe: an undrained pipe fills up and blocks the server's logging.
         with self.log.open("ab") as stderr:
             self.process = subprocess.Popen(

@@ -18,6 +18,8 @@ from keyplane.auth.passwords import Passwords
 from keyplane.body_limit import MAX_BODY_BYTES, BodyLimit
 from keyplane.db import apply_migrations, tortoise_config
 from keyplane.http import AuthenticationMiddleware, GraphQLView, healthz, metrics, readyz
+from keyplane.post_only import PostOnly
+from keyplane.request_id import RequestId
 from keyplane.schema.engine import QueryPolicy
 from keyplane.schema.root import build_schema
 from keyplane.services import build_services
@@ -57,8 +59,11 @@ def create_app(
         schema,
         services,
         graphql_ide="graphiql" if settings.development else None,
-        allow_queries_via_get=True,
+        allow_queries_via_get=settings.development,
     )
+    graphql_middleware = [Middleware(AuthenticationMiddleware, services=services)]
+    if not settings.development:
+        graphql_middleware.insert(0, Middleware(PostOnly))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -84,15 +89,20 @@ def create_app(
             Route(
                 "/graphql",
                 view,
-                methods=["GET", "POST"],
-                middleware=[Middleware(AuthenticationMiddleware, services=services)],
+                # Production takes every method, so that PostOnly answers the others with a
+                # coded JSON 405 rather than the router's plain-text one.
+                methods=["GET", "POST"] if settings.development else None,
+                middleware=graphql_middleware,
             ),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
         ],
         lifespan=lifespan,
-        middleware=[Middleware(BodyLimit, max_body_size=MAX_BODY_BYTES)],
+        middleware=[
+            Middleware(RequestId),  # outermost: every answer below carries the id
+            Middleware(BodyLimit, max_body_size=MAX_BODY_BYTES),
+        ],
     )
     application.state.schema = schema  # its query cache, for tests and tools
     return application

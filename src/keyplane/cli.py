@@ -6,19 +6,25 @@ import argparse
 import logging
 import os
 import sys
+from typing import NoReturn
 
 import uvicorn
 
 from keyplane.db import apply_migrations_sync
-from keyplane.settings import Settings, SettingsError
+from keyplane.redaction import log_config
+from keyplane.settings import Settings, SettingsError, database_url_from
 
 
 def _settings() -> Settings:
     try:
         return Settings.from_environ()
     except SettingsError as exc:
-        print(f"keyplane: {exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
+        _settings_error(exc)
+
+
+def _settings_error(exc: SettingsError) -> NoReturn:
+    print(f"keyplane: {exc}", file=sys.stderr)
+    raise SystemExit(2) from exc
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -52,6 +58,7 @@ def serve(args: argparse.Namespace) -> None:
         port=args.port,
         workers=args.workers,
         access_log=args.access_log,
+        log_config=log_config(),  # uvicorn's, with secrets redacted on every handler
         # Client addresses come from the socket unless proxies are configured explicitly.
         proxy_headers=False,
         log_level="info",
@@ -59,8 +66,12 @@ def serve(args: argparse.Namespace) -> None:
 
 
 def migrate(args: argparse.Namespace) -> None:
-    settings = _settings()
-    apply_migrations_sync(settings.database_url)
+    # Only the database matters here: no JWT secret is needed to migrate.
+    problems: list[str] = []
+    database_url = database_url_from(os.environ, problems)
+    if problems:
+        _settings_error(SettingsError(problems))
+    apply_migrations_sync(database_url)
     print("keyplane: database schema is up to date")
 
 
@@ -74,7 +85,9 @@ def main(argv: list[str] | None = None) -> None:
     serve_parser.add_argument("--port", type=int, default=8000)
     serve_parser.add_argument("--workers", type=int, default=1)
     serve_parser.add_argument(
-        "--dev", action="store_true", help="development mode: GraphiQL at GET /graphql"
+        "--dev",
+        action="store_true",
+        help="development mode (GraphiQL, GET queries, open /metrics); production otherwise",
     )
     serve_parser.add_argument("--access-log", action="store_true", help="log every request")
     serve_parser.set_defaults(func=serve)

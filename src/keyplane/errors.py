@@ -9,7 +9,9 @@
      ├── Conflict                 CONFLICT         uniqueness or state conflict
      ├── RateLimited              RATE_LIMITED     quota exhausted (HTTP 429)
      ├── QueryTooComplex          QUERY_TOO_COMPLEX  too many tokens, aliases, levels or cost
-     └── OperationTimeout         TIMEOUT          ran past the per-operation time limit
+     ├── OperationTimeout         TIMEOUT          ran past the per-operation time limit
+     ├── MethodNotAllowed         METHOD_NOT_ALLOWED  not a POST, in production (HTTP 405)
+     └── UnsupportedMediaType     UNSUPPORTED_MEDIA_TYPE  a POST body that is not JSON (HTTP 415)
 
 Resolvers raise these; graphql-core copies `extensions` onto the GraphQL error, and
 `schema.errors.MaskInternalErrors` hides every other exception behind INTERNAL.
@@ -97,3 +99,13 @@ class QueryTooComplex(KeyplaneError):
 class OperationTimeout(KeyplaneError):
     code = "TIMEOUT"
     default_message = "The operation took too long and was stopped."
+
+
+class MethodNotAllowed(KeyplaneError):
+    code = "METHOD_NOT_ALLOWED"
+    default_message = "GraphQL requests must be sent with POST."
+
+
+class UnsupportedMediaType(KeyplaneError):
+    code = "UNSUPPORTED_MEDIA_TYPE"
+    default_message = "GraphQL requests must have the Content-Type application/json."

@@ -7,6 +7,7 @@ nothing runs), meters the key's usage and only then executes.
 
 from __future__ import annotations
 
+import hmac
 import json
 import time
 from typing import Any
@@ -39,6 +40,7 @@ from keyplane.resolvers.access import Access
 from keyplane.schema.engine import KeyplaneSchema
 from keyplane.schema.query_cache import AMBIGUOUS, MAX_KEPT_QUERY_CHARS, Operation, ParsedQuery
 from keyplane.services import Services
+from keyplane.settings import Settings
 from keyplane.usage.buffer import Refusal, RefusedKey
 
 UNAUTHORIZED_BODY = {
@@ -327,8 +329,22 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok", "rateLimitStorageFailures": limiter.storage_failures})
 
 
+def metrics_allowed(settings: Settings, authorization: str | None) -> bool:
+    """Open in development; in production only to `Bearer $KEYPLANE_METRICS_TOKEN`."""
+    if settings.development:
+        return True
+    token = settings.metrics_token
+    if token is None or authorization is None:
+        return False
+    expected = f"Bearer {token}".encode()
+    return hmac.compare_digest(authorization.encode("latin-1"), expected)
+
+
 async def metrics(request: Request) -> Response:
     services = services_of(request.scope)
+    if not metrics_allowed(services.settings, request.headers.get("authorization")):
+        # The router's own answer for a path that does not exist: nothing tells it apart.
+        return PlainTextResponse("Not Found", 404)
     text = services.metrics.render(
         rate_limit_storage_failures=services.limiter.storage_failures,
         usage_pending_keys=services.usage.pending_key_count(),

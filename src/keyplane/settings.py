@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,24 @@ from keyplane.render.limits import RenderLimits, read_render_limits
 E = TypeVar("E", bound=StrEnum)
 
 MIN_JWT_SECRET_BYTES = 32
+# A random secret of 32 bytes or more uses far more characters than this (a hex one about 16).
+MIN_SECRET_DISTINCT_CHARACTERS = 8
+# Words that only a copied example holds (compared without case or punctuation), refused in
+# production. Each is long enough that a random secret holds it by chance about once in 10^5.
+PLACEHOLDER_WORDS = (
+    "changeme",
+    "replaceme",
+    "placeholder",
+    "yoursecret",
+    "secrethere",
+    "example",
+    "insecure",
+    "notsecret",
+    "dummy",
+    "fixme",
+)
+# "..." is the README's own example value; "<your secret>" is how examples mark a blank.
+PLACEHOLDER_MARKS = re.compile(r"\.\.\.|\u2026|<[^<>]*>")
 RATE_LIMIT_STORAGES = (
     "memory://",
     "redis://",
@@ -92,6 +111,8 @@ class Settings:
     # What one operation may ask for, and how long it may run (README, "Query limits").
     query_limits: QueryLimits = field(default_factory=QueryLimits)
     operation_timeout_seconds: float = 10.0
+    # Bearer token that GET /metrics asks for in production (unset: /metrics answers 404 there).
+    metrics_token: Secret | None = None
 
     @property
     def development(self) -> bool:
@@ -104,14 +125,13 @@ class Settings:
         env = os.environ if environ is None else environ
         problems: list[str] = []
 
-        mode = _enum(env, "KEYPLANE_ENV", RunMode, RunMode.DEVELOPMENT, problems)
+        # Production unless told otherwise: a server started bare must not serve GraphiQL,
+        # GET queries or open metrics; `keyplane serve --dev` (`make run`) selects development.
+        mode = _enum(env, "KEYPLANE_ENV", RunMode, RunMode.PRODUCTION, problems)
+        production = mode is RunMode.PRODUCTION
         signup = _enum(env, "KEYPLANE_SIGNUP", SignupPolicy, SignupPolicy.OPEN, problems)
-        data_dir = Path(env.get("KEYPLANE_DATA_DIR", "./data/"))
-        database_url = env.get("KEYPLANE_DATABASE_URL", "").strip()
-        if database_url and not database_url.startswith(("sqlite://", "postgres://", "asyncpg://")):
-            problems.append(
-                "KEYPLANE_DATABASE_URL must start with sqlite://, postgres:// or asyncpg://"
-            )
+        data_dir = data_dir_from(env)
+        database_url = database_url_from(env, problems)
 
         ttl = _int(env, "KEYPLANE_JWT_TTL_SECONDS", 3600, 60, 86400, problems)
         rate_limits = parse_tiers(env.get("KEYPLANE_RATE_LIMITS", ""), problems)
@@ -128,8 +148,11 @@ class Settings:
         credential_cache = _int(env, "KEYPLANE_CREDENTIAL_CACHE_SECONDS", 30, 0, 3600, problems)
 
         secret_text = env.get("KEYPLANE_JWT_SECRET")
-        if secret_text is not None and len(secret_text.encode()) < MIN_JWT_SECRET_BYTES:
-            problems.append(f"KEYPLANE_JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes")
+        if secret_text is not None:
+            _check_secret("KEYPLANE_JWT_SECRET", secret_text, production, problems)
+        metrics_text = env.get("KEYPLANE_METRICS_TOKEN", "").strip()
+        if metrics_text:
+            _check_secret("KEYPLANE_METRICS_TOKEN", metrics_text, production, problems)
 
         oauth = None
         oauth_values = {
@@ -143,7 +166,12 @@ class Settings:
             else:
                 oauth = OAuthSettings(**oauth_values)
 
-        if secret_text is None and not create_secret:
+        if secret_text is None and production:
+            problems.append(
+                f"KEYPLANE_JWT_SECRET is not set: production needs a random secret of at least "
+                f"{MIN_JWT_SECRET_BYTES} bytes (or KEYPLANE_ENV=development)"
+            )
+        elif secret_text is None and not create_secret:
             problems.append("KEYPLANE_JWT_SECRET is not set")
 
         render = read_render_limits(env, problems)
@@ -164,8 +192,6 @@ class Settings:
         if problems:
             raise SettingsError(problems)
 
-        if not database_url:
-            database_url = f"sqlite://{data_dir / 'keyplane.sqlite3'}"
         if secret_text is None:
             secret_text = ensure_jwt_secret(data_dir)
         return cls(
@@ -187,6 +213,51 @@ class Settings:
             render=render,
             query_limits=query_limits,
             operation_timeout_seconds=float(timeout),
+            metrics_token=Secret(metrics_text) if metrics_text else None,
+        )
+
+
+def data_dir_from(env: Mapping[str, str]) -> Path:
+    return Path(env.get("KEYPLANE_DATA_DIR", "./data/"))
+
+
+def database_url_from(env: Mapping[str, str], problems: list[str]) -> str:
+    """The database URL alone (all `keyplane migrate` needs): given, or SQLite in the data dir."""
+    database_url = env.get("KEYPLANE_DATABASE_URL", "").strip()
+    if not database_url:
+        return f"sqlite://{data_dir_from(env) / 'keyplane.sqlite3'}"
+    if not database_url.startswith(("sqlite://", "postgres://", "asyncpg://")):
+        problems.append(
+            "KEYPLANE_DATABASE_URL must start with sqlite://, postgres:// or asyncpg://"
+        )
+    return database_url
+
+
+def _check_secret(name: str, value: str, production: bool, problems: list[str]) -> None:
+    """Every way the secret falls short, each its own line.
+
+    The length holds in every mode (PyJWT warns on every signature with a shorter HMAC key);
+    copied examples and low-variety values are refused in production only, so that a
+    developer may keep a memorable secret on their own machine."""
+    if len(value.encode()) < MIN_JWT_SECRET_BYTES:
+        problems.append(f"{name} must be at least {MIN_JWT_SECRET_BYTES} bytes")
+    if not production:
+        return
+    words = "".join(c for c in value.lower() if c.isalnum())
+    placeholder = next((w for w in PLACEHOLDER_WORDS if w in words), None)
+    if placeholder is None and (mark := PLACEHOLDER_MARKS.search(value)) is not None:
+        placeholder = mark.group()
+    if placeholder is not None or words in ("secret", "password"):
+        problems.append(
+            f"{name} looks like a placeholder (it holds {placeholder or words!r}): "
+            "use a random value, such as the output of "
+            "`python3 -c 'import secrets; print(secrets.token_urlsafe(48))'`"
+        )
+    distinct = len(set(value))
+    if distinct < MIN_SECRET_DISTINCT_CHARACTERS:
+        problems.append(
+            f"{name} is made of only {distinct} distinct character"
+            f"{'' if distinct == 1 else 's'} (a random secret has many more)"
         )
 
 

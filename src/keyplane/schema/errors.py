@@ -10,6 +10,7 @@ from strawberry.extensions import MaskErrors
 from tortoise.exceptions import ValidationError as TortoiseValidationError
 
 from keyplane.errors import BadUserInput, KeyplaneError, NotFound
+from keyplane.request_id import current_request_id
 
 logger = logging.getLogger("keyplane.errors")
 _VARIABLE_RE = re.compile(r"^Variable '\$(\w+)'")
@@ -60,9 +61,15 @@ class MaskInternalErrors(MaskErrors):
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         original = error.original_error
-        logger.error("unexpected error at %s", error.path, exc_info=original)
+        # The same id is in the response's X-Request-Id header: a caller can quote it.
+        request_id = current_request_id.get()
+        logger.error(
+            "unexpected error at %s (request %s)", error.path, request_id, exc_info=original
+        )
         masked = super().anonymise_error(error)
         masked.extensions = {"code": "INTERNAL"}
+        if request_id is not None:  # None only when the schema runs outside HTTP
+            masked.extensions["requestId"] = request_id
         return masked
 
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
