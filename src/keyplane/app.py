@@ -21,6 +21,7 @@ from keyplane.http import AuthenticationMiddleware, GraphQLView, healthz, metric
 from keyplane.schema.root import build_schema
 from keyplane.services import build_services
 from keyplane.settings import Settings
+from keyplane.unavailable import InFlightLimit
 
 _frozen = False
 
@@ -83,5 +84,8 @@ def create_app(
             Route("/metrics", metrics, methods=["GET"]),
         ],
         lifespan=lifespan,
-        middleware=[Middleware(BodyLimit, max_body_size=MAX_BODY_BYTES)],
+        middleware=[
+            Middleware(InFlightLimit, limit=settings.max_in_flight),
+            Middleware(BodyLimit, max_body_size=MAX_BODY_BYTES),
+        ],
     )

@@ -7,7 +7,8 @@
      ├── NotFound                 NOT_FOUND        absent, or outside the caller's reach
      ├── BadUserInput             BAD_USER_INPUT   invalid argument; `field` names it
      ├── Conflict                 CONFLICT         uniqueness or state conflict
-     └── RateLimited              RATE_LIMITED     quota exhausted (HTTP 429)
+     ├── RateLimited              RATE_LIMITED     quota exhausted (HTTP 429)
+     └── ServiceUnavailable       SERVICE_UNAVAILABLE  database locked or unreachable (HTTP 503)
 
 Resolvers raise these; graphql-core copies `extensions` onto the GraphQL error, and
 `schema.errors.MaskInternalErrors` hides every other exception behind INTERNAL.
@@ -85,3 +86,8 @@ class Conflict(KeyplaneError):
 class RateLimited(KeyplaneError):
     code = "RATE_LIMITED"
     default_message = "Rate limit exceeded."
+
+
+class ServiceUnavailable(KeyplaneError):
+    code = "SERVICE_UNAVAILABLE"
+    default_message = "The service is temporarily unavailable; retry shortly."

@@ -25,7 +25,7 @@ from tortoise import connections
 from keyplane.auth.lookups import KeyRecord
 from keyplane.auth.principal import ANONYMOUS, Principal
 from keyplane.context import Context, Loaders
-from keyplane.errors import InvalidCredentials
+from keyplane.errors import InvalidCredentials, ServiceUnavailable
 from keyplane.ratelimit.client_ip import client_ip
 from keyplane.ratelimit.cost import operation_cost
 from keyplane.ratelimit.headers import (
@@ -38,6 +38,7 @@ from keyplane.ratelimit.limiter import Decision, LimiterUnavailable
 from keyplane.ratelimit.tiers import Tier
 from keyplane.resolvers.access import Access
 from keyplane.services import Services
+from keyplane.unavailable import database_unavailable
 from keyplane.usage.buffer import Refusal, RefusedKey
 
 UNAUTHORIZED_BODY = {
@@ -101,6 +102,9 @@ class AuthenticationMiddleware:
             response = await self._refuse(scope, services, refusal)
             await response(scope, receive, send)
             return
+        except ServiceUnavailable:
+            await database_unavailable()(scope, receive, send)
+            return
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
 
@@ -145,6 +149,12 @@ def _has_code(result: ExecutionResult | list[ExecutionResult] | Any, code: str) 
         if isinstance(item, ExecutionResult)
         for error in item.errors or ()
     )
+
+
+def _raise_if_unavailable(result: ExecutionResult | list[ExecutionResult] | Any) -> None:
+    """A database fault met anywhere in the operation(s) answers the whole request 503."""
+    if _has_code(result, ServiceUnavailable.code):
+        raise ServiceUnavailable()
 
 
 def _check_body(value: object, *, escapes: bool) -> None:
@@ -217,6 +227,8 @@ class GraphQLView(GraphQL[Context, None]):
             return too_many_requests(exceeded.decision, time.time())
         except LimiterUnavailable:
             return limiter_unavailable()
+        except ServiceUnavailable:
+            return database_unavailable()
         except ClientDisconnect:
             # The client went away before sending its whole body: nobody is left to answer.
             return Response(status_code=400)
@@ -291,6 +303,7 @@ class GraphQLView(GraphQL[Context, None]):
         result = await super().execute_operation(
             request, request_adapter, request_data, context, root_value, sub_response
         )
+        _raise_if_unavailable(result)
         if key is not None and _has_code(result, "FORBIDDEN"):
             usage.refused(key.key_id, key.environment_id, context.now, Refusal.FORBIDDEN)
         return result

@@ -75,6 +75,10 @@ class Settings:
     # (0: read every request's credential from the database).
     credential_cache_seconds: int = 30
     render: RenderLimits = field(default_factory=RenderLimits)
+    # Seconds a connection may take to send a request head (read by keyplane.connections too).
+    request_head_timeout: int = 10
+    # Requests one worker processes at once; more get an immediate 503.
+    max_in_flight: int = 64
 
     @property
     def development(self) -> bool:
@@ -109,6 +113,8 @@ class Settings:
         retention = _int(env, "KEYPLANE_USAGE_RETENTION_DAYS", 30, 1, 3660, problems)
         activity_retention = _int(env, "KEYPLANE_ACTIVITY_RETENTION_DAYS", 90, 1, 3660, problems)
         credential_cache = _int(env, "KEYPLANE_CREDENTIAL_CACHE_SECONDS", 30, 0, 3600, problems)
+        head_timeout = _int(env, "KEYPLANE_REQUEST_HEAD_TIMEOUT", 10, 1, 300, problems)
+        max_in_flight = _int(env, "KEYPLANE_MAX_IN_FLIGHT", 64, 1, 100_000, problems)
 
         secret_text = env.get("KEYPLANE_JWT_SECRET")
         if secret_text is not None and len(secret_text.encode()) < MIN_JWT_SECRET_BYTES:
@@ -154,6 +160,8 @@ class Settings:
             activity_retention_days=activity_retention,
             credential_cache_seconds=credential_cache,
             render=render,
+            request_head_timeout=head_timeout,
+            max_in_flight=max_in_flight,
         )
 
 

@@ -9,7 +9,8 @@ from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
 from tortoise.exceptions import ValidationError as TortoiseValidationError
 
-from keyplane.errors import BadUserInput, KeyplaneError, NotFound
+from keyplane.db import database_fault
+from keyplane.errors import BadUserInput, KeyplaneError, NotFound, ServiceUnavailable
 
 logger = logging.getLogger("keyplane.errors")
 _VARIABLE_RE = re.compile(r"^Variable '\$(\w+)'")
@@ -17,7 +18,7 @@ _VARIABLE_RE = re.compile(r"^Variable '\$(\w+)'")
 
 def _is_internal(error: GraphQLError) -> bool:
     original = error.original_error
-    if original is None or _client_fault(original) is not None:
+    if original is None or _known_fault(original) is not None:
         return False
     if error.path is None and isinstance(original, GraphQLError):
         # graphql-core refusing a variable's value before execution: the client's mistake.
@@ -37,6 +38,16 @@ def _client_fault(original: BaseException) -> KeyplaneError | None:
     if isinstance(original, OverflowError):
         return BadUserInput("That instant is too far in the future.", field="query")
     return None
+
+
+def _database_fault(original: BaseException) -> KeyplaneError | None:
+    """A locked or unreachable database met while resolving: SERVICE_UNAVAILABLE (the view
+    answers 503), never INTERNAL. keyplane.db.database_fault knows the drivers' errors."""
+    return ServiceUnavailable() if database_fault(original) else None
+
+
+def _known_fault(original: BaseException) -> KeyplaneError | None:
+    return _client_fault(original) or _database_fault(original)
 
 
 class MaskInternalErrors(MaskErrors):
@@ -75,7 +86,7 @@ class MaskInternalErrors(MaskErrors):
 
 
 def _translated(error: GraphQLError) -> GraphQLError:
-    fault = None if error.original_error is None else _client_fault(error.original_error)
+    fault = None if error.original_error is None else _known_fault(error.original_error)
     if fault is None:
         return error
     return GraphQLError(
