@@ -43,6 +43,10 @@ _UNAVAILABLE = (
 )
 
 
+def is_postgres(database_url: str) -> bool:
+    return database_url.startswith(("postgres://", "asyncpg://"))
+
+
 def tortoise_config(
     database_url: str, *, command_timeout: float | None = DATABASE_WAIT_SECONDS
 ) -> dict[str, Any]:
@@ -72,10 +76,6 @@ def tortoise_config(
 
 # Read by Tortoise's own console script (`tortoise makemigrations`), see pyproject.toml.
 MIGRATIONS_CONFIG = tortoise_config("sqlite://:memory:")
-
-
-def is_postgres(database_url: str) -> bool:
-    return database_url.startswith(("postgres://", "asyncpg://"))
 
 
 def placeholder(database_url: str) -> Callable[[int], str]:
