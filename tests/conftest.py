@@ -111,6 +111,7 @@ def settings(
         jwt_secret=Secret("test-secret-" + "x" * 40),
         signup=signup_policy,
         rate_limits=parse_tiers(rate_limits, []),
+        max_in_flight=10_000,  # tests fire hundreds of requests at once to test other limits
         oauth=OAuthSettings(
             issuer=oauth_issuer.issuer,
             audience=oauth_issuer.audience,

@@ -24,6 +24,7 @@ from keyplane.schema.engine import QueryPolicy
 from keyplane.schema.root import build_schema
 from keyplane.services import build_services
 from keyplane.settings import Settings
+from keyplane.unavailable import InFlightLimit
 
 _frozen = False
 
@@ -101,6 +102,7 @@ def create_app(
         lifespan=lifespan,
         middleware=[
             Middleware(RequestId),  # outermost: every answer below carries the id
+            Middleware(InFlightLimit, limit=settings.max_in_flight),
             Middleware(BodyLimit, max_body_size=MAX_BODY_BYTES),
         ],
     )

@@ -62,6 +62,8 @@ def serve(args: argparse.Namespace) -> None:
         # Client addresses come from the socket unless proxies are configured explicitly.
         proxy_headers=False,
         log_level="info",
+        # uvicorn's own HTTP/1.1 protocol plus a deadline for request heads (connections.py).
+        http="keyplane.connections:HeadDeadlineProtocol",
     )
 
 

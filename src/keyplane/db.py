@@ -6,11 +6,17 @@ import asyncio
 import contextlib
 import fcntl
 import hashlib
+import math
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 from tortoise import Tortoise
+from tortoise.backends.base.config_generator import expand_db_url
+from tortoise.exceptions import DBConnectionError
+from tortoise.exceptions import OperationalError as TortoiseOperationalError
 from tortoise.migrations.api import migrate
 
 APP_LABEL = "keyplane"
@@ -19,10 +25,43 @@ MIGRATIONS_MODULE = "keyplane.migrations"
 # pg_advisory_lock key: a stable 63-bit number derived from the project's name.
 _PG_LOCK_KEY = int.from_bytes(hashlib.sha256(b"keyplane-migrate").digest()[:8], "big") >> 1
 
+# How long a request may wait on the database before it is answered 503 (a locked SQLite file,
+# a PostgreSQL server that does not answer). SQLite queues a request behind the one connection
+# it has, so a request can wait for the connection and then for the lock: two waits of this
+# length stay within the 5 s that a request may spend waiting.
+DATABASE_WAIT_SECONDS = 2.5
+# What SQLite says when the file is locked or cannot be reached (never the caller's fault).
+_SQLITE_FAULTS = ("locked", "busy", "unable to open", "disk i/o error")
+_UNAVAILABLE = (
+    DBConnectionError,
+    OSError,  # ConnectionRefusedError and friends, while connecting
+    TimeoutError,  # the bounded waits: connecting, a command, asyncio.timeout
+    asyncpg.PostgresConnectionError,  # the connection failed or was closed under us
+    asyncpg.InterfaceError,  # "connection is closed", "pool is closing"
+    asyncpg.OperatorInterventionError,  # shutting down, starting up, query cancelled
+    asyncpg.InsufficientResourcesError,  # too many connections, disk full
+)
 
-def tortoise_config(database_url: str) -> dict[str, Any]:
+
+def is_postgres(database_url: str) -> bool:
+    return database_url.startswith(("postgres://", "asyncpg://"))
+
+
+def tortoise_config(
+    database_url: str, *, command_timeout: float | None = DATABASE_WAIT_SECONDS
+) -> dict[str, Any]:
+    """The ORM's configuration, with every wait on the database bounded unless the URL says
+    otherwise (`command_timeout=None` for migrations, which may run long on big tables)."""
+    connection = expand_db_url(database_url)
+    credentials = connection["credentials"]
+    if is_postgres(database_url):
+        credentials.setdefault("timeout", math.ceil(DATABASE_WAIT_SECONDS))  # connecting
+        if command_timeout is not None:
+            credentials.setdefault("command_timeout", command_timeout)
+    else:
+        credentials.setdefault("busy_timeout", int(DATABASE_WAIT_SECONDS * 1000))  # PRAGMA, ms
     return {
-        "connections": {"default": database_url},
+        "connections": {"default": connection},
         "apps": {
             APP_LABEL: {
                 "models": [MODELS_MODULE],
@@ -37,10 +76,6 @@ def tortoise_config(database_url: str) -> dict[str, Any]:
 
 # Read by Tortoise's own console script (`tortoise makemigrations`), see pyproject.toml.
 MIGRATIONS_CONFIG = tortoise_config("sqlite://:memory:")
-
-
-def is_postgres(database_url: str) -> bool:
-    return database_url.startswith(("postgres://", "asyncpg://"))
 
 
 def placeholder(database_url: str) -> Callable[[int], str]:
@@ -59,9 +94,25 @@ async def apply_migrations(database_url: str) -> None:
     """Bring the schema up to date; safe when several processes or hosts start together."""
     async with _migration_lock(database_url):
         try:
-            await migrate(config=tortoise_config(database_url))
+            await migrate(config=tortoise_config(database_url, command_timeout=None))
         finally:
             await Tortoise.close_connections()
+
+
+def database_fault(exc: BaseException) -> bool:
+    """Whether `exc`, or an exception it was raised from, says the database is locked,
+    unreachable or too slow: a passing condition, answered 503, never the caller's fault nor a
+    bug. Driver errors are recognised here and nowhere else."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, _UNAVAILABLE):
+            return True
+        if isinstance(seen, sqlite3.OperationalError | TortoiseOperationalError):
+            message = str(seen).lower()
+            if any(fault in message for fault in _SQLITE_FAULTS):
+                return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def apply_migrations_sync(database_url: str) -> None:
@@ -71,8 +122,6 @@ def apply_migrations_sync(database_url: str) -> None:
 @contextlib.asynccontextmanager
 async def _migration_lock(database_url: str) -> AsyncIterator[None]:
     if is_postgres(database_url):
-        import asyncpg  # type: ignore[import-untyped]
-
         dsn = "postgres://" + database_url.split("://", 1)[1]
         dsn = dsn.split("?", 1)[0]
         connection = await asyncpg.connect(dsn)

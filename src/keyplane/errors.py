@@ -11,7 +11,8 @@
      ├── QueryTooComplex          QUERY_TOO_COMPLEX  too many tokens, aliases, levels or cost
      ├── OperationTimeout         TIMEOUT          ran past the per-operation time limit
      ├── MethodNotAllowed         METHOD_NOT_ALLOWED  not a POST, in production (HTTP 405)
-     └── UnsupportedMediaType     UNSUPPORTED_MEDIA_TYPE  a POST body that is not JSON (HTTP 415)
+     ├── UnsupportedMediaType     UNSUPPORTED_MEDIA_TYPE  a POST body that is not JSON (HTTP 415)
+     └── ServiceUnavailable       SERVICE_UNAVAILABLE  database locked or unreachable (HTTP 503)
 
 Resolvers raise these; graphql-core copies `extensions` onto the GraphQL error, and
 `schema.errors.MaskInternalErrors` hides every other exception behind INTERNAL.
@@ -109,3 +110,8 @@ class MethodNotAllowed(KeyplaneError):
 class UnsupportedMediaType(KeyplaneError):
     code = "UNSUPPORTED_MEDIA_TYPE"
     default_message = "GraphQL requests must have the Content-Type application/json."
+
+
+class ServiceUnavailable(KeyplaneError):
+    code = "SERVICE_UNAVAILABLE"
+    default_message = "The service is temporarily unavailable; retry shortly."

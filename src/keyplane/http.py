@@ -26,7 +26,7 @@ from tortoise import connections
 from keyplane.auth.lookups import KeyRecord
 from keyplane.auth.principal import ANONYMOUS, Principal
 from keyplane.context import Context, Loaders
-from keyplane.errors import InvalidCredentials
+from keyplane.errors import InvalidCredentials, ServiceUnavailable
 from keyplane.ratelimit.client_ip import client_ip
 from keyplane.ratelimit.headers import (
     limiter_unavailable,
@@ -41,6 +41,7 @@ from keyplane.schema.engine import KeyplaneSchema
 from keyplane.schema.query_cache import AMBIGUOUS, MAX_KEPT_QUERY_CHARS, Operation, ParsedQuery
 from keyplane.services import Services
 from keyplane.settings import Settings
+from keyplane.unavailable import database_unavailable
 from keyplane.usage.buffer import Refusal, RefusedKey
 
 UNAUTHORIZED_BODY = {
@@ -104,6 +105,9 @@ class AuthenticationMiddleware:
             response = await self._refuse(scope, services, refusal)
             await response(scope, receive, send)
             return
+        except ServiceUnavailable:
+            await database_unavailable()(scope, receive, send)
+            return
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
 
@@ -148,6 +152,12 @@ def _has_code(result: ExecutionResult | list[ExecutionResult] | Any, code: str) 
         if isinstance(item, ExecutionResult)
         for error in item.errors or ()
     )
+
+
+def _raise_if_unavailable(result: ExecutionResult | list[ExecutionResult] | Any) -> None:
+    """A database fault met anywhere in the operation(s) answers the whole request 503."""
+    if _has_code(result, ServiceUnavailable.code):
+        raise ServiceUnavailable()
 
 
 def _check_body(value: object, *, escapes: bool) -> None:
@@ -236,6 +246,8 @@ class GraphQLView(GraphQL[Context, None]):
             return too_many_requests(exceeded.decision, time.time())
         except LimiterUnavailable:
             return limiter_unavailable()
+        except ServiceUnavailable:
+            return database_unavailable()
         except ClientDisconnect:
             # The client went away before sending its whole body: nobody is left to answer.
             return Response(status_code=400)
@@ -311,6 +323,7 @@ class GraphQLView(GraphQL[Context, None]):
         result = await super().execute_operation(
             request, request_adapter, request_data, context, root_value, sub_response
         )
+        _raise_if_unavailable(result)
         if key is not None and _has_code(result, "FORBIDDEN"):
             usage.refused(key.key_id, key.environment_id, context.now, Refusal.FORBIDDEN)
         return result

@@ -113,6 +113,10 @@ class Settings:
     operation_timeout_seconds: float = 10.0
     # Bearer token that GET /metrics asks for in production (unset: /metrics answers 404 there).
     metrics_token: Secret | None = None
+    # Seconds a connection may take to send a request head (read by keyplane.connections too).
+    request_head_timeout: int = 10
+    # Requests one worker processes at once; more get an immediate 503.
+    max_in_flight: int = 64
 
     @property
     def development(self) -> bool:
@@ -146,6 +150,8 @@ class Settings:
         retention = _int(env, "KEYPLANE_USAGE_RETENTION_DAYS", 30, 1, 3660, problems)
         activity_retention = _int(env, "KEYPLANE_ACTIVITY_RETENTION_DAYS", 90, 1, 3660, problems)
         credential_cache = _int(env, "KEYPLANE_CREDENTIAL_CACHE_SECONDS", 30, 0, 3600, problems)
+        head_timeout = _int(env, "KEYPLANE_REQUEST_HEAD_TIMEOUT", 10, 1, 300, problems)
+        max_in_flight = _int(env, "KEYPLANE_MAX_IN_FLIGHT", 64, 1, 100_000, problems)
 
         secret_text = env.get("KEYPLANE_JWT_SECRET")
         if secret_text is not None:
@@ -214,6 +220,8 @@ class Settings:
             query_limits=query_limits,
             operation_timeout_seconds=float(timeout),
             metrics_token=Secret(metrics_text) if metrics_text else None,
+            request_head_timeout=head_timeout,
+            max_in_flight=max_in_flight,
         )
 
 

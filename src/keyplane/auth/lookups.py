@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 
 from tortoise import connections
 
-from keyplane.db import placeholder
+from keyplane.db import database_fault, placeholder
+from keyplane.errors import ServiceUnavailable
 from keyplane.models.api_key import ApiKeyStatus
 from keyplane.permissions.scopes import Scope, decode_scopes
 
@@ -92,9 +93,14 @@ class Lookups:
         self._p = placeholder(database_url)
 
     async def _rows(self, sql: str, values: list[Any]) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = await connections.get("default").execute_query_dict(
-            sql, values
-        )
+        try:
+            rows: list[dict[str, Any]] = await connections.get("default").execute_query_dict(
+                sql, values
+            )
+        except Exception as exc:
+            if database_fault(exc):
+                raise ServiceUnavailable() from exc
+            raise
         return rows
 
     async def by_ids(self, table: str, columns: str, ids: list[str]) -> list[dict[str, Any]]:

@@ -9,7 +9,8 @@ from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
 from tortoise.exceptions import ValidationError as TortoiseValidationError
 
-from keyplane.errors import BadUserInput, KeyplaneError, NotFound
+from keyplane.db import database_fault
+from keyplane.errors import BadUserInput, KeyplaneError, NotFound, ServiceUnavailable
 from keyplane.request_id import current_request_id
 
 logger = logging.getLogger("keyplane.errors")
@@ -21,7 +22,7 @@ _SUGGESTION_RE = re.compile(r"\s*Did you mean .*$", re.DOTALL)
 
 def _is_internal(error: GraphQLError) -> bool:
     original = error.original_error
-    if original is None or _client_fault(original) is not None:
+    if original is None or _known_fault(original) is not None:
         return False
     if error.path is None and isinstance(original, GraphQLError):
         # graphql-core refusing a variable's value before execution: the client's mistake.
@@ -45,6 +46,16 @@ def _client_fault(original: BaseException) -> KeyplaneError | None:
         # graphql-core reading an Int literal of over 4,300 digits (sys.int_info).
         return BadUserInput("A number in the document is too large for its type.", field="query")
     return None
+
+
+def _database_fault(original: BaseException) -> KeyplaneError | None:
+    """A locked or unreachable database met while resolving: SERVICE_UNAVAILABLE (the view
+    answers 503), never INTERNAL. keyplane.db.database_fault knows the drivers' errors."""
+    return ServiceUnavailable() if database_fault(original) else None
+
+
+def _known_fault(original: BaseException) -> KeyplaneError | None:
+    return _client_fault(original) or _database_fault(original)
 
 
 class MaskInternalErrors(MaskErrors):
@@ -109,7 +120,7 @@ class MaskInternalErrors(MaskErrors):
 
 
 def _translated(error: GraphQLError) -> GraphQLError:
-    fault = None if error.original_error is None else _client_fault(error.original_error)
+    fault = None if error.original_error is None else _known_fault(error.original_error)
     if fault is None:
         return error
     return GraphQLError(
