@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -32,9 +33,10 @@ def keyplane_serve(tmp_path: Path, **settings: str) -> Iterator[str]:
         "KEYPLANE_DATA_DIR": str(tmp_path / "data"),
         "KEYPLANE_DATABASE_URL": f"sqlite://{tmp_path / 'keyplane.sqlite3'}",
         "KEYPLANE_RATE_LIMIT_STORAGE": "memory://",
+        # The production profile (the default) needs a random secret of its own.
+        "KEYPLANE_JWT_SECRET": secrets.token_urlsafe(48),
         **settings,
     }
-    env.pop("KEYPLANE_JWT_SECRET", None)
     log = tmp_path / f"serve-{port}.log"
     with log.open("wb") as stderr:
         process = subprocess.Popen(

@@ -28,7 +28,7 @@ from keyplane.body_limit import MAX_BODY_BYTES
 from keyplane.redaction import RedactSecrets
 from keyplane.resolvers import project as project_resolvers
 from keyplane.settings import JWT_SECRET_FILE, RunMode, Settings, SettingsError, SignupPolicy
-from tests.helpers import Api
+from tests.helpers import Api, cost
 
 METRICS_TOKEN = "Jt4wQm8XzR2vKp6sNc9bLh3dFy7gTa5e"
 JWT_SECRET = "Vb7kQz2mXr9tLw4pHs6cNj8dFg3yRa5e"
@@ -298,7 +298,7 @@ async def test_a_json_post_with_a_charset_is_answered(api: Api) -> None:
     # then
     assert (response.status_code, response.json()) == (
         200,
-        {"data": {"viewer": {"kind": "ANONYMOUS"}}},
+        {"data": {"viewer": {"kind": "ANONYMOUS"}}, "extensions": {"cost": cost(1)}},
     )
 
 
@@ -319,7 +319,10 @@ async def test_graphiql_and_get_queries_stay_in_development(api: Api) -> None:
     # then
     assert (page.status_code, page.headers["content-type"]) == (200, "text/html; charset=utf-8")
     assert "graphiql" in page.text.lower()
-    assert (query.status_code, query.json()) == (200, {"data": {"viewer": {"kind": "ANONYMOUS"}}})
+    assert (query.status_code, query.json()) == (
+        200,
+        {"data": {"viewer": {"kind": "ANONYMOUS"}}, "extensions": {"cost": cost(1)}},
+    )
 
 
 # /metrics: only to the bearer of KEYPLANE_METRICS_TOKEN in production
