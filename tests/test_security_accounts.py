@@ -1,13 +1,16 @@
-"""Accounts (issue 15, item 7): a per-account login lockout.
+"""Accounts (issue 15, item 7): a per-account login lockout, and private data files.
 
 After 10 wrong passwords for one account within 15 minutes, that account's logins are refused
 for 15 minutes from any address, with exactly the answer a wrong password gets, after the same
 argon2 verification. The count and the lock live in the database, so every worker keeps them.
+
+Every file keyplane writes in its data directory is created readable by its owner only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import stat
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -218,3 +221,32 @@ async def test_failures_spread_over_every_worker_lock_the_account_on_every_worke
 
         # then
         assert [answer(r) for r in after] == [answer(failures[0])] * 6
+
+
+async def test_every_file_a_fresh_server_writes_in_its_data_directory_is_private(
+    tmp_path: Path,
+) -> None:
+    # given: a server started on an empty data directory, holding its SQLite database there
+    data = tmp_path / "data"
+    started = Servers(tmp_path, f"sqlite://{data / 'keyplane.sqlite3'}")
+    try:
+        server = started.start(workers=1, storage="")
+        async with httpx.AsyncClient(base_url=server, timeout=10) as client:
+            api = Api(client, OAuthIssuer.create(tmp_path / "jwks.json"))
+
+            # when: it has written (so SQLite keeps its write-ahead log open)
+            token = await api.sign_up()
+            await api.create_project(token)
+            modes = {path.name: oct(stat.S_IMODE(path.stat().st_mode)) for path in data.iterdir()}
+    finally:
+        started.stop_all()
+
+    # then
+    assert modes == {
+        "jwt-secret": "0o600",
+        "keyplane.sqlite3": "0o600",
+        "keyplane.sqlite3-wal": "0o600",
+        "keyplane.sqlite3-shm": "0o600",
+        "keyplane.sqlite3.credentials": "0o600",
+        "keyplane.sqlite3.migrate-lock": "0o600",
+    }

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from keyplane.db import is_postgres, sqlite_path
+from keyplane.db import PRIVATE_FILE_MODE, is_postgres, sqlite_path
 
 logger = logging.getLogger(__name__)
 REDIS_KEY = "keyplane:credentials:version"
@@ -75,7 +75,7 @@ class FileVersion:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
