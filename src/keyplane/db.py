@@ -1,4 +1,9 @@
-"""Database configuration and start-up migrations, applied once under a lock."""
+"""Database configuration and start-up migrations, applied once under a lock.
+
+Every file keyplane keeps beside a SQLite database (the database, its -wal and -shm files, the
+migration lock, the credentials' version) is created readable and writable by its owner only:
+they hold key hashes, password hashes and sessions.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import contextlib
 import fcntl
 import hashlib
 import math
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -93,6 +99,7 @@ def sqlite_path(database_url: str) -> Path | None:
 async def apply_migrations(database_url: str) -> None:
     """Bring the schema up to date; safe when several processes or hosts start together."""
     async with _migration_lock(database_url):
+        _create_private_database(database_url)
         try:
             await migrate(config=tortoise_config(database_url, command_timeout=None))
         finally:
@@ -142,9 +149,28 @@ async def _migration_lock(database_url: str) -> AsyncIterator[None]:
         yield
 
 
+PRIVATE_FILE_MODE = 0o600
+
+
+def _create_private_database(database_url: str) -> None:
+    """Create a missing SQLite database as an empty file (SQLite takes it for a new database)
+    with PRIVATE_FILE_MODE, before SQLite first opens it: SQLite gives the -wal and -shm files
+    it creates later the database file's permissions."""
+    path = None if is_postgres(database_url) else sqlite_path(database_url)
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+    except FileExistsError:
+        return  # its owner chose its permissions; they are left as they are
+    os.close(fd)
+
+
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
-    with path.open("a") as handle:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE_MODE)
+    with os.fdopen(fd, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

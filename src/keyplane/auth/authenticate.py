@@ -28,6 +28,7 @@ from keyplane.auth.principal import (
 from keyplane.auth.verified import VerifiedCredentials, VerifiedTokens
 from keyplane.errors import InvalidCredentials
 from keyplane.models import OAuthIdentity, User
+from keyplane.permissions.scopes import Scope
 
 
 class Authenticator:
@@ -70,6 +71,8 @@ class Authenticator:
             return None
         secret_hash = key_format.hash_secret(token)
         stamp = self._usage_stamp()  # read before the row: a flush after it makes it stale
+        # One read of the version, before both lookups, covers the key and its creator.
+        version = await self._credentials.version()
 
         async def load() -> KeyRecord | None:
             # Only a kept key skips this: it was issued well formed, so checking the format
@@ -80,7 +83,8 @@ class Authenticator:
 
         # Revoked keys are kept too (a revocation is final), and hashes no key has: a client
         # still sending a revoked or deleted key is refused without a database read.
-        record = await self._credentials.through(
+        record = await self._credentials.through_at(
+            version,
             self._credentials.keys,
             secret_hash,
             load,
@@ -93,7 +97,7 @@ class Authenticator:
             record.expires_at is not None and record.expires_at <= self._clock()
         ):
             raise InvalidCredentials(reason="revoked_or_expired_key", refused_key=record)
-        scopes = record.scope_set
+        scopes = record.scope_set & await self._creator_scopes(version, record)
         return Principal(
             kind=AuthKind.API_KEY,
             token_scopes=scopes,
@@ -109,6 +113,21 @@ class Authenticator:
                 usage_stamp=stamp if self._usage_stamp() == stamp else None,
             ),
         )
+
+    async def _creator_scopes(self, version: int | None, record: KeyRecord) -> frozenset[Scope]:
+        """What the key's creator may do now in the key's environment: a key never does more,
+        so a demotion, a withdrawn environment or a removal narrows it from the next request.
+        Member writes move the credentials' version, so a kept membership is never stale."""
+        member = await self._credentials.through_at(
+            version,
+            self._credentials.creators,
+            f"{record.project_id} {record.created_by_id}",
+            lambda: self._lookups.member(
+                project_id=record.project_id, user_id=record.created_by_id
+            ),
+            absent=self._credentials.non_members,
+        )
+        return frozenset() if member is None else member.scopes_in(record.environment_id)
 
     async def _jwt(self, token: str) -> Principal | None:
         # A token verified before skips even the header's decoding.

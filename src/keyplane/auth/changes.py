@@ -3,9 +3,10 @@ session changed.
 
 Each process keeps the keys and sessions it verified in memory (auth/verified.py). An entry is
 used only while the version it was read under is still current, and every change that can end or
-narrow a credential (revoke, rotate, update or delete a key; log out) moves the version on once
-its transaction has committed, before its response is sent. So a request that starts after that
-response, on any worker or host, reads a new version and looks the credential up again.
+narrow a credential (revoke, rotate, update or delete a key; log out; change or remove a member,
+which narrows the keys that member created) moves the version on once its transaction has
+committed, before its response is sent. So a request that starts after that response, on any
+worker or host, reads a new version and looks the credential up again.
 
 Reading the version is the one synchronous check a cached request pays; it must cost less than
 the lookup it saves. Where the version lives follows from who can share the database:
@@ -33,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from keyplane.db import is_postgres, sqlite_path
+from keyplane.db import PRIVATE_FILE_MODE, is_postgres, sqlite_path
 
 logger = logging.getLogger(__name__)
 REDIS_KEY = "keyplane:credentials:version"
@@ -74,7 +75,7 @@ class FileVersion:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:

@@ -17,7 +17,7 @@ from tortoise import connections
 from keyplane.db import database_fault, placeholder
 from keyplane.errors import ServiceUnavailable
 from keyplane.models.api_key import ApiKeyStatus
-from keyplane.permissions.scopes import Scope, decode_scopes
+from keyplane.permissions.scopes import ROLE_SCOPES, Role, Scope, decode_scopes
 
 R = TypeVar("R")
 
@@ -199,6 +199,12 @@ class MemberRecord:
     role: str
     all_environments: bool
     environment_ids: frozenset[str]
+
+    def scopes_in(self, environment_id: str) -> frozenset[Scope]:
+        """What the member's role grants in that environment: nothing where it does not reach."""
+        if self.all_environments or environment_id in self.environment_ids:
+            return ROLE_SCOPES[Role(self.role)]
+        return frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,8 @@
 
 Verifying a JWT costs tens of microseconds (an ES256 signature more); the result cannot change
 before the token's `exp`, so it is kept until then. What can change (a session ended by logOut,
-a key revoked) is kept in VerifiedCredentials, under the credentials' version (auth/changes.py).
+a key revoked, a key's creator demoted or removed) is kept in VerifiedCredentials, under the
+credentials' version (auth/changes.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from datetime import datetime
 from typing import Generic, TypeVar
 
 from keyplane.auth.changes import CredentialVersion, NoVersion
-from keyplane.auth.lookups import KeyRecord
+from keyplane.auth.lookups import KeyRecord, MemberRecord
 from keyplane.usage.buffer import KeyTotal, latest
 
 logger = logging.getLogger(__name__)
@@ -123,6 +124,10 @@ class VerifiedCredentials:
         self.unknown_keys: FreshEntries[bool] = FreshEntries(max_age)
         self.sessions: FreshEntries[datetime] = FreshEntries(max_age)
         self.identities: FreshEntries[str] = FreshEntries(max_age)
+        # A key's creator's membership of the key's project (`project_id user_id`): a key
+        # may do no more than its creator may now do there (auth/authenticate.py).
+        self.creators: FreshEntries[MemberRecord] = FreshEntries(max_age)
+        self.non_members: FreshEntries[bool] = FreshEntries(max_age)
         self.enabled = max_age > 0 and not isinstance(version, NoVersion)
         self.change_failures = 0
 
@@ -145,7 +150,22 @@ class VerifiedCredentials:
 
         The version is read before the load: a change committed during the load moves it on,
         so what the load read is never trusted past that change."""
-        version = await self.version()
+        return await self.through_at(
+            await self.version(), entries, key, load, stamp=stamp, absent=absent
+        )
+
+    async def through_at(
+        self,
+        version: int | None,
+        entries: FreshEntries[T],
+        key: str,
+        load: Callable[[], Awaitable[T | None]],
+        *,
+        stamp: int = 0,
+        absent: FreshEntries[bool] | None = None,
+    ) -> T | None:
+        """`through` under a version the caller read (before any of its loads), so that
+        several lookups of one request cost one read of the version."""
         if version is not None:
             kept = entries.get(key, version, stamp)
             if kept is not None:
@@ -167,12 +187,15 @@ class VerifiedCredentials:
         self.keys.restamp(stamp, lambda record: with_counts(record, totals.get(record.id)))
 
     async def changed(self) -> None:
-        """A key or session changed and its transaction committed: forget it here, and move
-        the shared version on so that every other worker forgets it before its next request."""
+        """A key, a session or a membership changed and its transaction committed: forget it
+        here, and move the shared version on so that every other worker forgets it before its
+        next request."""
         self.keys.clear()
         self.unknown_keys.clear()
         self.sessions.clear()
         self.identities.clear()
+        self.creators.clear()
+        self.non_members.clear()
         if not self.enabled:
             return
         try:

@@ -5,7 +5,7 @@ from keyplane.models.api_key import ApiKey
 from keyplane.models.project import Environment, Invitation, Member, MemberEnvironment, Project
 from keyplane.models.template import Document, Template, TemplateVersion
 from keyplane.models.usage import UsageBucket
-from keyplane.models.user import OAuthIdentity, Session, User
+from keyplane.models.user import LoginFailure, OAuthIdentity, Session, User
 
 __all__ = [
     "ActivityEvent",
@@ -13,6 +13,7 @@ __all__ = [
     "Document",
     "Environment",
     "Invitation",
+    "LoginFailure",
     "Member",
     "MemberEnvironment",
     "OAuthIdentity",

@@ -20,15 +20,35 @@ def _identity_id() -> str:
     return new_id("oid")
 
 
+def _login_failure_id() -> str:
+    return new_id("lgf")
+
+
 class User(Model):
     id = fields.CharField(primary_key=True, max_length=32, default=_user_id)
     email = fields.CharField(max_length=254, unique=True)
     name = fields.CharField(max_length=64)
     password_hash = fields.CharField(max_length=255)
     created_at = fields.DatetimeField(auto_now_add=True)
+    # Set after too many failed logins: until then every login is refused (resolvers/account.py).
+    locked_until = fields.DatetimeField(null=True)
 
     class Meta:
         table = "user"
+
+
+class LoginFailure(Model):
+    # One wrong password for an account, kept while it can still count towards a lockout.
+
+    id = fields.CharField(primary_key=True, max_length=32, default=_login_failure_id)
+    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "keyplane.User", related_name="login_failures", on_delete=fields.CASCADE
+    )
+    at = fields.DatetimeField()
+
+    class Meta:
+        table = "login_failure"
+        indexes = (("user_id", "at"),)
 
 
 class Session(Model):

@@ -1,4 +1,11 @@
-"""Dashboard accounts: sign up, log in, log out."""
+"""Dashboard accounts: sign up, log in, log out.
+
+After MAX_FAILED_LOGINS wrong passwords for one account within FAILURE_WINDOW, that account's
+logins are refused for LOCKOUT, from whatever address they come. The refusal is the answer a
+wrong password gets, after the same argon2 verification, so it tells a guesser nothing (not
+even that the account exists). Failures and the lock live in the database, so every worker and
+host counts and honours them alike.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +20,14 @@ from keyplane.auth.passwords import Passwords
 from keyplane.auth.principal import Principal
 from keyplane.auth.verified import VerifiedCredentials
 from keyplane.errors import Conflict, Forbidden, InvalidCredentials, Unauthenticated
-from keyplane.models import Invitation, Session, User
+from keyplane.models import Invitation, LoginFailure, Session, User
 from keyplane.resolvers import validate
 from keyplane.settings import SignupPolicy
+
+MAX_FAILED_LOGINS = 10
+FAILURE_WINDOW = timedelta(minutes=15)
+LOCKOUT = timedelta(minutes=15)
+WRONG_EMAIL_OR_PASSWORD = "Wrong email or password."
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,11 +74,27 @@ async def log_in(
     policy: AccountPolicy, *, email: str, password: str, now: datetime
 ) -> SessionGrant:
     user = await User.get_or_none(email=email.strip().lower())
-    # Verify even when the account is missing, so timing does not reveal which emails exist.
+    # Verify even when the account is missing or locked, so timing tells neither apart.
     ok = await policy.passwords.verify(user.password_hash if user else None, password)
-    if user is None or not ok:
-        raise InvalidCredentials("Wrong email or password.")
+    if user is None or (user.locked_until is not None and user.locked_until > now):
+        raise InvalidCredentials(WRONG_EMAIL_OR_PASSWORD)
+    if not ok:
+        await _count_failure(user.id, now)
+        raise InvalidCredentials(WRONG_EMAIL_OR_PASSWORD)
+    await LoginFailure.filter(user_id=user.id).delete()  # a success starts the count afresh
     return await _open_session(policy, user, now)
+
+
+async def _count_failure(user_id: str, now: datetime) -> None:
+    """Record a wrong password; the MAX_FAILED_LOGINS-th within FAILURE_WINDOW locks the
+    account for LOCKOUT, and the count starts again from zero once the lock ends."""
+    async with in_transaction():
+        await LoginFailure.filter(user_id=user_id, at__lte=now - FAILURE_WINDOW).delete()
+        await LoginFailure.create(user_id=user_id, at=now)
+        recent = await LoginFailure.filter(user_id=user_id).count()
+        if recent >= MAX_FAILED_LOGINS:
+            await User.filter(id=user_id).update(locked_until=now + LOCKOUT)
+            await LoginFailure.filter(user_id=user_id).delete()
 
 
 async def _open_session(policy: AccountPolicy, user: User, now: datetime) -> SessionGrant:

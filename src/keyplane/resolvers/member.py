@@ -16,6 +16,12 @@ Rules, whoever manages:
   the last one is a CONFLICT;
 - Access reads memberships once per request, so every change applies from the next request.
 
+A member's keys never do more than the member may do now (auth/authenticate.py intersects a
+key's scopes with its creator's role in the key's environment on every request). So every change
+that narrows a member moves the credentials' version once committed, and removing a member
+revokes the keys they created in the project, or, with keepApiKeys, hands them to the caller,
+who must hold MANAGE_PROJECT wherever those keys live.
+
 Member events are project-wide in the activity log (environment_id=None) and name rows by id
 (`member:mem_… user:usr_…`, `invitation:inv_…`), never by email: VIEW_ANALYTICS holders read
 the log, and emails are for managers only.
@@ -31,13 +37,23 @@ from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from keyplane.auth import invitation as invitation_token
+from keyplane.auth.verified import VerifiedCredentials
 from keyplane.errors import BadUserInput, Conflict, Forbidden, NotFound
-from keyplane.models import Environment, Invitation, Member, MemberEnvironment, Project, User
+from keyplane.models import (
+    ApiKey,
+    Environment,
+    Invitation,
+    Member,
+    MemberEnvironment,
+    Project,
+    User,
+)
 from keyplane.models.activity import ActivityKind
 from keyplane.permissions.scopes import ROLE_RANK, Role, Scope
 from keyplane.resolvers import validate
 from keyplane.resolvers.access import Access
 from keyplane.resolvers.activity import record_event
+from keyplane.resolvers.api_key import describe as describe_key
 
 INVITATION_TTL = timedelta(days=7)
 MAX_ENVIRONMENT_IDS = 100
@@ -409,6 +425,7 @@ async def update_member(
     role: Role | None,
     environment_ids: list[str] | None,
     now: datetime,
+    credentials: VerifiedCredentials,
 ) -> MemberRecord:
     """Change a member's role and/or environments (null: unchanged; [] for environments: all)."""
     async with in_transaction():
@@ -433,6 +450,7 @@ async def update_member(
             target=f"{record.describe()} {record.grant.describe()} -> {wanted.describe()}",
             at=now,
         )
+    await credentials.changed()  # the member's keys are narrowed with them, on every worker
     return MemberRecord(
         id=record.id,
         project_id=record.project_id,
@@ -442,11 +460,29 @@ async def update_member(
     )
 
 
-async def remove_member(access: Access, *, member_id: str, now: datetime) -> MemberRecord:
-    """Remove a member (yourself included); returns what the membership was."""
+async def remove_member(
+    access: Access,
+    *,
+    member_id: str,
+    keep_api_keys: bool = False,
+    now: datetime,
+    credentials: VerifiedCredentials,
+) -> MemberRecord:
+    """Remove a member (yourself included); returns what the membership was.
+
+    The keys the member created in the project and did not revoke are revoked with it, or, with
+    `keep_api_keys`, handed to the caller (FORBIDDEN, and nothing changes, unless the caller
+    holds MANAGE_PROJECT in each of their environments)."""
     async with in_transaction():
         record, _ = await _locked_member(access, member_id)
         await _keeps_an_owner(record.project_id, record, None)
+        keys = await ApiKey.filter(
+            project_id=record.project_id, created_by_id=record.user_id, revoked_at__isnull=True
+        ).order_by("created_at", "id")
+        if keep_api_keys:
+            await _hand_over(access, record, keys, now)
+        else:
+            await _revoke(access, record, keys, now)
         await MemberEnvironment.filter(member_id=record.id).delete()
         await Member.filter(id=record.id).delete()
         await record_event(
@@ -457,4 +493,51 @@ async def remove_member(access: Access, *, member_id: str, now: datetime) -> Mem
             target=f"{record.describe()} ({record.grant.describe()})",
             at=now,
         )
+    await credentials.changed()  # their keys, revoked or handed over, are read again everywhere
     return record
+
+
+async def _revoke(access: Access, member: MemberRecord, keys: list[ApiKey], now: datetime) -> None:
+    if not keys:
+        return
+    await ApiKey.filter(id__in=[key.id for key in keys]).update(revoked_at=now)
+    for key in keys:
+        await record_event(
+            ActivityKind.KEY_REVOKED,
+            access=access,
+            project_id=member.project_id,
+            environment_id=key.environment_id,  # type: ignore[attr-defined]
+            target=f"{describe_key(key)}: its creator was removed ({member.describe()})",
+            at=now,
+        )
+
+
+async def _hand_over(
+    access: Access, member: MemberRecord, keys: list[ApiKey], now: datetime
+) -> None:
+    heir = access.principal.user_id
+    assert heir is not None  # every authenticated caller acts for a user
+    if keys and heir == member.user_id:
+        raise BadUserInput(
+            "keepApiKeys hands the keys to you, and you are the member being removed.",
+            field="keepApiKeys",
+        )
+    for environment_id in sorted({key.environment_id for key in keys}):  # type: ignore[attr-defined]
+        held = await access.scopes_in(project_id=member.project_id, environment_id=environment_id)
+        if held is None or Scope.MANAGE_PROJECT not in held:
+            raise Forbidden(
+                "keepApiKeys needs MANAGE_PROJECT in every environment of the member's keys."
+            )
+    if not keys:
+        return
+    await ApiKey.filter(id__in=[key.id for key in keys]).update(created_by_id=heir)
+    for key in keys:
+        await record_event(
+            ActivityKind.KEY_UPDATED,
+            access=access,
+            project_id=member.project_id,
+            environment_id=key.environment_id,  # type: ignore[attr-defined]
+            target=f"{describe_key(key)}: handed to user:{heir}, its creator was removed "
+            f"({member.describe()})",
+            at=now,
+        )

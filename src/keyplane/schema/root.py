@@ -460,22 +460,37 @@ class Mutation:
                 None if input.environment_ids is None else [str(i) for i in input.environment_ids]
             ),
             now=info.context.now,
+            credentials=info.context.services.credentials,
         )
         return Member.from_record(record)
 
     @strawberry.mutation(
         description="Remove a member (yourself included); effective from the next request. "
         "Same rights as updateMember; removing the last OWNER of every environment is a "
-        "CONFLICT. Returns what the membership was.",
+        "CONFLICT. The API keys the member created in the project are revoked with it (each "
+        "logged as KEY_REVOKED), unless keepApiKeys hands them to you. Returns what the "
+        "membership was.",
         extensions=guarded(MANAGE),
     )
     async def remove_member(
         self,
         info: Info,
         member_id: Annotated[strawberry.ID, strawberry.argument(description="The member.")],
+        keep_api_keys: Annotated[
+            bool | None,
+            strawberry.argument(
+                description="Instead of revoking the member's keys, make you their creator, so "
+                "they keep working with your role's scopes. Needs MANAGE_PROJECT in each of "
+                "their environments (FORBIDDEN otherwise, and nothing changes)."
+            ),
+        ] = False,
     ) -> Member | None:
         record = await member.remove_member(
-            info.context.access, member_id=str(member_id), now=info.context.now
+            info.context.access,
+            member_id=str(member_id),
+            keep_api_keys=bool(keep_api_keys),  # null: the default
+            now=info.context.now,
+            credentials=info.context.services.credentials,
         )
         return Member.from_record(record)
 

@@ -34,8 +34,10 @@ class RateLimit:
 class Viewer:
     kind: AuthKind = strawberry.field(description="How the caller authenticated.")
     scopes: list[Scope] = strawberry.field(
-        description="The credential's own scopes: a key's scopes, an OAuth token's scope claim, "
-        "all four for a dashboard session (roles narrow these per project)."
+        description="What the credential may do: a key's scopes narrowed to what its creator's "
+        "role grants now in the key's environment (none once the creator has left or lost "
+        "that environment), an OAuth token's scope claim, all four for a dashboard session "
+        "(roles narrow the last two per project)."
     )
 
     @strawberry.field(
