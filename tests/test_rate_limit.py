@@ -1061,7 +1061,7 @@ class TestWithTheStorageDownFailingClosed:
             assert result.status == 503
             assert int(result.headers["Retry-After"]) >= 1
             assert result.data is None
-            assert len(result.errors) == 1
+            assert result.codes == ["SERVICE_UNAVAILABLE"]
         assert health.status_code == 200
         assert ready.status_code == 503
         assert ready.json() == {

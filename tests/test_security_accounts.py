@@ -21,7 +21,7 @@ import pytest
 from starlette.applications import Starlette
 
 from keyplane.auth.passwords import Passwords
-from tests.helpers import Api, Clock, OAuthIssuer, Result
+from tests.helpers import Api, Clock, OAuthIssuer, Result, cost
 from tests.test_serve import Servers, _servers, needs_redis
 
 PASSWORD = "correct horse"
@@ -44,7 +44,7 @@ def answer(result: Result) -> tuple[int, Any]:
 
 
 def accepted(email: str) -> tuple[int, Any]:
-    return 200, {"data": {"logIn": {"user": {"email": email}}}}
+    return 200, {"data": {"logIn": {"user": {"email": email}}}, "extensions": {"cost": cost(12)}}
 
 
 @pytest.fixture
@@ -85,6 +85,7 @@ async def test_ten_wrong_passwords_lock_the_account_from_every_address(
                     "extensions": {"code": "UNAUTHENTICATED"},
                 }
             ],
+            "extensions": {"cost": cost(12)},
         },
     )
     assert right_password == wrong_password
@@ -243,7 +244,6 @@ async def test_every_file_a_fresh_server_writes_in_its_data_directory_is_private
 
     # then
     assert modes == {
-        "jwt-secret": "0o600",
         "keyplane.sqlite3": "0o600",
         "keyplane.sqlite3-wal": "0o600",
         "keyplane.sqlite3-shm": "0o600",

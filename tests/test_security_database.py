@@ -29,6 +29,7 @@ pytestmark = pytest.mark.multiprocess
 
 GENEROUS = "anonymous=100000/minute;jwt=100000/minute"
 SIGN_UP = """mutation($input: SignUpInput!) { signUp(input: $input) { accessToken } }"""
+COST = {"requested": 11, "maximum": 25_000}  # a mutation (10) returning one object
 CREATE_PROJECT = """mutation($name: String!) { createProject(input: {name: $name}) { name } }"""
 UNAVAILABLE_BODY = {
     "data": None,
@@ -89,7 +90,7 @@ def test_a_mutation_on_a_locked_sqlite_database_gets_503_then_succeeds_once_rele
     assert waited < 5.5
     assert (admitted.status_code, admitted.json()) == (
         200,
-        {"data": {"createProject": {"name": "p"}}},
+        {"data": {"createProject": {"name": "p"}}, "extensions": {"cost": COST}},
     )
 
 
@@ -179,5 +180,5 @@ def test_a_stopped_postgresql_gets_503_within_5_s_and_a_restarted_one_is_used_ag
     assert max(resolver_wait, authentication_wait) < 5
     assert (recovered.status_code, recovered.json()) == (
         200,
-        {"data": {"createProject": {"name": "after"}}},
+        {"data": {"createProject": {"name": "after"}}, "extensions": {"cost": COST}},
     )

@@ -59,7 +59,7 @@ class QueryLimits:
     # and its environment's longest series side by side, 20,002; a 100-key page with each
     # key's creator, 302. 25,000 admits all of them and refuses a third such series.
     max_cost: int = 25_000
-    max_validation_errors: int = 10
+    max_validation_errors: int = 5
 
 
 class SettingsError(Exception):

@@ -71,7 +71,7 @@ def limiter_unavailable() -> JSONResponse:
         "errors": [
             {
                 "message": "Rate limiting is unavailable; retry shortly.",
-                "extensions": {"code": "INTERNAL"},
+                "extensions": {"code": "SERVICE_UNAVAILABLE"},
             }
         ],
     }
