@@ -69,7 +69,7 @@ def _detect_secrets(cwd: Path, arguments: list[str]) -> dict[str, list[dict[str,
 
 def main() -> None:
     paths = sys.argv[1:]
-    what = " ".join(paths) if paths else "the repository's tracked files"
+    what = f"{len(paths)} path(s)" if paths else "the repository's tracked files"
     findings = scan(paths)
     count = sum(len(found) for found in findings.values())
     for filename, found in sorted(findings.items()):
