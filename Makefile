@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint schema bench bench-instructions ci clean
+.PHONY: run test lint schema bench bench-instructions ci scan fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ $(VENV)/.run-installed: $(BIN)/python pyproject.toml constraints.txt
 
 $(VENV)/.test-installed: $(VENV)/.run-installed
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	touch $@
+
+$(VENV)/.ci-installed: $(VENV)/.test-installed
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,ci]'
 	touch $@
 
 run: $(VENV)/.run-installed
@@ -44,6 +48,14 @@ bench-instructions: $(VENV)/.run-installed
 
 ci:
 	bash .ci/run
+
+# Secret scan of the tracked files (detect-secrets, taught the `fm_` and `fmi_` formats).
+scan: $(VENV)/.test-installed
+	$(BIN)/python .ci/secrets/scan.py
+
+# schemathesis against a running server: make fuzz URL=http://127.0.0.1:8000 (see .ci/schemathesis).
+fuzz: $(VENV)/.ci-installed
+	$(BIN)/python .ci/schemathesis/run.py $(URL)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
