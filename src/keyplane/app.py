@@ -75,11 +75,13 @@ def create_app(
         async with RegisterTortoise(app, config=tortoise_config(settings.database_url)):
             services.limiter.start()
             services.usage.start()
+            services.deadlines.start()
             app.state.services = services
             _freeze_startup_objects()
             try:
                 yield
             finally:
+                await services.deadlines.stop()
                 await services.renderer.stop()  # kills the render children, if any started
                 await services.credentials.close()
                 # Graceful shutdown (SIGTERM): the buffered usage reaches the database first.

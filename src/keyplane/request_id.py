@@ -7,6 +7,8 @@ length of the request, where the error masking reads it for INTERNAL errors and 
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
 import secrets
 from contextvars import ContextVar
@@ -20,8 +22,23 @@ _SAFE = re.compile(rb"[A-Za-z0-9._:-]+")
 current_request_id: ContextVar[str | None] = ContextVar("keyplane_request_id", default=None)
 
 
+# 32 hex digits: 16 random ones drawn once per process, then a counter. As unique as random
+# ids across processes and restarts, and a tenth of the cost of os.urandom per request.
+_PROCESS = secrets.token_hex(8)
+_counter = itertools.count(int.from_bytes(secrets.token_bytes(4)))
+
+
+def _reseed() -> None:  # a forked worker must not repeat its parent's ids
+    global _PROCESS, _counter
+    _PROCESS = secrets.token_hex(8)
+    _counter = itertools.count(int.from_bytes(secrets.token_bytes(4)))
+
+
+os.register_at_fork(after_in_child=_reseed)
+
+
 def new_request_id() -> str:
-    return secrets.token_hex(16)
+    return f"{_PROCESS}{next(_counter) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
 def request_id_of(headers: list[tuple[bytes, bytes]]) -> str:

@@ -13,6 +13,7 @@ from keyplane.auth.lookups import Lookups, RecordLoaders
 from keyplane.auth.oauth import AccessTokenVerifier, JwksCache
 from keyplane.auth.passwords import Passwords
 from keyplane.auth.verified import VerifiedCredentials
+from keyplane.deadlines import Deadlines
 from keyplane.metrics import Metrics
 from keyplane.ratelimit.limiter import Limiter
 from keyplane.ratelimit.policy import RatePolicy
@@ -33,6 +34,7 @@ class Services:
     usage: UsageBuffer
     renderer: RenderPool
     records: RecordLoaders
+    deadlines: Deadlines
     clock: Callable[[], datetime]
     metrics: Metrics = field(default_factory=Metrics)
 
@@ -82,5 +84,6 @@ def build_services(
         usage=usage,
         renderer=RenderPool(settings.render),
         records=RecordLoaders(lookups),
+        deadlines=Deadlines(settings.operation_timeout_seconds),
         clock=clock,
     )

@@ -6,8 +6,9 @@ KeyplaneSchema is Strawberry's schema with three changes, each to a documented h
   selections, static cost, then validation stopping after a few errors, then introspection,
   which the production profile opens to dashboard sessions only). A refused operation never
   reaches Strawberry, so nothing parses it again.
-- An admitted operation runs under a time limit (KEYPLANE_OPERATION_TIMEOUT_SECONDS); when it
-  is over, what is still running is cancelled (each mutation's transaction rolls back) and the
+- An admitted operation runs under a time limit (KEYPLANE_OPERATION_TIMEOUT_SECONDS, kept by
+  the app's deadlines.Deadlines watcher, or asyncio.timeout where there is none); when it is
+  over, what is still running is cancelled (each mutation's transaction rolls back) and the
   answer is the TIMEOUT error.
 - `_create_execution_context` (Strawberry's private hook) hands Strawberry the document parsed
   and validated here, so that it neither parses nor validates again; the depth rule is ours
@@ -31,6 +32,7 @@ from strawberry.types.execution import ExecutionContext, ExecutionResult
 from strawberry.types.graphql import OperationType
 
 from keyplane.auth.principal import AuthKind
+from keyplane.deadlines import Deadlines
 from keyplane.errors import Forbidden, KeyplaneError, OperationTimeout, QueryTooComplex
 from keyplane.schema.errors import MaskInternalErrors
 from keyplane.schema.query_cache import (
@@ -189,28 +191,48 @@ class KeyplaneSchema(strawberry.Schema):
         allowed_operation_types: Iterable[OperationType] | None,
         operation_extensions: dict[str, Any] | None,
     ) -> ExecutionResult:
+        deadlines: Deadlines | None = getattr(
+            getattr(context_value, "services", None), "deadlines", None
+        )
+        task = None if deadlines is None else deadlines.enter()
         try:
-            async with asyncio.timeout(self.policy.timeout_seconds):
-                self._admitted = document
-                return await super().execute(
+            self._admitted = document
+            if deadlines is not None:
+                result = await super().execute(
                     query, variable_values, context_value, root_value, operation_name,
                     allowed_operation_types, operation_extensions,
                 )  # fmt: skip
-        except TimeoutError:
-            limit = f"{self.policy.timeout_seconds:g}"
-            return ExecutionResult(
-                data=None,
-                errors=[
-                    _refusal(
-                        OperationTimeout(
-                            f"The operation ran longer than {limit} s and was stopped: what "
-                            "had not finished was cancelled and its changes rolled back."
-                        )
-                    )
-                ],
-            )
+            else:
+                async with asyncio.timeout(self.policy.timeout_seconds):
+                    result = await super().execute(
+                        query, variable_values, context_value, root_value, operation_name,
+                        allowed_operation_types, operation_extensions,
+                    )  # fmt: skip
+        except asyncio.CancelledError:
+            if deadlines is None or not deadlines.leave(task):
+                raise
+            return self._timed_out()
+        except TimeoutError:  # asyncio.timeout's, where no watcher keeps the deadlines
+            return self._timed_out()
         finally:
             self._admitted = None
+        if deadlines is not None:
+            deadlines.leave(task)
+        return result
+
+    def _timed_out(self) -> ExecutionResult:
+        limit = f"{self.policy.timeout_seconds:g}"
+        return ExecutionResult(
+            data=None,
+            errors=[
+                _refusal(
+                    OperationTimeout(
+                        f"The operation ran longer than {limit} s and was stopped: what had "
+                        "not finished was cancelled and its changes rolled back."
+                    )
+                )
+            ],
+        )
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
