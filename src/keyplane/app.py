@@ -15,16 +15,13 @@ from tortoise.contrib.starlette import RegisterTortoise
 from keyplane.auth.dashboard import utcnow
 from keyplane.auth.oauth import JwksCache
 from keyplane.auth.passwords import Passwords
-from keyplane.body_limit import MAX_BODY_BYTES, BodyLimit
 from keyplane.db import apply_migrations, tortoise_config
+from keyplane.edge import Edge
 from keyplane.http import AuthenticationMiddleware, GraphQLView, healthz, metrics, readyz
-from keyplane.post_only import PostOnly
-from keyplane.request_id import RequestId
-from keyplane.schema.engine import QueryPolicy
+from keyplane.schema.engine import QueryPolicy, fast_http_view
 from keyplane.schema.root import build_schema
 from keyplane.services import build_services
 from keyplane.settings import Settings
-from keyplane.unavailable import InFlightLimit
 
 _frozen = False
 
@@ -48,6 +45,7 @@ def create_app(
     migrate: bool = True,
 ) -> Starlette:
     services = build_services(settings, passwords=passwords, jwks=jwks, clock=clock)
+    fast_http_view()
     schema = build_schema(
         max_batch=settings.max_batch,
         policy=QueryPolicy(
@@ -60,11 +58,10 @@ def create_app(
         schema,
         services,
         graphql_ide="graphiql" if settings.development else None,
-        allow_queries_via_get=settings.development,
+        # In production every GET is refused before it gets here; allowing them here
+        # spares Strawberry a look at every request's method.
+        allow_queries_via_get=True,
     )
-    graphql_middleware = [Middleware(AuthenticationMiddleware, services=services)]
-    if not settings.development:
-        graphql_middleware.insert(0, Middleware(PostOnly))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -92,10 +89,16 @@ def create_app(
             Route(
                 "/graphql",
                 view,
-                # Production takes every method, so that PostOnly answers the others with a
-                # coded JSON 405 rather than the router's plain-text one.
+                # Production takes every method, so that post_only.transport_refusal answers
+                # the others with a coded JSON 405 rather than the router's plain-text one.
                 methods=["GET", "POST"] if settings.development else None,
-                middleware=graphql_middleware,
+                middleware=[
+                    Middleware(
+                        AuthenticationMiddleware,
+                        services=services,
+                        post_only=not settings.development,
+                    )
+                ],
             ),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
@@ -103,9 +106,8 @@ def create_app(
         ],
         lifespan=lifespan,
         middleware=[
-            Middleware(RequestId),  # outermost: every answer below carries the id
-            Middleware(InFlightLimit, limit=settings.max_in_flight),
-            Middleware(BodyLimit, max_body_size=MAX_BODY_BYTES),
+            # Request id, in-flight limit and body limit, in one layer, outermost.
+            Middleware(Edge, max_in_flight=settings.max_in_flight),
         ],
     )
     application.state.schema = schema  # its query cache, for tests and tools

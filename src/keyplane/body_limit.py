@@ -1,9 +1,14 @@
-"""The request-body limit: Starlette's, skipped when the declared length already fits."""
+"""The request-body limit: Starlette's, skipped when the declared length already fits (edge.py).
+
+The HTTP server frames a body by its Content-Length: an application is never handed more bytes
+than the request declared. A request declaring one length within the limit, and no chunked
+encoding, therefore cannot exceed it, and goes straight on: Starlette's responder (an object,
+two wrapped channels and a header parse per request) cost 30k instructions of 1.27M on a keyed
+`viewer` query (bench/instructions.py). Every other request (a length over the limit, a chunked
+body, a missing, repeated or malformed length) goes through Starlette's middleware.
+"""
 
 from __future__ import annotations
-
-from starlette.middleware.body_limit import RequestBodyLimitMiddleware
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
 
@@ -19,29 +24,3 @@ def declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
         elif name == b"transfer-encoding":
             return None
     return length
-
-
-class BodyLimit:
-    """Starlette's RequestBodyLimitMiddleware (413 "Content Too Large"), run only where it has
-    something to count.
-
-    The HTTP server frames a body by its Content-Length: an application is never handed more
-    bytes than the request declared. A request declaring one length within the limit, and no
-    chunked encoding, therefore cannot exceed it, and goes straight on: Starlette's responder
-    (an object, two wrapped channels and a header parse per request) cost 30k instructions of
-    1.27M on a keyed `viewer` query (bench/instructions.py). Every other request (a length
-    over the limit, a chunked body, a missing, repeated or malformed length) is Starlette's.
-    """
-
-    def __init__(self, app: ASGIApp, *, max_body_size: int = MAX_BODY_BYTES) -> None:
-        self.app = app
-        self.max_body_size = max_body_size
-        self.limited = RequestBodyLimitMiddleware(app, max_body_size=max_body_size)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            length = declared_length(scope["headers"])
-            if length is None or length > self.max_body_size:
-                await self.limited(scope, receive, send)
-                return
-        await self.app(scope, receive, send)

@@ -27,6 +27,7 @@ from keyplane.auth.lookups import KeyRecord
 from keyplane.auth.principal import ANONYMOUS, Principal
 from keyplane.context import Context, Loaders
 from keyplane.errors import InvalidCredentials, ServiceUnavailable
+from keyplane.post_only import transport_refusal
 from keyplane.ratelimit.client_ip import client_ip
 from keyplane.ratelimit.headers import (
     limiter_unavailable,
@@ -85,14 +86,21 @@ class AuthenticationMiddleware:
     once that bucket is empty the answer is 429.
     """
 
-    def __init__(self, app: ASGIApp, services: Services) -> None:
+    def __init__(self, app: ASGIApp, services: Services, *, post_only: bool = False) -> None:
         self.app = app
         self.services = services
+        # Production: a request that is not a JSON POST is refused before it is authenticated.
+        self.post_only = post_only
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.post_only:
+            refused = transport_refusal(scope)
+            if refused is not None:
+                await refused(scope, receive, send)
+                return
         services = self.services
         authorization = None
         for name, value in scope["headers"]:  # ASGI header names are lower-case bytes
@@ -142,22 +150,15 @@ class RateLimitExceeded(Exception):
         self.decision = decision
 
 
-def _has_code(result: ExecutionResult | list[ExecutionResult] | Any, code: str) -> bool:
-    if isinstance(result, ExecutionResult) and not result.errors:
-        return False
+def _codes(result: ExecutionResult | list[ExecutionResult] | Any) -> set[object]:
+    """The codes of the errors in a result, or in each result of a batch."""
     results = result if isinstance(result, list) else [result]
-    return any(
-        (error.extensions or {}).get("code") == code
+    return {
+        (error.extensions or {}).get("code")
         for item in results
         if isinstance(item, ExecutionResult)
         for error in item.errors or ()
-    )
-
-
-def _raise_if_unavailable(result: ExecutionResult | list[ExecutionResult] | Any) -> None:
-    """A database fault met anywhere in the operation(s) answers the whole request 503."""
-    if _has_code(result, ServiceUnavailable.code):
-        raise ServiceUnavailable()
+    }
 
 
 def _check_body(value: object, *, escapes: bool) -> None:
@@ -194,7 +195,8 @@ class GraphQLView(GraphQL[Context, None]):
         self.services = services
 
     def _parsed(self, query: object, context: Context) -> ParsedQuery:
-        """The query parsed (with its token limit) once for pricing and execution alike."""
+        """The query parsed (with its token limit) once for pricing and execution alike: the
+        engine finds it in the cache, or on the context when it is too long to be kept."""
         schema = self.schema
         assert isinstance(schema, KeyplaneSchema)
         text = query if isinstance(query, str) else ""
@@ -297,7 +299,7 @@ class GraphQLView(GraphQL[Context, None]):
             if not isinstance(operation, Operation):  # unparsable, or no such operation
                 units += 1
                 continue
-            if operation.is_subscription and len(items) > 1:
+            if len(items) > 1 and operation.is_subscription:
                 raise HTTPException(400, "Subscriptions cannot be sent in a batch.")
             units += operation.units
             ip_units += operation.ip_units
@@ -323,8 +325,13 @@ class GraphQLView(GraphQL[Context, None]):
         result = await super().execute_operation(
             request, request_adapter, request_data, context, root_value, sub_response
         )
-        _raise_if_unavailable(result)
-        if key is not None and _has_code(result, "FORBIDDEN"):
+        if isinstance(result, ExecutionResult) and not result.errors:
+            return result
+        codes = _codes(result)
+        if ServiceUnavailable.code in codes:
+            # A database fault met anywhere in the operation(s) answers the whole request 503.
+            raise ServiceUnavailable()
+        if key is not None and "FORBIDDEN" in codes:
             usage.refused(key.key_id, key.environment_id, context.now, Refusal.FORBIDDEN)
         return result
 

@@ -7,8 +7,8 @@ refused before the caller is even authenticated: nothing runs, and the answer sa
 
 from __future__ import annotations
 
-from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.responses import JSONResponse, Response
+from starlette.types import Scope
 
 from keyplane.errors import KeyplaneError, MethodNotAllowed, UnsupportedMediaType
 
@@ -29,19 +29,12 @@ def refusal(
     return JSONResponse(body, status, headers=headers)
 
 
-class PostOnly:
-    """405 with `Allow: POST` for every other method, 415 for a POST whose body is not JSON."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            if scope["method"] != "POST":
-                response = refusal(MethodNotAllowed(), 405, {"Allow": "POST"})
-                await response(scope, receive, send)
-                return
-            if media_type_of(scope["headers"]) != JSON_MEDIA_TYPE:
-                await refusal(UnsupportedMediaType(), 415)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+def transport_refusal(scope: Scope) -> Response | None:
+    """405 with `Allow: POST` for every other method, 415 for a POST whose body is not JSON;
+    None for a JSON POST. The /graphql route's AuthenticationMiddleware asks first, in
+    production (one middleware layer less on every request)."""
+    if scope["method"] != "POST":
+        return refusal(MethodNotAllowed(), 405, {"Allow": "POST"})
+    if media_type_of(scope["headers"]) != JSON_MEDIA_TYPE:
+        return refusal(UnsupportedMediaType(), 415)
+    return None

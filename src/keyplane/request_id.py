@@ -1,4 +1,5 @@
-"""`X-Request-Id` on every response, and the same id for the error log of the request.
+"""`X-Request-Id` on every response, and the same id for the error log of the request (edge.py
+puts it on the response).
 
 The id is the caller's own `X-Request-Id` when it is short and of safe characters (so a proxy's id
 follows the request through), otherwise a new random one. It is kept in a contextvar for the
@@ -12,8 +13,6 @@ import os
 import re
 import secrets
 from contextvars import ContextVar
-
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HEADER = b"x-request-id"
 MAX_INCOMING_LENGTH = 64
@@ -42,35 +41,11 @@ def new_request_id() -> str:
 
 
 def request_id_of(headers: list[tuple[bytes, bytes]]) -> str:
+    """The caller's own id, when it is short and of safe characters (a proxy's id then follows
+    the request through), else a new one."""
     for name, value in headers:  # ASGI header names are lower-case bytes
         if name == HEADER:
             if len(value) <= MAX_INCOMING_LENGTH and _SAFE.fullmatch(value):
                 return value.decode("ascii")
             break
     return new_request_id()
-
-
-class RequestId:
-    """Pure ASGI (no BaseHTTPMiddleware: that costs ~440 µs a request); outermost, so that every
-    answer, the body limit's 413 and the router's 404 and 405 included, carries the header."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = request_id_of(scope["headers"])
-        header = (HEADER, request_id.encode("ascii"))
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), header]
-            await send(message)
-
-        token = current_request_id.set(request_id)
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            current_request_id.reset(token)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message
 
 from keyplane.errors import ServiceUnavailable
 
@@ -31,39 +31,18 @@ def database_unavailable() -> JSONResponse:
     return JSONResponse(body, 503, headers={"Retry-After": str(DATABASE_RETRY_SECONDS)})
 
 
-class InFlightLimit:
-    """Answers 503 at once when `limit` requests are already being processed by this worker.
-
-    It counts requests, not connections: an idle keep-alive connection costs nothing here,
-    which is why uvicorn's `limit_concurrency` (it counts connections too) is not used.
-    """
-
-    def __init__(self, app: ASGIApp, *, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-        self.in_flight = 0
-        body = json.dumps(_body("The server is busy; retry shortly.")).encode()
-        self._start = {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"retry-after", str(BUSY_RETRY_SECONDS).encode()),
-            ],
-        }
-        self._body = {"type": "http.response.body", "body": body}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in EXEMPT_PATHS:
-            await self.app(scope, receive, send)
-            return
-        if self.in_flight >= self.limit:
-            await send(self._start)
-            await send(self._body)
-            return
-        self.in_flight += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.in_flight -= 1
+def busy_messages() -> tuple[Message, Message]:
+    """The ASGI messages of the immediate 503 a worker at its in-flight limit answers (edge.py):
+    requests are counted, not connections, which is why uvicorn's `limit_concurrency` (it
+    counts connections too) is not used."""
+    body = json.dumps(_body("The server is busy; retry shortly.")).encode()
+    start: Message = {
+        "type": "http.response.start",
+        "status": 503,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"retry-after", str(BUSY_RETRY_SECONDS).encode()),
+        ],
+    }
+    return start, {"type": "http.response.body", "body": body}

@@ -17,16 +17,30 @@ KeyplaneSchema is Strawberry's schema with three changes, each to a documented h
 
 Every result carries `extensions.cost = {requested, maximum}`, and its errors are coded and
 masked (schema/errors.py) on the finished result.
+
+Library internals used here, each held to its shape by tests/test_library_contracts.py:
+
+- `strawberry.Schema._create_execution_context` (above);
+- `strawberry.http.async_base_view.parse_content_type` and `.SubscriptionExecutionResult`, two
+  module names Strawberry's HTTP view reads on every request, replaced by `fast_http_view()`:
+  the first builds an `email.message.Message` to split a Content-Type header (it is now
+  cached by header value), the second is a runtime-checkable Protocol whose `isinstance` walks
+  `inspect.getattr_static` over every result (now `collections.abc.AsyncIterator`, which checks
+  the same two methods and caches its answer per type). Together about 5 % of a small
+  request's instructions (bench/instructions.py, anonymous `{ __typename }`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections.abc
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import strawberry
+import strawberry.http.async_base_view
 from graphql import DocumentNode, GraphQLError
 from strawberry.types.execution import ExecutionContext, ExecutionResult
 from strawberry.types.graphql import OperationType
@@ -42,6 +56,15 @@ from keyplane.schema.query_cache import (
     QueryCache,
 )
 from keyplane.settings import QueryLimits
+
+
+def fast_http_view() -> None:
+    """Answer Strawberry's per-request content-type split and subscription check from caches
+    (module docstring). Idempotent; the answers are the same as Strawberry's own."""
+    view: Any = strawberry.http.async_base_view  # its names, not its exports, are patched
+    if not hasattr(view.parse_content_type, "cache_info"):
+        view.parse_content_type = functools.lru_cache(maxsize=64)(view.parse_content_type)
+    view.SubscriptionExecutionResult = collections.abc.AsyncIterator
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +102,8 @@ class KeyplaneSchema(strawberry.Schema):
         self._admitted: DocumentNode | None = None
 
     def parsed(self, query: str, context: Any) -> ParsedQuery:
-        """The query as the view parsed it to price it (long queries are not kept in the
-        cache, so the view leaves them on the context), else from the cache."""
+        """The query as the view parsed it to price it: from the cache, or (too long to be
+        kept there) from the context."""
         kept: dict[str, ParsedQuery] | None = getattr(context, "long_queries", None)
         if kept is not None and query in kept:
             return kept[query]
@@ -103,17 +126,25 @@ class KeyplaneSchema(strawberry.Schema):
             )  # fmt: skip
         parsed = self.parsed(query, context_value)
         operation = parsed.operation(operation_name)
-        requested = 0
-        refusals: list[GraphQLError] | None
-        if parsed.error is not None:
+        extensions = None
+        if isinstance(operation, Operation) and operation.cleared:
+            # Admitted before, and nothing about it depends on this request's variables.
+            requested = operation.shape.cost
+            refusals = None
+            extensions = operation.extensions
+        elif parsed.error is not None:
+            requested = 0
             refusals = [parsed.error]
         elif not isinstance(operation, Operation):
             # No such operation (Strawberry says so, HTTP 400) or several without a name
             # (the view refused those already).
+            requested = 0
             refusals = list(self._validated(parsed)) or None
         else:
             requested = operation.cost(variable_values)
             refusals = self._admit(parsed, operation, requested, context_value)
+            if refusals is None and operation.settled:
+                operation.clear({"cost": {"requested": requested, "maximum": self._cost_maximum}})
         if refusals:
             result = ExecutionResult(data=None, errors=refusals)
         else:
@@ -123,10 +154,10 @@ class KeyplaneSchema(strawberry.Schema):
             )  # fmt: skip
         if result.errors:
             self._errors.mask(result)
-        cost = {"requested": requested, "maximum": self._cost_maximum}
-        result.extensions = (
-            {**result.extensions, "cost": cost} if result.extensions else {"cost": cost}
-        )
+        if extensions is None:
+            extensions = {"cost": {"requested": requested, "maximum": self._cost_maximum}}
+        # Shared by every answer to a cleared operation: nothing changes it once made.
+        result.extensions = {**result.extensions, **extensions} if result.extensions else extensions
         return result
 
     def _validated(self, parsed: ParsedQuery) -> tuple[GraphQLError, ...]:

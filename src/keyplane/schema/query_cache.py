@@ -210,7 +210,7 @@ class Shape:
     names: Mapping[str, int] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Operation:
     """One operation of a parsed query, with what the limits and the rate limiter need."""
 
@@ -218,10 +218,25 @@ class Operation:
     units: int  # charged to the caller's bucket
     ip_units: int  # signUp / logIn fields, charged to the client IP's bucket as well
     shape: Shape
+    # Set by the engine once the operation passed every check with a cost that no variable
+    # changes and no introspection: later requests sending it skip the checks, and share its
+    # answers' `extensions` (made once: every new dict of a request is work for the collector).
+    cleared: bool = False
+    extensions: dict[str, Any] | None = None
+
+    def clear(self, extensions: dict[str, Any]) -> None:
+        self.cleared = True
+        self.extensions = extensions
 
     @property
     def is_subscription(self) -> bool:
         return self.node.operation is OperationType.SUBSCRIPTION
+
+    @property
+    def settled(self) -> bool:
+        """Whether its checks give the same answer for every request (no variable moves its
+        cost, no caller's kind matters)."""
+        return isinstance(self.shape.cost, int) and not self.shape.introspects
 
     def cost(self, variables: Variables | None) -> int:
         return _evaluate(self.shape.cost, variables or {})

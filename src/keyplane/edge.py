@@ -1,0 +1,72 @@
+"""What every HTTP request meets first, in one ASGI layer: its request id, the per-worker
+in-flight limit and the body limit.
+
+They were three middlewares; each layer costs every request a coroutine and an await (about
+8k instructions of a keyed `viewer` query's 1.1M, bench/instructions.py) for a few
+comparisons of work. Each keeps its own module for its rules:
+
+- request_id.py: `X-Request-Id` on every answer (this layer is outermost, so the body limit's
+  413 and the router's 404 and 405 carry it too), and the id for the error log;
+- unavailable.py: more than `max_in_flight` requests in progress on this worker get an
+  immediate 503 (requests, not connections: an idle keep-alive connection never counts;
+  health probes are never refused);
+- body_limit.py: a request that declares one length within the limit, and no chunking,
+  cannot exceed it (the server frames the body by that length) and goes straight on; every
+  other one goes through Starlette's RequestBodyLimitMiddleware (413).
+"""
+
+from __future__ import annotations
+
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from keyplane.body_limit import MAX_BODY_BYTES, declared_length
+from keyplane.request_id import HEADER, current_request_id, request_id_of
+from keyplane.unavailable import EXEMPT_PATHS, busy_messages
+
+
+class Edge:
+    def __init__(
+        self, app: ASGIApp, *, max_in_flight: int, max_body_size: int = MAX_BODY_BYTES
+    ) -> None:
+        self.app = app
+        self.max_in_flight = max_in_flight
+        self.max_body_size = max_body_size
+        self.limited = RequestBodyLimitMiddleware(app, max_body_size=max_body_size)
+        self.in_flight = 0
+        self._busy = busy_messages()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = scope["headers"]
+        request_id = request_id_of(headers)
+        header = (HEADER, request_id.encode("ascii"))
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        token = current_request_id.set(request_id)
+        try:
+            exempt = scope["path"] in EXEMPT_PATHS  # health probes are never refused as busy
+            if not exempt and self.in_flight >= self.max_in_flight:
+                for message in self._busy:
+                    await send_with_id(dict(message))  # a copy: send_with_id adds a header
+                return
+            length = declared_length(headers)
+            inner = (
+                self.app if length is not None and length <= self.max_body_size else self.limited
+            )
+            if exempt:
+                await inner(scope, receive, send_with_id)
+                return
+            self.in_flight += 1
+            try:
+                await inner(scope, receive, send_with_id)
+            finally:
+                self.in_flight -= 1
+        finally:
+            current_request_id.reset(token)
