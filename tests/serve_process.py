@@ -48,7 +48,7 @@ def keyplane_serve(tmp_path: Path, **settings: str) -> Iterator[str]:
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(base, process, log)
+        wait_ready(base, process, log)
         yield base
     finally:
         if process.poll() is None:
@@ -60,7 +60,8 @@ def keyplane_serve(tmp_path: Path, **settings: str) -> Iterator[str]:
             process.wait()
 
 
-def _wait_ready(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
+def wait_ready(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    """Until the server answers /readyz (30 s at most); its log is shown if it does not."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -71,4 +72,4 @@ def _wait_ready(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    raise AssertionError(f"keyplane serve did not become ready:\n{log.read_text()}")
+    raise AssertionError(f"keyplane serve did not become ready in 30 s:\n{log.read_text()}")

@@ -11,10 +11,8 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from keyplane.redaction import RedactSecrets
 from keyplane.resolvers import project as project_resolvers
 from keyplane.settings import JWT_SECRET_FILE, RunMode, Settings, SettingsError, SignupPolicy
 from tests.helpers import Api, cost
+from tests.serve_process import free_port, wait_ready
 
 METRICS_TOKEN = "Jt4wQm8XzR2vKp6sNc9bLh3dFy7gTa5e"
 JWT_SECRET = "Vb7kQz2mXr9tLw4pHs6cNj8dFg3yRa5e"
@@ -544,16 +543,9 @@ def test_the_filter_redacts_messages_arguments_and_tracebacks() -> None:
     assert lines[-1] == "ValueError: bad token eyJ…[redacted]"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def test_a_served_access_log_holds_no_secret_sent_in_a_url(tmp_path: Path) -> None:
     # given: `keyplane serve --access-log` in production, its whole output in one file
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
     env = {
@@ -571,7 +563,7 @@ def test_a_served_access_log_holds_no_secret_sent_in_a_url(tmp_path: Path) -> No
             start_new_session=True,
         )
     try:
-        _wait_ready(base, process, log)
+        wait_ready(base, process, log)
         with httpx.Client(base_url=base, timeout=10) as client:
             signed = client.post(
                 "/graphql",
@@ -601,17 +593,3 @@ def test_a_served_access_log_holds_no_secret_sent_in_a_url(tmp_path: Path) -> No
     assert "GET /metrics?key=fm_…[redacted] " in written
     assert [secret for secret in sent if secret in written] == []
     assert "correct+horse" not in written
-
-
-def _wait_ready(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"keyplane serve exited early:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"keyplane serve did not become ready in 30 s:\n{log.read_text()}")

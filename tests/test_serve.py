@@ -11,10 +11,8 @@ import asyncio
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +20,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from tests.serve_process import free_port, wait_ready
 
 pytestmark = pytest.mark.multiprocess
 
@@ -35,13 +35,6 @@ needs_redis = pytest.mark.skipif(not REDIS_URL, reason="KEYPLANE_TEST_REDIS_URL 
 VIEWER = "{ viewer { kind apiKey { id } } }"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class Servers:
     """Starts `keyplane serve` processes that share one database (and Redis, when given)."""
 
@@ -52,7 +45,7 @@ class Servers:
         self.jwt_secret = secrets.token_urlsafe(48)  # shared by every server started here
 
     def start(self, *, workers: int = 2, storage: str = REDIS_URL) -> str:
-        port = _free_port()
+        port = free_port()
         env = {
             **os.environ,
             "KEYPLANE_DATA_DIR": str(self.tmp_path / "data"),
@@ -73,7 +66,7 @@ class Servers:
             )
         self.processes.append(process)
         base = f"http://127.0.0.1:{port}"
-        _wait_ready(base, process, log)
+        wait_ready(base, process, log)
         return base
 
     def stop_all(self) -> None:
@@ -117,20 +110,6 @@ async def servers_on_each_database(
         pytest.skip("KEYPLANE_TEST_DATABASE_URL is not set")
     async for started in _servers(tmp_path, PG_URL if request.param == "postgres" else ""):
         yield started
-
-
-def _wait_ready(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"keyplane serve exited early:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("keyplane serve did not become ready in 30 s")
 
 
 async def _gql(

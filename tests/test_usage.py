@@ -17,10 +17,8 @@ import asyncio
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -36,6 +34,7 @@ from keyplane.services import build_services
 from keyplane.settings import Settings
 from keyplane.usage.buffer import UsageBuffer, minute_of
 from tests.helpers import Api, Clock, Result
+from tests.serve_process import free_port, wait_ready
 
 PG_URL = os.environ.get("KEYPLANE_TEST_DATABASE_URL", "")
 TIGHT_KEY_TIER = "api_key=5/minute;oauth=5000/minute;jwt=5000/minute;anonymous=5000/minute"
@@ -794,27 +793,6 @@ def server(tmp_path: Path) -> Iterator[Server]:
         yield started
     finally:
         started.kill()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_ready(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"keyplane serve exited early:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"keyplane serve did not become ready in 30 s:\n{log.read_text()}")
 
 
 def api_over(client: httpx.AsyncClient) -> Api:

@@ -61,19 +61,27 @@ def _close(transport: asyncio.BaseTransport) -> None:
         transport.close()
 
 
-class H11HeadDeadline(H11Protocol):
+class _HeadDeadlineProtocol:
+    """What both protocols share: the deadline starts with the connection and ends with it.
+    Mixed in before uvicorn's protocol class, whose methods it extends."""
+
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.head_deadline = HeadDeadline(self.loop, head_timeout())
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
         self.head_deadline.arm(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.head_deadline.disarm()
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[misc]
 
+
+class H11HeadDeadline(_HeadDeadlineProtocol, H11Protocol):
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         self._follow_state()
@@ -90,19 +98,7 @@ class H11HeadDeadline(H11Protocol):
             self.head_deadline.disarm()
 
 
-class HttpToolsHeadDeadline(HttpToolsProtocol):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.head_deadline = HeadDeadline(self.loop, head_timeout())
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self.head_deadline.arm(transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.head_deadline.disarm()
-        super().connection_lost(exc)
-
+class HttpToolsHeadDeadline(_HeadDeadlineProtocol, HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self.head_deadline.disarm()
         super().on_headers_complete()

@@ -74,7 +74,10 @@ class Context:
     loaders: Loaders
     # The rate-limit decision that admitted this request (viewer.rateLimit reads it).
     rate_limit: Decision | None = None
-    # Queries too long for the query cache, as parsed to price them (schema/engine.py).
+    # Queries as the view parsed them to price them, for the engine to run (schema/engine.py):
+    # the last one (a batch often repeats one document) and those too long for the cache.
+    last_query: str | None = None
+    last_parsed: ParsedQuery | None = None
     long_queries: dict[str, ParsedQuery] | None = None
 
 

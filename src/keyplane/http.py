@@ -196,11 +196,15 @@ class GraphQLView(GraphQL[Context, None]):
 
     def _parsed(self, query: object, context: Context) -> ParsedQuery:
         """The query parsed (with its token limit) once for pricing and execution alike: the
-        engine finds it in the cache, or on the context when it is too long to be kept."""
+        engine finds it on the context (the last one parsed, and those too long for the cache),
+        else in the cache."""
         schema = self.schema
         assert isinstance(schema, KeyplaneSchema)
         text = query if isinstance(query, str) else ""
+        if text == context.last_query and context.last_parsed is not None:
+            return context.last_parsed  # a batch repeating one document
         parsed = schema.queries.parsed(text)
+        context.last_query, context.last_parsed = text, parsed
         if len(text) > MAX_KEPT_QUERY_CHARS:  # not kept by the cache: kept for this request
             if context.long_queries is None:
                 context.long_queries = {}

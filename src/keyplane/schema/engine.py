@@ -102,8 +102,11 @@ class KeyplaneSchema(strawberry.Schema):
         self._admitted: DocumentNode | None = None
 
     def parsed(self, query: str, context: Any) -> ParsedQuery:
-        """The query as the view parsed it to price it: from the cache, or (too long to be
-        kept there) from the context."""
+        """The query as the view parsed it to price it: from the context (the last one, or one
+        too long for the cache), else from the cache."""
+        last: ParsedQuery | None = getattr(context, "last_parsed", None)
+        if last is not None and context.last_query == query:
+            return last
         kept: dict[str, ParsedQuery] | None = getattr(context, "long_queries", None)
         if kept is not None and query in kept:
             return kept[query]
