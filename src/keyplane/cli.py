@@ -64,6 +64,9 @@ def serve(args: argparse.Namespace) -> None:
         log_level="info",
         # uvicorn's own HTTP/1.1 protocol plus a deadline for request heads (connections.py).
         http="keyplane.connections:HeadDeadlineProtocol",
+        # An idle keep-alive connection is closed after 5 s (uvicorn's default, said here so
+        # that it stays short whatever uvicorn's default becomes).
+        timeout_keep_alive=5,
     )
 
 
