@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from keyplane.auth.api_key import generate_secret
+from tests.helpers import Api
 from tests.serve_process import free_port, keyplane_serve
 
 pytestmark = pytest.mark.multiprocess
@@ -182,3 +183,28 @@ def test_a_stopped_postgresql_gets_503_within_5_s_and_a_restarted_one_is_used_ag
         200,
         {"data": {"createProject": {"name": "after"}}, "extensions": {"cost": COST}},
     )
+
+
+async def test_a_database_fault_while_linking_an_oauth_identity_is_503_not_500(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: the first sight of an OAuth identity writes its link, and the database is locked
+    from keyplane.auth import authenticate
+
+    async def locked(*args: object, **kwargs: object) -> str | None:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(authenticate, "_link_by_email", locked)
+    token = api.oauth.token(sub="first-sight", email="nobody-yet@example.com")
+
+    # when
+    response = await api.client.post(
+        "/graphql",
+        json={"query": "{ viewer { kind } }"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+
+    # then
+    assert response.status_code == 503
+    assert "Retry-After" in response.headers
+    assert response.json()["errors"][0]["extensions"] == {"code": "SERVICE_UNAVAILABLE"}

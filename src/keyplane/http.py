@@ -26,6 +26,7 @@ from tortoise import connections
 from keyplane.auth.lookups import KeyRecord
 from keyplane.auth.principal import ANONYMOUS, Principal
 from keyplane.context import Context, Loaders
+from keyplane.db import database_fault
 from keyplane.errors import InvalidCredentials, ServiceUnavailable
 from keyplane.post_only import transport_refusal
 from keyplane.ratelimit.client_ip import client_ip
@@ -114,6 +115,13 @@ class AuthenticationMiddleware:
             await response(scope, receive, send)
             return
         except ServiceUnavailable:
+            await database_unavailable()(scope, receive, send)
+            return
+        except Exception as exc:
+            # The readers' ORM calls (an OAuth identity linked on first sight) meet the same
+            # locked or unreachable database as the lookups do: 503, never a 500.
+            if not database_fault(exc):
+                raise
             await database_unavailable()(scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = principal
