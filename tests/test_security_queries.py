@@ -259,7 +259,7 @@ async def test_nested_lists_multiply_and_a_big_nesting_is_refused_before_it_runs
     assert result.body["extensions"]["cost"]["requested"] == 10 * (1 + 10 * (2 + 100 * 26))
 
 
-async def test_a_mutation_weighs_more_than_a_query_but_is_charged_as_before(api: Api) -> None:
+async def test_a_mutation_costs_more_than_a_query_but_is_charged_as_before(api: Api) -> None:
     # given
     token = await api.sign_up()
 
