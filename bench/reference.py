@@ -5,7 +5,7 @@ shape as keyplane (`environment(id) { apiKeys(first: N) { edges { node { ... } }
 names copied from src/keyplane/schema/schema.graphql) from objects held in memory, with
 Strawberry's ParserCache and ValidationCache: bare Strawberry as its documentation sets it up.
 keyplane caches the same two steps without Strawberry's extension hooks
-(src/keyplane/schema/documents.py), which is part of what it is measured on. No
+(src/keyplane/schema/query_cache.py), which is part of what it is measured on. No
 authentication, no rate limit, no database.
 
     uvicorn reference:app --app-dir bench --no-access-log

@@ -8,7 +8,7 @@ import strawberry
 from strawberry.permission import BasePermission, PermissionExtension
 from strawberry.types.base import StrawberryObjectDefinition
 
-from keyplane.permissions.fields import IsAuthenticated, is_open_to_anyone, open_to_anyone
+from keyplane.schema.permissions import IsAuthenticated, is_open_to_anyone, open_to_anyone
 from keyplane.schema.root import guarded, schema
 
 INTROSPECTION: dict[str, Any] = schema.introspect()["__schema"]

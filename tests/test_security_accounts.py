@@ -167,7 +167,7 @@ async def test_a_locked_account_still_verifies_the_password(
     # given: a locked account, and a record of what argon2 verifies
     email = await new_account(api)
     await fail(api, email, 10)
-    passwords: Passwords = app.state.services.accounts.passwords
+    passwords: Passwords = app.state.services.users.passwords
     verify = passwords.verify
     verified: list[tuple[bool, str]] = []
 

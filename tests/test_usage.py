@@ -855,7 +855,7 @@ async def test_a_flush_landing_while_a_key_is_read_loses_no_count(
     api: Api, app: Starlette, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # given: three unflushed requests, and a flush that commits while the key is being read
-    from keyplane.resolvers.access import Access
+    from keyplane.access import Access
 
     owner, key_id, _ = await _key_with_three_requests(api)
     usage = app.state.services.usage
@@ -908,7 +908,7 @@ async def test_the_calling_key_counts_right_when_a_flush_commits_while_it_is_rea
     _, _, secret = await _key_with_three_requests(api)
     services = app.state.services
     await services.credentials.changed()  # nothing kept: this request reads the row
-    from keyplane.auth.lookups import Lookups
+    from keyplane.records import Lookups
 
     real_key_by_hash = Lookups.key_by_hash
 

@@ -52,7 +52,7 @@ class InvalidCredentials(Unauthenticated):
         refused_key: Any = None,
     ):
         # Why (for metrics) and, when an existing key was refused (revoked or expired), its
-        # row (an auth.lookups.KeyRecord) for usage metering and the activity log. Neither is
+        # row (a records.KeyRecord) for usage metering and the activity log. Neither is
         # ever shown to the caller.
         self.reason = reason
         self.refused_key = refused_key

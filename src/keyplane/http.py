@@ -23,11 +23,12 @@ from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET
 from tortoise import connections
 
-from keyplane.auth.lookups import KeyRecord
+from keyplane.access import Access
 from keyplane.auth.principal import ANONYMOUS, Principal
-from keyplane.context import Context, Loaders
+from keyplane.context import Context
 from keyplane.db import database_fault
 from keyplane.errors import InvalidCredentials, ServiceUnavailable
+from keyplane.loaders import Loaders
 from keyplane.post_only import transport_refusal
 from keyplane.ratelimit.client_ip import client_ip
 from keyplane.ratelimit.headers import (
@@ -38,7 +39,7 @@ from keyplane.ratelimit.headers import (
 )
 from keyplane.ratelimit.limiter import Decision, LimiterUnavailable
 from keyplane.ratelimit.tiers import Tier
-from keyplane.resolvers.access import Access
+from keyplane.records import KeyRecord
 from keyplane.schema.engine import KeyplaneSchema
 from keyplane.schema.query_cache import AMBIGUOUS, MAX_KEPT_QUERY_CHARS, Operation, ParsedQuery
 from keyplane.services import Services

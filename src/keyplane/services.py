@@ -9,7 +9,6 @@ from datetime import datetime, timedelta
 from keyplane.auth.authenticate import Authenticator
 from keyplane.auth.changes import credential_version
 from keyplane.auth.dashboard import utcnow
-from keyplane.auth.lookups import Lookups, RecordLoaders
 from keyplane.auth.oauth import AccessTokenVerifier, JwksCache
 from keyplane.auth.passwords import Passwords
 from keyplane.auth.verified import VerifiedCredentials
@@ -17,8 +16,9 @@ from keyplane.deadlines import Deadlines
 from keyplane.metrics import Metrics
 from keyplane.ratelimit.limiter import Limiter
 from keyplane.ratelimit.policy import RatePolicy
+from keyplane.records import Lookups, RecordLoaders
 from keyplane.render.pool import RenderPool
-from keyplane.resolvers.account import AccountPolicy
+from keyplane.resolvers.user import UserPolicy
 from keyplane.settings import Settings
 from keyplane.usage.buffer import UsageBuffer
 
@@ -28,7 +28,7 @@ class Services:
     settings: Settings
     authenticator: Authenticator
     credentials: VerifiedCredentials
-    accounts: AccountPolicy
+    users: UserPolicy
     limiter: Limiter
     rates: RatePolicy
     usage: UsageBuffer
@@ -73,7 +73,7 @@ def build_services(
             clock=clock,
         ),
         credentials=credentials,
-        accounts=AccountPolicy(
+        users=UserPolicy(
             jwt_secret=secret,
             token_ttl=timedelta(seconds=settings.jwt_ttl_seconds),
             signup=settings.signup,

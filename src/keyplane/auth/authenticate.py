@@ -15,7 +15,6 @@ from tortoise.exceptions import IntegrityError
 
 from keyplane.auth import api_key as key_format
 from keyplane.auth import dashboard
-from keyplane.auth.lookups import KeyRecord, Lookups
 from keyplane.auth.oauth import AccessTokenClaims, AccessTokenVerifier, is_access_token
 from keyplane.auth.principal import (
     ANONYMOUS,
@@ -29,6 +28,7 @@ from keyplane.auth.verified import VerifiedCredentials, VerifiedTokens
 from keyplane.errors import InvalidCredentials
 from keyplane.models import OAuthIdentity, User
 from keyplane.permissions.scopes import Scope
+from keyplane.records import KeyRecord, Lookups
 
 
 class Authenticator:

@@ -8,14 +8,17 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import jwt
 
 from keyplane.auth.verified import VerifiedTokens
 from keyplane.permissions.scopes import Scope, parse_oauth_scope
-from keyplane.settings import OAuthSettings
+
+if TYPE_CHECKING:
+    # An annotation only: importing settings here would close auth -> settings -> ratelimit -> auth.
+    from keyplane.settings import OAuthSettings
 
 logger = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from keyplane.auth.lookups import KeyRecord
 from keyplane.permissions.scopes import ALL_SCOPES, Scope
+from keyplane.records import KeyRecord
 
 
 class AuthKind(StrEnum):

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Generic, TypeVar
 
 from keyplane.auth.changes import CredentialVersion, NoVersion
-from keyplane.auth.lookups import KeyRecord, MemberRecord
+from keyplane.records import KeyRecord, MemberRecord
 from keyplane.usage.buffer import KeyTotal, latest
 
 logger = logging.getLogger(__name__)

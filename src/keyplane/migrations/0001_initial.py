@@ -3,7 +3,8 @@ from tortoise.migrations import operations as ops
 import functools
 from json import dumps, loads
 from keyplane.models.api_key import _api_key_id
-from keyplane.models.project import _environment_id, _invitation_id, _member_id, _project_id
+from keyplane.models.member import _invitation_id, _member_id
+from keyplane.models.project import _environment_id, _project_id
 from keyplane.models.user import _identity_id, _session_id, _user_id
 from keyplane.permissions.scopes import Role
 from tortoise.fields.base import OnDelete

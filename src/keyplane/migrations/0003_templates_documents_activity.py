@@ -1,7 +1,8 @@
 from tortoise import migrations
 from tortoise.migrations import operations as ops
 from keyplane.models.activity import ActivityKind, _event_id
-from keyplane.models.template import TemplateFormat, _document_id, _template_id, _version_id
+from keyplane.models.document import _document_id
+from keyplane.models.template import TemplateFormat, _template_id, _version_id
 from tortoise.fields.base import OnDelete
 from tortoise import fields
 from tortoise.indexes import Index

@@ -2,8 +2,10 @@
 
 from keyplane.models.activity import ActivityEvent
 from keyplane.models.api_key import ApiKey
-from keyplane.models.project import Environment, Invitation, Member, MemberEnvironment, Project
-from keyplane.models.template import Document, Template, TemplateVersion
+from keyplane.models.document import Document
+from keyplane.models.member import Invitation, Member, MemberEnvironment
+from keyplane.models.project import Environment, Project
+from keyplane.models.template import Template, TemplateVersion
 from keyplane.models.usage import UsageBucket
 from keyplane.models.user import LoginFailure, OAuthIdentity, Session, User
 

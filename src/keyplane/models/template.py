@@ -1,4 +1,4 @@
-"""Templates, their frozen published versions, and the documents rendered from them."""
+"""Templates and their frozen published versions."""
 
 from __future__ import annotations
 
@@ -24,10 +24,6 @@ def _template_id() -> str:
 
 def _version_id() -> str:
     return new_id("tpv")
-
-
-def _document_id() -> str:
-    return new_id("doc")
 
 
 class Template(Model):
@@ -73,26 +69,3 @@ class TemplateVersion(Model):
     class Meta:
         table = "template_version"
         unique_together = (("template", "version"),)
-
-
-class Document(Model):
-    # template_id is kept without a foreign key: a document outlives its template.
-    id = fields.CharField(primary_key=True, max_length=32, default=_document_id)
-    environment: fields.ForeignKeyRelation[Environment] = fields.ForeignKeyField(
-        "keyplane.Environment", related_name="documents", on_delete=fields.CASCADE
-    )
-    template_id = fields.CharField(max_length=32)
-    template_version = fields.IntField()
-    format = fields.CharEnumField(TemplateFormat, max_length=16)
-    content = fields.TextField()
-    created_at = fields.DatetimeField(auto_now_add=True)
-    # Who made it: the acting user always; the key when a key did.
-    created_by: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
-        "keyplane.User", related_name="documents", on_delete=fields.RESTRICT
-    )
-    created_by_key_id = fields.CharField(max_length=32, null=True)
-    auth_kind = fields.CharField(max_length=16)
-
-    class Meta:
-        table = "document"
-        indexes = (("environment_id", "created_at"), ("template_id", "created_at"))

@@ -30,7 +30,7 @@ class User(Model):
     name = fields.CharField(max_length=64)
     password_hash = fields.CharField(max_length=255)
     created_at = fields.DatetimeField(auto_now_add=True)
-    # Set after too many failed logins: until then every login is refused (resolvers/account.py).
+    # Set after too many failed logins: until then every login is refused (resolvers/user.py).
     locked_until = fields.DatetimeField(null=True)
 
     class Meta:

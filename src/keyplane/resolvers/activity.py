@@ -6,11 +6,11 @@ from datetime import datetime
 
 from tortoise.expressions import Q
 
+from keyplane.access import Access
 from keyplane.auth.principal import AuthKind, Principal
 from keyplane.models import ActivityEvent
 from keyplane.models.activity import ActivityKind
 from keyplane.permissions.scopes import Scope
-from keyplane.resolvers.access import Access
 from keyplane.resolvers.pagination import Page, newest_first
 
 READ_ACTIVITY = frozenset({Scope.MANAGE_PROJECT, Scope.VIEW_ANALYTICS})

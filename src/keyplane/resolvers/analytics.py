@@ -37,12 +37,12 @@ from typing import Any
 from tortoise.expressions import RawSQL
 from tortoise.functions import Count, Sum
 
+from keyplane.access import Access
 from keyplane.errors import BadUserInput
 from keyplane.models import ActivityEvent, ApiKey, Document, Template, UsageBucket
 from keyplane.models.activity import ActivityKind
 from keyplane.permissions.scopes import Scope
 from keyplane.resolvers import validate
-from keyplane.resolvers.access import Access
 from keyplane.usage.buffer import Counts, UsageBuffer, minute_of
 
 VIEW_ANALYTICS = frozenset({Scope.VIEW_ANALYTICS})

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 from tortoise.transactions import in_transaction
 
+from keyplane.access import Access
 from keyplane.auth import api_key as key_format
-from keyplane.auth.lookups import KeyRecord
 from keyplane.auth.verified import VerifiedCredentials
 from keyplane.errors import BadUserInput, Conflict, Forbidden, NotFound
 from keyplane.models import ApiKey
@@ -16,8 +16,8 @@ from keyplane.models.activity import ActivityKind
 from keyplane.models.api_key import ApiKeyStatus
 from keyplane.permissions.scopes import Scope, encode_scopes
 from keyplane.ratelimit.tiers import MAX_KEY_LIMIT, MIN_KEY_LIMIT
+from keyplane.records import KeyRecord
 from keyplane.resolvers import validate
-from keyplane.resolvers.access import Access
 from keyplane.resolvers.activity import record_event
 from keyplane.resolvers.pagination import Page, decode_cursor, page_of
 from keyplane.usage.buffer import UsageBuffer

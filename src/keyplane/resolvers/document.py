@@ -8,13 +8,13 @@ from typing import Any
 
 from tortoise.transactions import in_transaction
 
+from keyplane.access import Access
 from keyplane.errors import BadUserInput, Forbidden, NotFound
 from keyplane.models import Document
 from keyplane.models.activity import ActivityKind
 from keyplane.permissions.scopes import Scope
 from keyplane.render.failure import FailureReason, RenderFailed
 from keyplane.render.pool import RenderPool
-from keyplane.resolvers.access import Access
 from keyplane.resolvers.activity import record_event
 from keyplane.resolvers.pagination import Page, newest_first
 from keyplane.resolvers.template import (

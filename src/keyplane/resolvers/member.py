@@ -36,6 +36,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
+from keyplane.access import Access
 from keyplane.auth import invitation as invitation_token
 from keyplane.auth.verified import VerifiedCredentials
 from keyplane.errors import BadUserInput, Conflict, Forbidden, NotFound
@@ -51,7 +52,6 @@ from keyplane.models import (
 from keyplane.models.activity import ActivityKind
 from keyplane.permissions.scopes import ROLE_RANK, Role, Scope
 from keyplane.resolvers import validate
-from keyplane.resolvers.access import Access
 from keyplane.resolvers.activity import record_event
 from keyplane.resolvers.api_key import describe as describe_key
 

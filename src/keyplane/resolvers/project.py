@@ -5,12 +5,12 @@ from __future__ import annotations
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from keyplane.auth.lookups import EnvironmentRecord
+from keyplane.access import Access
 from keyplane.errors import Conflict, Forbidden
 from keyplane.models import Environment, Member, Project
 from keyplane.permissions.scopes import Role, Scope
+from keyplane.records import EnvironmentRecord
 from keyplane.resolvers import validate
-from keyplane.resolvers.access import Access
 
 
 async def create_project(access: Access, *, name: str) -> Project:

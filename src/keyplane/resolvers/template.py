@@ -7,6 +7,7 @@ from datetime import datetime
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
+from keyplane.access import Access
 from keyplane.errors import BadUserInput, Conflict, Forbidden, NotFound
 from keyplane.models import Template, TemplateVersion
 from keyplane.models.activity import ActivityKind
@@ -15,7 +16,6 @@ from keyplane.permissions.scopes import Scope
 from keyplane.render.failure import FailureReason, RenderFailed
 from keyplane.render.pool import RenderPool
 from keyplane.resolvers import validate
-from keyplane.resolvers.access import Access
 from keyplane.resolvers.activity import record_event
 from keyplane.resolvers.pagination import Page, newest_first
 

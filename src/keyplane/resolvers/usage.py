@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from keyplane.access import Access
 from keyplane.errors import BadUserInput, Forbidden
 from keyplane.models.usage import UsageBucket
 from keyplane.resolvers import validate
-from keyplane.resolvers.access import Access
 from keyplane.resolvers.api_key import READ_KEYS, get_api_key
 from keyplane.usage.buffer import Counts, UsageBuffer, minute_of
 

@@ -13,19 +13,19 @@ from strawberry.relay import PageInfo
 
 import keyplane.schema.enums  # noqa: F401  (registers enum descriptions first)
 from keyplane import models
-from keyplane.auth.lookups import EnvironmentRecord, KeyRecord, UserRecord
 from keyplane.context import Context, Info
 from keyplane.errors import NotFound
 from keyplane.models.api_key import ApiKeyStatus, status_of
 from keyplane.permissions.scopes import Scope, sorted_scopes
 from keyplane.ratelimit.tiers import Tier
+from keyplane.records import EnvironmentRecord, KeyRecord, UserRecord
 from keyplane.resolvers import usage as usage_resolvers
 from keyplane.resolvers.api_key import IssuedKey
 from keyplane.resolvers.pagination import Page, encode_cursor
 from keyplane.resolvers.usage import Granularity
-from keyplane.schema.account import User
 from keyplane.schema.pagination import page_info
 from keyplane.schema.usage import UsagePoint
+from keyplane.schema.user import User
 from keyplane.usage.buffer import latest
 
 if TYPE_CHECKING:
@@ -144,7 +144,7 @@ class ApiKey:
         )
 
 
-# Users and environments never change once created (auth/lookups.py), and these GraphQL objects
+# Users and environments never change once created (records.py), and these GraphQL objects
 # hold nothing else: one per record serves every key and every request that names it.
 @lru_cache(maxsize=10_000)
 def _environment(record: EnvironmentRecord) -> Environment:

@@ -14,9 +14,9 @@ from keyplane.context import Info
 from keyplane.errors import NotFound
 from keyplane.models.template import TemplateFormat
 from keyplane.resolvers.pagination import Page, encode_cursor
-from keyplane.schema.account import User
 from keyplane.schema.enums import AuthKind
 from keyplane.schema.pagination import page_info
+from keyplane.schema.user import User
 
 
 @strawberry.type(description="A document rendered from a published template version.")

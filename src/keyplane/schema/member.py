@@ -13,8 +13,8 @@ from keyplane.errors import NotFound
 from keyplane.permissions.scopes import Role
 from keyplane.resolvers import member as member_resolvers
 from keyplane.resolvers.member import IssuedInvitation, MemberRecord
-from keyplane.schema.account import User
 from keyplane.schema.project import Environment
+from keyplane.schema.user import User
 
 
 async def _environments(

@@ -9,10 +9,10 @@ import strawberry
 
 import keyplane.schema.enums  # noqa: F401  (registers enum descriptions first)
 from keyplane import models
-from keyplane.auth.lookups import EnvironmentRecord
 from keyplane.context import Info
 from keyplane.errors import NotFound
 from keyplane.models.api_key import ApiKeyStatus
+from keyplane.records import EnvironmentRecord
 from keyplane.resolvers import api_key as api_key_resolvers
 from keyplane.resolvers import project as project_resolvers
 from keyplane.resolvers import usage as usage_resolvers

@@ -14,10 +14,8 @@ from keyplane import models
 from keyplane.auth.principal import AuthKind
 from keyplane.context import Info
 from keyplane.models.activity import ActivityKind
-from keyplane.permissions.fields import HasAnyScope, IsAuthenticated, IsUser, open_to_anyone
 from keyplane.permissions.scopes import Scope
 from keyplane.resolvers import (
-    account,
     activity,
     analytics,
     api_key,
@@ -25,9 +23,9 @@ from keyplane.resolvers import (
     member,
     project,
     template,
+    user,
 )
 from keyplane.resolvers.analytics import AnalyticsGranularity
-from keyplane.schema.account import AuthPayload, LogInInput, SignUpInput, User
 from keyplane.schema.activity import ActivityEventConnection
 from keyplane.schema.analytics import Analytics, GenerateReportInput, Report
 from keyplane.schema.api_key import (
@@ -47,6 +45,7 @@ from keyplane.schema.member import (
     Member,
     UpdateMemberInput,
 )
+from keyplane.schema.permissions import HasAnyScope, IsAuthenticated, IsUser, open_to_anyone
 from keyplane.schema.project import (
     CreateEnvironmentInput,
     CreateProjectInput,
@@ -59,6 +58,7 @@ from keyplane.schema.template import (
     TemplateConnection,
     UpdateTemplateInput,
 )
+from keyplane.schema.user import AuthPayload, LogInInput, SignUpInput, User
 from keyplane.schema.viewer import Viewer
 
 MANAGE = HasAnyScope(Scope.MANAGE_PROJECT)
@@ -75,7 +75,7 @@ def guarded(*permissions: BasePermission) -> list[Any]:
     ]
 
 
-def _grant(result: account.SessionGrant) -> AuthPayload:
+def _grant(result: user.SessionGrant) -> AuthPayload:
     return AuthPayload(
         access_token=result.access_token,
         expires_at=result.expires_at,
@@ -278,8 +278,8 @@ class Mutation:
     async def sign_up(self, info: Info, input: SignUpInput) -> AuthPayload | None:
         services = info.context.services
         return _grant(
-            await account.sign_up(
-                services.accounts,
+            await user.sign_up(
+                services.users,
                 email=input.email,
                 password=input.password,
                 name=input.name,
@@ -294,8 +294,8 @@ class Mutation:
     async def log_in(self, info: Info, input: LogInInput) -> AuthPayload | None:
         services = info.context.services
         return _grant(
-            await account.log_in(
-                services.accounts, email=input.email, password=input.password, now=info.context.now
+            await user.log_in(
+                services.users, email=input.email, password=input.password, now=info.context.now
             )
         )
 
@@ -305,7 +305,7 @@ class Mutation:
         extensions=guarded(IsUser(AuthKind.JWT)),
     )
     async def log_out(self, info: Info) -> bool | None:
-        return await account.log_out(
+        return await user.log_out(
             info.context.principal,
             now=info.context.now,
             credentials=info.context.services.credentials,

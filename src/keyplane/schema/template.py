@@ -13,8 +13,8 @@ from keyplane.errors import NotFound
 from keyplane.models.template import TemplateFormat
 from keyplane.resolvers import template as template_resolvers
 from keyplane.resolvers.pagination import Page, encode_cursor
-from keyplane.schema.account import User
 from keyplane.schema.pagination import page_info
+from keyplane.schema.user import User
 
 strawberry.enum(
     TemplateFormat,

@@ -12,9 +12,9 @@ from keyplane.auth.verified import with_counts
 from keyplane.context import Info
 from keyplane.permissions.scopes import Scope
 from keyplane.resolvers.api_key import get_api_key
-from keyplane.schema.account import User
 from keyplane.schema.api_key import ApiKey
 from keyplane.schema.project import Environment
+from keyplane.schema.user import User
 
 
 @strawberry.type(description="The caller's rate limit, as this request left it.")

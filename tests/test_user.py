@@ -1,4 +1,4 @@
-"""Dashboard accounts over HTTP: signUp, logIn, logOut, token expiry, closed sign-up; Settings."""
+"""Dashboard users over HTTP: signUp, logIn, logOut, token expiry, closed sign-up; Settings."""
 
 from __future__ import annotations
 

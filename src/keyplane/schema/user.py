@@ -7,7 +7,7 @@ from datetime import datetime
 import strawberry
 
 from keyplane import models
-from keyplane.auth.lookups import UserRecord
+from keyplane.records import UserRecord
 
 
 @strawberry.type(description="A person who signs in to the dashboard.")

@@ -1,8 +1,10 @@
-"""The queries every authenticated request makes, as plain SQL.
+"""Records: the rows every authenticated request reads (keys, members, sessions, users,
+environments), as plain SQL, and the record types resolvers and GraphQL types share.
 
 Measured on SQLite, one lookup through the ORM costs ~200 µs and the same query as raw SQL on
-the same connection ~35 µs (STACK_NOTES). Nothing here is cached; the authenticator keeps what
-it read only under the credentials' version (auth/changes.py, auth/verified.py).
+the same connection ~35 µs (STACK_NOTES). Only users and environments are kept here
+(RecordLoaders, below); the authenticator keeps what it read only under the credentials' version
+(auth/changes.py, auth/verified.py).
 """
 
 from __future__ import annotations

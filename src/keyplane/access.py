@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from keyplane.auth.lookups import EnvironmentRecord, Lookups, RecordLoaders
 from keyplane.auth.principal import Principal
 from keyplane.errors import Forbidden, NotFound, Unauthenticated
 from keyplane.models import Environment, Project
 from keyplane.permissions.scopes import ROLE_SCOPES, Role, Scope
+from keyplane.records import EnvironmentRecord, Lookups, RecordLoaders
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Dashboard accounts: sign up, log in, log out.
+"""Dashboard users: sign up, log in, log out.
 
 After MAX_FAILED_LOGINS wrong passwords for one account within FAILURE_WINDOW, that account's
 logins are refused for LOCKOUT, from whatever address they come. The refusal is the answer a
@@ -38,7 +38,7 @@ class SessionGrant:
 
 
 @dataclass(frozen=True, slots=True)
-class AccountPolicy:
+class UserPolicy:
     jwt_secret: str
     token_ttl: timedelta
     signup: SignupPolicy
@@ -46,7 +46,7 @@ class AccountPolicy:
 
 
 async def sign_up(
-    policy: AccountPolicy, *, email: str, password: str, name: str, now: datetime
+    policy: UserPolicy, *, email: str, password: str, name: str, now: datetime
 ) -> SessionGrant:
     email = validate.email(email)
     password = validate.password(password)
@@ -70,9 +70,7 @@ async def _may_join_closed(email: str, now: datetime) -> bool:
     ).exists()
 
 
-async def log_in(
-    policy: AccountPolicy, *, email: str, password: str, now: datetime
-) -> SessionGrant:
+async def log_in(policy: UserPolicy, *, email: str, password: str, now: datetime) -> SessionGrant:
     user = await User.get_or_none(email=email.strip().lower())
     # Verify even when the account is missing or locked, so timing tells neither apart.
     ok = await policy.passwords.verify(user.password_hash if user else None, password)
@@ -97,7 +95,7 @@ async def _count_failure(user_id: str, now: datetime) -> None:
             await LoginFailure.filter(user_id=user_id).delete()
 
 
-async def _open_session(policy: AccountPolicy, user: User, now: datetime) -> SessionGrant:
+async def _open_session(policy: UserPolicy, user: User, now: datetime) -> SessionGrant:
     session = await Session.create(user=user, expires_at=now + policy.token_ttl)
     token, expires_at = dashboard.issue_token(
         secret=policy.jwt_secret,
