@@ -20,15 +20,13 @@ from starlette.applications import Starlette
 
 from keyplane.app import create_app
 from keyplane.auth.oauth import JwksCache
-from keyplane.auth.passwords import Passwords
 from keyplane.db import apply_migrations_sync
 from keyplane.ratelimit.tiers import parse_tiers
 from keyplane.settings import OAuthSettings, RunMode, Settings, SignupPolicy
+from tests.factories import FAST_PASSWORDS
 from tests.helpers import Api, Clock, OAuthIssuer
 
 PG_URL = os.environ.get("KEYPLANE_TEST_DATABASE_URL", "")
-# Cheap argon2 parameters: the tests exercise our code, not the hash's cost.
-FAST_PASSWORDS = Passwords(time_cost=1, memory_cost_kib=1024)
 
 
 @pytest.fixture(scope="session")

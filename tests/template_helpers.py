@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from keyplane.models import ActivityEvent, Member
@@ -115,30 +114,6 @@ query ListDocuments($env: ID!, $first: Int! = 20, $after: String) {
   }
 }
 """
-
-
-@dataclass(frozen=True)
-class Tenant:
-    """A user who owns a project with one environment."""
-
-    token: str
-    user_id: str
-    email: str
-    project_id: str
-    environment_id: str
-
-
-async def new_tenant(api: Api) -> Tenant:
-    token = await api.sign_up()
-    viewer = (await api.gql("{ viewer { user { id email } } }", token=token)).ok()["viewer"]
-    project_id = await api.create_project(token)
-    return Tenant(
-        token=token,
-        user_id=viewer["user"]["id"],
-        email=viewer["user"]["email"],
-        project_id=project_id,
-        environment_id=await api.create_environment(token, project_id),
-    )
 
 
 async def add_member(api: Api, project_id: str, role: Role) -> str:

@@ -18,12 +18,15 @@ from typing import Any
 from unittest.mock import ANY
 
 import pytest
+from starlette.applications import Starlette
 from tortoise import connections
 
 from keyplane.auth.api_key import generate_secret
 from keyplane.models import Member, MemberEnvironment
-from keyplane.permissions.scopes import Role
-from tests.helpers import Api, Clock, Result, in_future
+from keyplane.permissions.scopes import Role, Scope
+from tests import factories
+from tests.helpers import Api, Clock, Result, in_future, new_tenant
+from tests.schema_client import execute
 
 SECRET_RE = re.compile(r"^fm_[0-9A-Za-z]{32}$")
 ALL_SCOPES = ["GENERATE_DOCUMENTS", "MANAGE_PROJECT", "MANAGE_TEMPLATES", "VIEW_ANALYTICS"]
@@ -103,30 +106,6 @@ VIEWER = "{ viewer { kind scopes apiKey { id name } environment { id } } }"
 # --- helpers -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Tenant:
-    """A user who owns a project with one environment."""
-
-    token: str
-    user_id: str
-    email: str
-    project_id: str
-    environment_id: str
-
-
-async def new_tenant(api: Api, email: str | None = None) -> Tenant:
-    token = await api.sign_up(email)
-    data = (await api.gql("{ viewer { user { id email } } }", token=token)).ok()
-    project_id = await api.create_project(token)
-    return Tenant(
-        token=token,
-        user_id=data["viewer"]["user"]["id"],
-        email=data["viewer"]["user"]["email"],
-        project_id=project_id,
-        environment_id=await api.create_environment(token, project_id),
-    )
-
-
 async def add_member(
     api: Api, project_id: str, role: Role, *, environment_ids: list[str] | None = None
 ) -> str:
@@ -174,6 +153,25 @@ async def read_key(api: Api, token: str, key_id: str) -> dict[str, Any]:
 
 async def list_names(api: Api, token: str, environment_id: str, **arguments: Any) -> list[str]:
     result = await api.gql(LIST_KEYS, {"id": environment_id, **arguments}, token=token)
+    edges = result.ok()["environment"]["apiKeys"]["edges"]
+    return [edge["node"]["name"] for edge in edges]
+
+
+async def key_read(app: Starlette, credential: str, key_id: str) -> dict[str, Any]:
+    """`read_key` through the schema."""
+    record: dict[str, Any] = (
+        await execute(app, GET_KEY, {"id": key_id}, credential=credential)
+    ).ok()["apiKey"]
+    return record
+
+
+async def names_listed(
+    app: Starlette, credential: str, environment_id: str, **arguments: Any
+) -> list[str]:
+    """`list_names` through the schema."""
+    result = await execute(
+        app, LIST_KEYS, {"id": environment_id, **arguments}, credential=credential
+    )
     edges = result.ok()["environment"]["apiKeys"]["edges"]
     return [edge["node"]["name"] for edge in edges]
 
@@ -683,14 +681,16 @@ async def test_an_expired_key_is_refused_and_shown_as_expired(api: Api, clock: C
 # --- environment.apiKeys ---------------------------------------------------------------------
 
 
-async def test_keys_are_listed_newest_first(api: Api) -> None:
+async def test_keys_are_listed_newest_first(app: Starlette) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await factories.tenant(app)
     for name in ["first", "second", "third"]:
-        await api.create_key(owner.token, owner.environment_id, name=name)
+        await factories.api_key(
+            environment_id=owner.environment_id, created_by_id=owner.user_id, name=name
+        )
 
     # when
-    result = await api.gql(LIST_KEYS, {"id": owner.environment_id}, token=owner.token)
+    result = await execute(app, LIST_KEYS, {"id": owner.environment_id}, credential=owner.token)
 
     # then
     connection = result.ok()["environment"]["apiKeys"]
@@ -701,15 +701,21 @@ async def test_keys_are_listed_newest_first(api: Api) -> None:
     }
 
 
-async def test_pages_after_a_cursor_stay_stable_while_keys_are_created(api: Api) -> None:
+async def test_pages_after_a_cursor_stay_stable_while_keys_are_created(app: Starlette) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await factories.tenant(app)
+
+    async def new_key(name: str) -> None:
+        await factories.api_key(
+            environment_id=owner.environment_id, created_by_id=owner.user_id, name=name
+        )
+
     for number in range(1, 6):
-        await api.create_key(owner.token, owner.environment_id, name=f"k{number}")
+        await new_key(f"k{number}")
 
     async def page(after: str | None) -> dict[str, Any]:
         variables = {"id": owner.environment_id, "first": 2, "after": after}
-        result = await api.gql(LIST_KEYS, variables, token=owner.token)
+        result = await execute(app, LIST_KEYS, variables, credential=owner.token)
         connection: dict[str, Any] = result.ok()["environment"]["apiKeys"]
         return {
             "names": [edge["node"]["name"] for edge in connection["edges"]],
@@ -719,9 +725,9 @@ async def test_pages_after_a_cursor_stay_stable_while_keys_are_created(api: Api)
 
     # when
     first = await page(None)
-    await api.create_key(owner.token, owner.environment_id, name="k6")
+    await new_key("k6")
     second = await page(first["endCursor"])
-    await api.create_key(owner.token, owner.environment_id, name="k7")
+    await new_key("k7")
     third = await page(second["endCursor"])
 
     # then
@@ -731,18 +737,20 @@ async def test_pages_after_a_cursor_stay_stable_while_keys_are_created(api: Api)
         True,
         False,
     ]
-    assert await list_names(api, owner.token, owner.environment_id, first=2) == ["k7", "k6"]
+    assert await names_listed(app, owner.token, owner.environment_id, first=2) == ["k7", "k6"]
 
 
 @pytest.mark.parametrize("first", [1, 100])
-async def test_a_page_may_hold_1_to_100_keys(api: Api, first: int) -> None:
+async def test_a_page_may_hold_1_to_100_keys(app: Starlette, first: int) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await factories.tenant(app)
     for name in ["a", "b"]:
-        await api.create_key(owner.token, owner.environment_id, name=name)
+        await factories.api_key(
+            environment_id=owner.environment_id, created_by_id=owner.user_id, name=name
+        )
 
     # when
-    names = await list_names(api, owner.token, owner.environment_id, first=first)
+    names = await names_listed(app, owner.token, owner.environment_id, first=first)
 
     # then
     assert names == ["b", "a"][:first]
@@ -772,25 +780,29 @@ async def test_listing_keys_with_bad_paging_is_refused_naming_the_argument(
     assert_bad_input(result, field)
 
 
-async def test_keys_are_filtered_by_status(api: Api, clock: Clock) -> None:
+async def test_keys_are_filtered_by_status(app: Starlette, clock: Clock) -> None:
     # given
-    owner = await new_tenant(api)
-    soon = (datetime.now(UTC) + timedelta(seconds=60)).isoformat()
-    await api.create_key(owner.token, owner.environment_id, name="expired", expires_at=soon)
-    revoked_id, _ = await api.create_key(owner.token, owner.environment_id, name="revoked")
-    await api.create_key(owner.token, owner.environment_id, name="active")
-    await api.create_key(
-        owner.token, owner.environment_id, name="expiring later", expires_at=in_future(days=1)
-    )
-    await revoke(api, owner.token, revoked_id)
+    owner = await factories.tenant(app)
+    now = datetime.now(UTC)
+
+    async def new_key(name: str, **fields: Any) -> str:
+        issued = await factories.api_key(
+            environment_id=owner.environment_id, created_by_id=owner.user_id, name=name, **fields
+        )
+        return issued.id
+
+    await new_key("expired", expires_at=now + timedelta(seconds=60))
+    revoked_id = await new_key("revoked", revoked_at=now)
+    await new_key("active")
+    await new_key("expiring later", expires_at=now + timedelta(days=1))
     clock.advance(61)
 
     # when
     by_status = {
-        status: await list_names(api, owner.token, owner.environment_id, status=status)
+        status: await names_listed(app, owner.token, owner.environment_id, status=status)
         for status in ["ACTIVE", "REVOKED", "EXPIRED"]
     }
-    everything = await api.gql(LIST_KEYS, {"id": owner.environment_id}, token=owner.token)
+    everything = await execute(app, LIST_KEYS, {"id": owner.environment_id}, credential=owner.token)
 
     # then
     assert by_status == {
@@ -806,16 +818,23 @@ async def test_keys_are_filtered_by_status(api: Api, clock: Clock) -> None:
     ]
 
 
-async def test_a_key_with_view_analytics_lists_the_keys_of_its_environment(api: Api) -> None:
+async def test_a_key_with_view_analytics_lists_the_keys_of_its_environment(
+    app: Starlette,
+) -> None:
     # given
-    owner = await new_tenant(api)
-    await api.create_key(owner.token, owner.environment_id, name="worker")
-    _, reader = await api.create_key(
-        owner.token, owner.environment_id, ["VIEW_ANALYTICS"], name="dashboard"
+    owner = await factories.tenant(app)
+    await factories.api_key(
+        environment_id=owner.environment_id, created_by_id=owner.user_id, name="worker"
+    )
+    reader = await factories.api_key(
+        environment_id=owner.environment_id,
+        created_by_id=owner.user_id,
+        scopes=[Scope.VIEW_ANALYTICS],
+        name="dashboard",
     )
 
     # when
-    names = await list_names(api, reader, owner.environment_id)
+    names = await names_listed(app, reader.secret, owner.environment_id)
 
     # then
     assert names == ["dashboard", "worker"]
@@ -838,99 +857,126 @@ async def test_a_key_is_read_by_id(api: Api) -> None:
     assert result.ok() == {"apiKey": created["createApiKey"]["apiKey"]}
 
 
-async def test_a_missing_key_id_is_not_found(api: Api) -> None:
+async def test_a_missing_key_id_is_not_found(app: Starlette) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await factories.tenant(app)
 
     # when
-    result = await api.gql(GET_KEY, {"id": MISSING_KEY_ID}, token=owner.token)
+    result = await execute(app, GET_KEY, {"id": MISSING_KEY_ID}, credential=owner.token)
 
     # then
     assert result.data == {"apiKey": None}
     assert result.codes == ["NOT_FOUND"]
 
 
-async def test_a_key_without_read_scopes_still_reads_itself_through_viewer(api: Api) -> None:
+async def test_a_key_without_read_scopes_still_reads_itself_through_viewer(
+    app: Starlette,
+) -> None:
     # given
-    owner = await new_tenant(api)
-    key_id, secret = await api.create_key(owner.token, owner.environment_id, ["GENERATE_DOCUMENTS"])
+    owner = await factories.tenant(app)
+    key = await factories.api_key(
+        environment_id=owner.environment_id,
+        created_by_id=owner.user_id,
+        scopes=[Scope.GENERATE_DOCUMENTS],
+    )
 
     # when
-    result = await api.gql(VIEWER, token=secret)
+    result = await execute(app, VIEWER, credential=key.secret)
 
     # then
-    assert result.ok()["viewer"]["apiKey"] == {"id": key_id, "name": "server"}
+    assert result.ok()["viewer"]["apiKey"] == {"id": key.id, "name": "server"}
 
 
 # --- updateApiKey ----------------------------------------------------------------------------
 
 
-async def test_renaming_a_key_keeps_its_scopes(api: Api) -> None:
+async def test_renaming_a_key_keeps_its_scopes(app: Starlette) -> None:
     # given
-    owner = await new_tenant(api)
-    key_id, _ = await api.create_key(owner.token, owner.environment_id, ["VIEW_ANALYTICS"])
+    owner = await factories.tenant(app)
+    key = await factories.api_key(
+        environment_id=owner.environment_id,
+        created_by_id=owner.user_id,
+        scopes=[Scope.VIEW_ANALYTICS],
+    )
 
     # when
-    result = await api.gql(
-        UPDATE_KEY, {"input": {"id": key_id, "name": "Renamed"}}, token=owner.token
+    result = await execute(
+        app, UPDATE_KEY, {"input": {"id": key.id, "name": "Renamed"}}, credential=owner.token
     )
 
     # then
     assert result.ok() == {
         "updateApiKey": {
-            "id": key_id,
+            "id": key.id,
             "name": "Renamed",
             "scopes": ["VIEW_ANALYTICS"],
             "status": "ACTIVE",
         }
     }
-    assert (await read_key(api, owner.token, key_id))["name"] == "Renamed"
+    assert (await key_read(app, owner.token, key.id))["name"] == "Renamed"
 
 
-async def test_changing_a_keys_scopes_applies_to_its_next_request(api: Api) -> None:
+async def test_changing_a_keys_scopes_applies_to_its_next_request(app: Starlette) -> None:
     # given
-    owner = await new_tenant(api)
-    key_id, secret = await api.create_key(owner.token, owner.environment_id, ["VIEW_ANALYTICS"])
+    owner = await factories.tenant(app)
+    key = await factories.api_key(
+        environment_id=owner.environment_id,
+        created_by_id=owner.user_id,
+        scopes=[Scope.VIEW_ANALYTICS],
+    )
 
     # when
-    result = await api.gql(
+    result = await execute(
+        app,
         UPDATE_KEY,
-        {"input": {"id": key_id, "scopes": ["GENERATE_DOCUMENTS", "MANAGE_TEMPLATES"]}},
-        token=owner.token,
+        {"input": {"id": key.id, "scopes": ["GENERATE_DOCUMENTS", "MANAGE_TEMPLATES"]}},
+        credential=owner.token,
     )
 
     # then
     assert result.ok()["updateApiKey"] == {
-        "id": key_id,
+        "id": key.id,
         "name": "server",
         "scopes": ["GENERATE_DOCUMENTS", "MANAGE_TEMPLATES"],
         "status": "ACTIVE",
     }
-    viewer = (await api.gql(VIEWER, token=secret)).ok()["viewer"]
+    viewer = (await execute(app, VIEWER, credential=key.secret)).ok()["viewer"]
     assert viewer["scopes"] == ["GENERATE_DOCUMENTS", "MANAGE_TEMPLATES"]
 
 
-async def test_a_management_key_changes_scopes_only_within_its_own(api: Api) -> None:
+async def test_a_management_key_changes_scopes_only_within_its_own(app: Starlette) -> None:
     # given
-    owner = await new_tenant(api)
-    key_id, _ = await api.create_key(owner.token, owner.environment_id, ["MANAGE_PROJECT"])
-    _, manager = await api.create_key(
-        owner.token, owner.environment_id, ["MANAGE_PROJECT", "VIEW_ANALYTICS"]
+    owner = await factories.tenant(app)
+    key = await factories.api_key(
+        environment_id=owner.environment_id,
+        created_by_id=owner.user_id,
+        scopes=[Scope.MANAGE_PROJECT],
+    )
+    manager = await factories.api_key(
+        environment_id=owner.environment_id,
+        created_by_id=owner.user_id,
+        scopes=[Scope.MANAGE_PROJECT, Scope.VIEW_ANALYTICS],
     )
 
     # when
-    within = await api.gql(
-        UPDATE_KEY, {"input": {"id": key_id, "scopes": ["VIEW_ANALYTICS"]}}, token=manager
+    within = await execute(
+        app,
+        UPDATE_KEY,
+        {"input": {"id": key.id, "scopes": ["VIEW_ANALYTICS"]}},
+        credential=manager.secret,
     )
-    beyond = await api.gql(
-        UPDATE_KEY, {"input": {"id": key_id, "scopes": ["MANAGE_TEMPLATES"]}}, token=manager
+    beyond = await execute(
+        app,
+        UPDATE_KEY,
+        {"input": {"id": key.id, "scopes": ["MANAGE_TEMPLATES"]}},
+        credential=manager.secret,
     )
 
     # then
     assert within.ok()["updateApiKey"]["scopes"] == ["VIEW_ANALYTICS"]
     assert beyond.data == {"updateApiKey": None}
     assert beyond.codes == ["FORBIDDEN"]
-    assert (await read_key(api, owner.token, key_id))["scopes"] == ["VIEW_ANALYTICS"]
+    assert (await key_read(app, owner.token, key.id))["scopes"] == ["VIEW_ANALYTICS"]
 
 
 @pytest.mark.parametrize(

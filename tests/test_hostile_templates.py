@@ -28,17 +28,16 @@ from keyplane.models.activity import ActivityKind
 from keyplane.render.limits import MIB, RenderLimits
 from keyplane.render.pool import RenderPool
 from keyplane.settings import Settings, SettingsError
-from tests.conftest import FAST_PASSWORDS, PG_URL
+from tests.conftest import PG_URL
 from tests.conftest import _truncate_all as truncate_all
-from tests.helpers import Api, Clock, OAuthIssuer
+from tests.factories import FAST_PASSWORDS
+from tests.helpers import Api, Clock, OAuthIssuer, Tenant, new_tenant
 from tests.template_helpers import (
-    Tenant,
     bad_input,
     create_template,
     events,
     generate,
     new_template,
-    new_tenant,
 )
 
 # The default limits are in force here: 2 s, 1 MiB of output, 256 MiB of address space.

@@ -27,7 +27,7 @@ from keyplane.models import ActivityEvent, Invitation, Member, MemberEnvironment
 from keyplane.models.activity import ActivityKind
 from keyplane.permissions.scopes import Role
 from keyplane.settings import SignupPolicy
-from tests.helpers import Api, Clock, Result
+from tests.helpers import Api, Clock, Result, Tenant, new_tenant
 
 TOKEN_RE = re.compile(r"^fmi_[0-9A-Za-z]{32}$")
 PASSWORD = "correct horse"
@@ -94,20 +94,11 @@ mutation($input: CreateApiKeyInput!) { createApiKey(input: $input) { apiKey { id
 """
 
 
+# The member tests' tenants have two environments, so that a grant can name one of them.
+DEV_AND_PROD = ("Development", "Production")
+
+
 # --- helpers -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Tenant:
-    """A user who owns a project with two environments, named "Development" and "Production"."""
-
-    token: str
-    user_id: str
-    email: str
-    member_id: str
-    project_id: str
-    environment_id: str  # Development
-    other_environment_id: str  # Production
 
 
 @dataclass(frozen=True)
@@ -123,24 +114,6 @@ class Joined:
 async def whoami(api: Api, token: str) -> tuple[str, str]:
     data = (await api.gql("{ viewer { user { id email } } }", token=token)).ok()
     return data["viewer"]["user"]["id"], data["viewer"]["user"]["email"]
-
-
-async def new_tenant(api: Api, email: str | None = None) -> Tenant:
-    token = await api.sign_up(email)
-    user_id, address = await whoami(api, token)
-    project_id = await api.create_project(token)
-    development = await api.create_environment(token, project_id, "Development")
-    production = await api.create_environment(token, project_id, "Production")
-    owner = await Member.get(project_id=project_id, user_id=user_id)
-    return Tenant(
-        token=token,
-        user_id=user_id,
-        email=address,
-        member_id=owner.id,
-        project_id=project_id,
-        environment_id=development,
-        other_environment_id=production,
-    )
 
 
 async def invite(
@@ -343,7 +316,7 @@ async def test_every_member_operation_without_credentials_is_unauthenticated(
     api: Api, operation: Operation
 ) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
     target = await add_member(api, owner, Role.DEVELOPER, [owner.environment_id])
     before = await state(owner.project_id)
 
@@ -376,7 +349,7 @@ async def test_every_member_operation_refuses_a_caller_without_manage_project_ev
     api: Api, operation: Operation, caller: str
 ) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
     target = await add_member(api, owner, Role.DEVELOPER, [owner.environment_id])
     token = await credential(api, owner, caller)
     before = await state(owner.project_id)
@@ -399,7 +372,7 @@ async def test_every_member_operation_is_open_to_a_project_wide_manager_and_a_ma
     api: Api, operation: Operation, caller: str
 ) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
     target = await add_member(api, owner, Role.DEVELOPER, [owner.environment_id])
     token = await credential(api, owner, caller)
 
@@ -418,9 +391,9 @@ async def test_every_member_operation_on_another_project_answers_like_a_missing_
     api: Api, operation: Operation, caller: str
 ) -> None:
     # given
-    intruder = await new_tenant(api)
+    intruder = await new_tenant(api, environments=DEV_AND_PROD)
     token = await credential(api, intruder, caller)
-    victim = await new_tenant(api)
+    victim = await new_tenant(api, environments=DEV_AND_PROD)
     target = await add_member(api, victim, Role.DEVELOPER, [victim.environment_id])
     missing = Tenant(
         token="",
@@ -428,8 +401,7 @@ async def test_every_member_operation_on_another_project_answers_like_a_missing_
         email="",
         member_id=MISSING_MEMBER_ID,
         project_id=MISSING_PROJECT_ID,
-        environment_id=MISSING_ENVIRONMENT_ID,
-        other_environment_id=MISSING_ENVIRONMENT_ID,
+        environment_ids=(MISSING_ENVIRONMENT_ID, MISSING_ENVIRONMENT_ID),
     )
     before = await state(victim.project_id)
 
@@ -454,7 +426,7 @@ async def test_members_lists_everyone_with_their_role_and_environments_oldest_fi
     api: Api,
 ) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
     developer = await join(api, owner, "DEVELOPER", [owner.other_environment_id])
     viewer = await join(api, owner, "VIEWER")
 
@@ -473,7 +445,7 @@ async def test_a_member_with_all_environments_also_reaches_environments_created_
     api: Api,
 ) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
     viewer = await join(api, owner, "VIEWER")
     limited = await join(api, owner, "VIEWER", [owner.environment_id])
 
@@ -498,7 +470,7 @@ async def test_inviting_returns_the_invitation_and_a_token_valid_for_seven_days(
     api: Api, clock: Clock
 ) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
     before = clock()
 
     # when
@@ -532,7 +504,7 @@ async def test_inviting_returns_the_invitation_and_a_token_valid_for_seven_days(
 
 async def test_an_invitation_without_environments_grants_all_of_them(api: Api) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
 
     # when
     result = await invite(api, owner.token, owner.project_id, "all@example.com", "VIEWER", [])
@@ -548,7 +520,7 @@ async def test_an_invitation_without_environments_grants_all_of_them(api: Api) -
 
 async def test_the_invitation_token_is_stored_only_as_its_hash(api: Api) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
 
     # when
     payload = (await invite(api, owner.token, owner.project_id, "h@example.com")).ok()
@@ -562,7 +534,7 @@ async def test_the_invitation_token_is_stored_only_as_its_hash(api: Api) -> None
 
 async def test_inviting_records_member_invited_for_the_whole_project(api: Api) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
 
     # when
     payload = (await invite(api, owner.token, owner.project_id, "e@example.com", "VIEWER")).ok()[
@@ -581,7 +553,7 @@ async def test_inviting_records_member_invited_for_the_whole_project(api: Api) -
 
 async def test_inviting_an_existing_member_is_a_conflict(api: Api) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
     member = await join(api, owner, "VIEWER")
     before = await state(owner.project_id)
 
@@ -597,7 +569,7 @@ async def test_inviting_an_existing_member_is_a_conflict(api: Api) -> None:
 
 async def test_inviting_an_email_again_replaces_its_pending_invitation(api: Api) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
     first = (await invite(api, owner.token, owner.project_id, "twice@example.com", "VIEWER")).ok()
     second = (await invite(api, owner.token, owner.project_id, "twice@example.com", "ADMIN")).ok()
     token = await api.sign_up("twice@example.com", PASSWORD)
@@ -628,8 +600,8 @@ async def test_inviting_with_bad_input_names_the_field(
     api: Api, email: str, environments: str, field: str
 ) -> None:
     # given
-    owner = await new_tenant(api)
-    elsewhere = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
+    elsewhere = await new_tenant(api, environments=DEV_AND_PROD)
     environment_ids = {
         "none": [],
         "missing": [owner.environment_id, MISSING_ENVIRONMENT_ID],
@@ -647,7 +619,7 @@ async def test_inviting_with_bad_input_names_the_field(
 
 
 async def test_an_unknown_role_is_refused_by_graphql_validation(api: Api) -> None:
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
 
     result = await invite(api, owner.token, owner.project_id, "x@example.com", "SUPERUSER")
 
@@ -662,7 +634,7 @@ async def test_accepting_creates_the_member_with_the_invited_role_and_environmen
     api: Api, clock: Clock
 ) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
     invited = (
         await invite(
             api, owner.token, owner.project_id, "ann@example.com", "ADMIN", [owner.environment_id]
@@ -686,7 +658,7 @@ async def test_accepting_creates_the_member_with_the_invited_role_and_environmen
 
 async def test_accepting_takes_effect_on_the_next_request(api: Api) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
     invited = (await invite(api, owner.token, owner.project_id, "bo@example.com", "VIEWER")).ok()[
         "inviteMember"
     ]
@@ -707,7 +679,7 @@ async def test_accepting_takes_effect_on_the_next_request(api: Api) -> None:
 
 async def test_accepting_records_the_join_as_member_updated_by_the_new_member(api: Api) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
     invited = (
         await invite(
             api,
@@ -737,7 +709,7 @@ async def test_accepting_records_the_join_as_member_updated_by_the_new_member(ap
 
 async def test_an_invitation_cannot_be_used_twice(api: Api) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
     invited = (await invite(api, owner.token, owner.project_id, "once@example.com")).ok()[
         "inviteMember"
     ]
@@ -758,7 +730,7 @@ async def test_wrong_email_expired_used_unknown_or_malformed_tokens_all_answer_a
     api: Api, clock: Clock
 ) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
     for_ann = (await invite(api, owner.token, owner.project_id, "ann@example.com")).ok()
     expiring = (await invite(api, owner.token, owner.project_id, "eve@example.com")).ok()
     used = (await invite(api, owner.token, owner.project_id, "ulf@example.com")).ok()
@@ -798,7 +770,7 @@ async def test_wrong_email_expired_used_unknown_or_malformed_tokens_all_answer_a
 
 async def test_an_invitation_is_valid_until_just_before_seven_days(api: Api, clock: Clock) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
     invited = (await invite(api, owner.token, owner.project_id, "late@example.com")).ok()
 
     # when
@@ -813,7 +785,7 @@ async def test_an_invitation_is_valid_until_just_before_seven_days(api: Api, clo
 
 async def test_accepting_when_already_a_member_is_a_conflict(api: Api) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
     member = await add_member(api, owner, Role.VIEWER)
     # An invitation issued before the user became a member by another way.
     await Member.filter(id=member.member_id).delete()
@@ -830,7 +802,7 @@ async def test_accepting_when_already_a_member_is_a_conflict(api: Api) -> None:
 
 
 async def test_accepting_without_credentials_is_unauthenticated(api: Api) -> None:
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
     invited = (await invite(api, owner.token, owner.project_id, "z@example.com")).ok()
 
     result = await api.gql(ACCEPT, {"token": invited["inviteMember"]["token"]})
@@ -841,8 +813,8 @@ async def test_accepting_without_credentials_is_unauthenticated(api: Api) -> Non
 @pytest.mark.parametrize("scope", SINGLE_SCOPES)
 async def test_an_api_key_cannot_accept_an_invitation(api: Api, scope: str) -> None:
     # given
-    owner = await new_tenant(api)
-    other = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
+    other = await new_tenant(api, environments=DEV_AND_PROD)
     invited = (await invite(api, owner.token, owner.project_id, other.email)).ok()
     _, secret = await api.create_key(other.token, other.environment_id, [scope])
     before = await state(owner.project_id)
@@ -867,7 +839,7 @@ async def test_an_oauth_token_accepts_an_invitation_only_with_project_manage(
     api: Api, scope: str, outcome: str
 ) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
     invited = (await invite(api, owner.token, owner.project_id, "oa@example.com", "VIEWER")).ok()
     await api.sign_up("oa@example.com", PASSWORD)
     token = api.oauth.token(sub="oa-at-issuer", email="oa@example.com", scope=scope)
@@ -887,7 +859,7 @@ async def test_an_oauth_token_accepts_an_invitation_only_with_project_manage(
 
 async def test_updating_changes_role_and_environments(api: Api) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
     member = await join(api, owner, "VIEWER")
 
     # when
@@ -924,7 +896,7 @@ async def test_updating_changes_role_and_environments(api: Api) -> None:
 
 async def test_updating_records_member_updated_and_a_no_op_records_nothing(api: Api) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
     member = await join(api, owner, "VIEWER")
     count = len(await events(owner.project_id))
 
@@ -969,8 +941,8 @@ async def test_updating_with_bad_input_names_the_field(
     api: Api, environments: str, field: str
 ) -> None:
     # given
-    owner = await new_tenant(api)
-    elsewhere = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
+    elsewhere = await new_tenant(api, environments=DEV_AND_PROD)
     member = await add_member(api, owner, Role.VIEWER)
     environment_ids = {
         "missing": [MISSING_ENVIRONMENT_ID],
@@ -998,7 +970,7 @@ async def test_removing_returns_what_the_membership_was_and_records_member_remov
     api: Api,
 ) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
     member = await join(api, owner, "DEVELOPER", [owner.environment_id])
 
     # when
@@ -1021,7 +993,7 @@ async def test_removing_returns_what_the_membership_was_and_records_member_remov
 
 
 async def test_removing_twice_answers_not_found(api: Api) -> None:
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
     member = await add_member(api, owner, Role.VIEWER)
     (await api.gql(REMOVE, {"memberId": member.member_id}, token=owner.token)).ok()
 
@@ -1032,7 +1004,7 @@ async def test_removing_twice_answers_not_found(api: Api) -> None:
 
 async def test_a_member_may_leave_a_project_it_manages(api: Api) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
     admin = await join(api, owner, "ADMIN")
 
     # when
@@ -1054,7 +1026,7 @@ async def test_a_member_may_leave_a_project_it_manages(api: Api) -> None:
 )
 async def test_the_last_owner_cannot_be_removed_demoted_or_narrowed(api: Api, change: str) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
     await join(api, owner, "ADMIN")
     # An OWNER limited to some environments does not count as keeping the project.
     await add_member(api, owner, Role.OWNER, [owner.environment_id])
@@ -1080,7 +1052,7 @@ async def test_the_last_owner_cannot_be_removed_demoted_or_narrowed(api: Api, ch
 
 async def test_with_a_second_owner_one_may_step_down_but_not_both(api: Api) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
     second = await join(api, owner, "OWNER")
 
     # when
@@ -1096,7 +1068,7 @@ async def test_with_a_second_owner_one_may_step_down_but_not_both(api: Api) -> N
 
 async def test_two_owners_leaving_at_once_leave_one_owner(api: Api) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
     second = await join(api, owner, "OWNER")
 
     # when
@@ -1115,7 +1087,7 @@ async def test_two_owners_leaving_at_once_leave_one_owner(api: Api) -> None:
 
 async def test_an_admin_cannot_invite_or_promote_an_owner(api: Api) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
     admin = await join(api, owner, "ADMIN")
     developer = await add_member(api, owner, Role.DEVELOPER)
     before = await state(owner.project_id)
@@ -1138,7 +1110,7 @@ async def test_an_admin_cannot_invite_or_promote_an_owner(api: Api) -> None:
 
 async def test_an_admin_cannot_change_or_remove_an_owner(api: Api) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
     second_owner = await add_member(api, owner, Role.OWNER)
     admin = await join(api, owner, "ADMIN")
     before = await state(owner.project_id)
@@ -1157,7 +1129,7 @@ async def test_an_admin_cannot_change_or_remove_an_owner(api: Api) -> None:
 
 async def test_an_admin_manages_admins_and_below(api: Api) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
     admin = await join(api, owner, "ADMIN")
     other_admin = await add_member(api, owner, Role.ADMIN)
 
@@ -1174,7 +1146,7 @@ async def test_an_admin_manages_admins_and_below(api: Api) -> None:
 
 async def test_an_oauth_token_manages_members_with_its_users_role(api: Api) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
     admin = await join(api, owner, "ADMIN")
     token = api.oauth.token(sub="admin-at-issuer", email=admin.email, scope="project:manage")
 
@@ -1194,7 +1166,7 @@ async def test_a_lower_role_cannot_replace_an_invitation_issued_by_a_higher_one(
     api: Api,
 ) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
     admin = await join(api, owner, "ADMIN")
     (await invite(api, owner.token, owner.project_id, "heir@example.com", "OWNER")).ok()
     before = await state(owner.project_id)
@@ -1212,7 +1184,7 @@ async def test_a_lower_role_cannot_replace_an_invitation_issued_by_a_higher_one(
 
 async def test_a_manage_key_invites_to_its_own_environment_up_to_admin(api: Api) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
     key_id, secret = await api.create_key(owner.token, owner.environment_id, ["MANAGE_PROJECT"])
 
     # when
@@ -1252,8 +1224,8 @@ async def test_a_manage_key_cannot_grant_owner_nor_beyond_its_environment(
     api: Api, role: str, environments: str
 ) -> None:
     # given
-    owner = await new_tenant(api)
-    elsewhere = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
+    elsewhere = await new_tenant(api, environments=DEV_AND_PROD)
     _, secret = await api.create_key(owner.token, owner.environment_id, ["MANAGE_PROJECT"])
     environment_ids = {
         "own": [owner.environment_id],
@@ -1275,7 +1247,7 @@ async def test_a_manage_key_cannot_grant_owner_nor_beyond_its_environment(
 
 async def test_a_manage_key_sees_only_the_members_who_reach_its_environment(api: Api) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
     here = await add_member(api, owner, Role.DEVELOPER, [owner.environment_id])
     there = await add_member(api, owner, Role.DEVELOPER, [owner.other_environment_id])
     _, secret = await api.create_key(owner.token, owner.environment_id, ["MANAGE_PROJECT"])
@@ -1293,7 +1265,7 @@ async def test_a_manage_key_sees_only_the_members_who_reach_its_environment(api:
 
 async def test_a_manage_key_changes_only_members_limited_to_its_environment(api: Api) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
     here = await add_member(api, owner, Role.ADMIN, [owner.environment_id])
     everywhere = await add_member(api, owner, Role.DEVELOPER)
     both_limited = await add_member(
@@ -1339,7 +1311,7 @@ async def test_a_manage_key_changes_only_members_limited_to_its_environment(api:
 
 async def test_a_removed_member_is_refused_on_the_next_request(api: Api) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
     member = await join(api, owner, "ADMIN")
     (await api.gql(PROJECT, {"id": owner.project_id}, token=member.token)).ok()
 
@@ -1355,7 +1327,7 @@ async def test_a_removed_member_is_refused_on_the_next_request(api: Api) -> None
 
 async def test_a_narrowed_or_demoted_member_is_refused_on_the_next_request(api: Api) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
     member = await join(api, owner, "ADMIN")
     (await api.gql(ENVIRONMENT, {"id": owner.other_environment_id}, token=member.token)).ok()
     key_input = {
@@ -1395,7 +1367,7 @@ closed_signup = pytest.mark.parametrize("signup_policy", [SignupPolicy.CLOSED])
 @closed_signup
 async def test_with_closed_sign_up_an_invited_email_signs_up_and_accepts(api: Api) -> None:
     # given: the first user may always sign up
-    owner = await new_tenant(api, "first@example.com")
+    owner = await new_tenant(api, "first@example.com", environments=DEV_AND_PROD)
     invited = (await invite(api, owner.token, owner.project_id, "Guest@Example.com")).ok()
 
     # when
@@ -1416,7 +1388,7 @@ async def test_with_closed_sign_up_an_expired_or_replaced_invitation_admits_nobo
     api: Api, clock: Clock
 ) -> None:
     # given
-    owner = await new_tenant(api, "first@example.com")
+    owner = await new_tenant(api, "first@example.com", environments=DEV_AND_PROD)
     (await invite(api, owner.token, owner.project_id, "late@example.com")).ok()
     clock.advance(SEVEN_DAYS + 1)
 

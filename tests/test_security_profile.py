@@ -77,7 +77,8 @@ async def email_is_free(api: Api, email: str) -> bool:
     result = await api.gql(
         SIGN_UP_AGAIN, {"input": {"email": email, "password": "correct horse", "name": "Again"}}
     )
-    return result.data == {"signUp": {"user": {"email": email}}}
+    free: bool = result.data == {"signUp": {"user": {"email": email}}}
+    return free
 
 
 # Settings: production is the default, and it wants a real secret
@@ -474,7 +475,7 @@ async def test_a_short_safe_incoming_request_id_is_reused_and_any_other_replaced
 ) -> None:
     # when
     response = await api.client.post(
-        "/graphql", json={"query": VIEWER}, headers={"X-Request-Id": sent.encode()}
+        "/graphql", json={"query": VIEWER}, headers={b"X-Request-Id": sent.encode()}
     )
 
     # then

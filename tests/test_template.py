@@ -19,7 +19,7 @@ import pytest
 from keyplane.models import Member, MemberEnvironment, Template, TemplateVersion
 from keyplane.models.activity import ActivityKind
 from keyplane.permissions.scopes import Role
-from tests.helpers import Api
+from tests.helpers import Api, new_tenant
 from tests.template_helpers import (
     CLIENT_IP,
     CREATE_TEMPLATE,
@@ -38,7 +38,6 @@ from tests.template_helpers import (
     create_template,
     events,
     new_template,
-    new_tenant,
     read_template,
 )
 

@@ -20,10 +20,10 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -33,7 +33,7 @@ from keyplane.models import ApiKey, UsageBucket
 from keyplane.services import build_services
 from keyplane.settings import Settings
 from keyplane.usage.buffer import UsageBuffer, minute_of
-from tests.helpers import Api, Clock, Result
+from tests.helpers import Api, Clock, Result, new_tenant
 from tests.serve_process import free_port, wait_ready
 
 PG_URL = os.environ.get("KEYPLANE_TEST_DATABASE_URL", "")
@@ -95,21 +95,6 @@ def settings(settings: Settings, flush_seconds: float) -> Settings:
 def usage(app: Starlette) -> UsageBuffer:
     buffer: UsageBuffer = app.state.services.usage
     return buffer
-
-
-@dataclass(frozen=True)
-class Tenant:
-    """A user who owns a project with one environment."""
-
-    token: str
-    project_id: str
-    environment_id: str
-
-
-async def new_tenant(api: Api) -> Tenant:
-    token = await api.sign_up()
-    project_id = await api.create_project(token)
-    return Tenant(token, project_id, await api.create_environment(token, project_id))
 
 
 async def create_key(
@@ -667,7 +652,9 @@ async def test_the_flusher_writes_counts_to_the_database_within_its_interval(
             break
 
     # then: written by the background flusher (in one or more flushes), not by a read
-    stored = await UsageBucket.filter(key_id=key_id).values_list("requests", flat=True)
+    stored = cast(
+        "list[int]", await UsageBucket.filter(key_id=key_id).values_list("requests", flat=True)
+    )
     assert (sum(stored), (await ApiKey.get(id=key_id)).total_requests) == (3, 3)
 
 
