@@ -19,7 +19,7 @@ import pytest
 from keyplane.models import ActivityEvent, ApiKey, Member
 from keyplane.models.activity import ActivityKind
 from tests.helpers import Api, OAuthIssuer, Result, Tenant, new_tenant
-from tests.test_member import DEV_AND_PROD, REMOVE, UPDATE, Joined, join, state
+from tests.member_helpers import DEV_AND_PROD, REMOVE, UPDATE, Joined, join, state
 from tests.test_serve import Servers, _servers, needs_redis
 
 ALL_SCOPES = ["GENERATE_DOCUMENTS", "MANAGE_PROJECT", "MANAGE_TEMPLATES", "VIEW_ANALYTICS"]
