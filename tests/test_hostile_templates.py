@@ -216,6 +216,7 @@ async def test_loading_another_template_or_a_file_is_refused_when_the_template_i
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("content", "message"), list(RUNAWAYS.values()), ids=list(RUNAWAYS))
 async def test_runaway_templates_are_bounded_with_a_clear_error(
     api: Api, content: str, message: str
@@ -240,6 +241,7 @@ async def test_runaway_templates_are_bounded_with_a_clear_error(
     await assert_answers_quickly(api, owner, benign_id)
 
 
+@pytest.mark.slow
 async def test_an_endless_template_does_not_hold_up_other_requests(
     api: Api, app: Starlette
 ) -> None:
@@ -292,6 +294,7 @@ async def small(
         yield Small(application, api)
 
 
+@pytest.mark.slow
 async def test_a_child_that_ran_out_of_time_is_replaced(small: Small) -> None:
     # given
     api, app = small.api, small.app
@@ -372,6 +375,7 @@ async def test_the_children_start_with_the_first_template_and_stop_with_the_app(
 # --- the limits follow the settings ------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_the_limits_come_from_the_settings(small: Small) -> None:
     # given
     api = small.api

@@ -319,6 +319,7 @@ async def servers(tmp_path: Path) -> AsyncIterator[Servers]:
         yield started
 
 
+@pytest.mark.slow
 @needs_redis
 async def test_a_demotion_narrows_the_key_on_every_worker_on_the_next_request(
     servers: Servers, tmp_path: Path

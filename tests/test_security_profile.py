@@ -204,6 +204,7 @@ def test_development_accepts_placeholders_and_creates_a_missing_secret(tmp_path:
     assert str(generated.jwt_secret) == (tmp_path / "b" / JWT_SECRET_FILE).read_text()
 
 
+@pytest.mark.slow
 def test_keyplane_serve_refuses_a_placeholder_secret_with_exit_code_2(tmp_path: Path) -> None:
     # when
     completed = subprocess.run(
@@ -544,6 +545,7 @@ def test_the_filter_redacts_messages_arguments_and_tracebacks() -> None:
     assert lines[-1] == "ValueError: bad token eyJ…[redacted]"
 
 
+@pytest.mark.slow
 def test_a_served_access_log_holds_no_secret_sent_in_a_url(tmp_path: Path) -> None:
     # given: `keyplane serve --access-log` in production, its whole output in one file
     port = free_port()

@@ -636,6 +636,7 @@ async def test_usage_is_exact_after_1000_requests_from_20_concurrent_clients(
     assert after.ok()["apiKey"] == before.ok()["apiKey"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flush_seconds", [0.1])
 async def test_the_flusher_writes_counts_to_the_database_within_its_interval(
     api: Api, usage: UsageBuffer
@@ -787,6 +788,7 @@ def api_over(client: httpx.AsyncClient) -> Api:
 
 
 @pytest.mark.multiprocess
+@pytest.mark.slow
 async def test_counts_survive_a_sigterm_restart_of_a_real_server(server: Server) -> None:
     # given: a key allowed 10,000 requests a minute (the 100/minute tier would refuse some)
     sent = 300
