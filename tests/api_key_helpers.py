@@ -13,8 +13,8 @@ from typing import Any
 from starlette.applications import Starlette
 from tortoise import connections
 
-from keyplane.models import Member, MemberEnvironment
 from keyplane.permissions.scopes import Role
+from tests import factories
 from tests.helpers import Api, Result
 from tests.schema_client import execute
 
@@ -102,14 +102,12 @@ async def add_member(
     """A second user in the project (members are created through the model until invitations
     exist); None for environment_ids means access to all of them. Returns their token."""
     token = await api.sign_up()
-    member = await Member.create(
+    await factories.member(
         project_id=project_id,
         user_id=await api.user_id(token),
         role=role,
-        all_environments=environment_ids is None,
+        environment_ids=environment_ids,
     )
-    for environment_id in environment_ids or []:
-        await MemberEnvironment.create(member=member, environment_id=environment_id)
     return token
 
 
