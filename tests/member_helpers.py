@@ -14,6 +14,7 @@ from typing import Any
 from keyplane.models import ActivityEvent, Invitation, Member, MemberEnvironment
 from keyplane.models.activity import ActivityKind
 from keyplane.permissions.scopes import Role
+from tests import factories
 from tests.helpers import Api, Result, Tenant
 
 TOKEN_RE = re.compile(r"^fmi_[0-9A-Za-z]{32}$")
@@ -155,14 +156,9 @@ async def add_member(
     """A member created straight in the database (for setup that is not under test)."""
     token = await api.sign_up()
     user_id, address = await whoami(api, token)
-    member = await Member.create(
-        project_id=tenant.project_id,
-        user_id=user_id,
-        role=role,
-        all_environments=environment_ids is None,
+    member = await factories.member(
+        project_id=tenant.project_id, user_id=user_id, role=role, environment_ids=environment_ids
     )
-    for environment_id in environment_ids or []:
-        await MemberEnvironment.create(member=member, environment_id=environment_id)
     return Joined(token=token, user_id=user_id, email=address, member_id=member.id)
 
 
