@@ -13,8 +13,6 @@ from typing import Any
 from starlette.applications import Starlette
 from tortoise import connections
 
-from keyplane.permissions.scopes import Role
-from tests import factories
 from tests.helpers import Api, Result
 from tests.schema_client import execute
 
@@ -94,21 +92,6 @@ VIEWER = "{ viewer { kind scopes apiKey { id name } environment { id } } }"
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-async def add_member(
-    api: Api, project_id: str, role: Role, *, environment_ids: list[str] | None = None
-) -> str:
-    """A second user in the project (members are created through the model until invitations
-    exist); None for environment_ids means access to all of them. Returns their token."""
-    token = await api.sign_up()
-    await factories.member(
-        project_id=project_id,
-        user_id=await api.user_id(token),
-        role=role,
-        environment_ids=environment_ids,
-    )
-    return token
 
 
 async def create(

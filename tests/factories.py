@@ -31,7 +31,7 @@ from keyplane.models import (
 from keyplane.models.template import TemplateFormat
 from keyplane.permissions.scopes import Role, Scope, encode_scopes
 from keyplane.services import Services
-from tests.helpers import Tenant
+from tests.helpers import Api, Tenant
 
 # Cheap argon2 parameters: the tests exercise our code, not the hash's cost.
 FAST_PASSWORDS = Passwords(time_cost=1, memory_cost_kib=1024)
@@ -84,6 +84,21 @@ async def member(
     for environment_id in environment_ids or ():
         await MemberEnvironment.create(member=row, environment_id=environment_id)
     return row
+
+
+async def add_member(
+    api: Api, project_id: str, role: Role, *, environment_ids: Sequence[str] | None = None
+) -> str:
+    """A second user in the project, for HTTP tests: signed up through the API for a token, made a
+    member directly; None for `environment_ids` means all of them. Returns their token."""
+    token = await api.sign_up()
+    await member(
+        project_id=project_id,
+        user_id=await api.user_id(token),
+        role=role,
+        environment_ids=environment_ids,
+    )
+    return token
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """GraphQL through the app's schema, without HTTP: for tests of behaviour, not of transport.
 
-`execute()` builds the Context the way `GraphQLView.get_context` does (src/keyplane/http.py),
+`execute()` has the app's own `GraphQLView.get_context` (src/keyplane/http.py) make the Context,
 with the principal the app's authenticator makes of a bearer credential, and runs the document
 through `schema.execute`. What the view adds around that (rate limits and their headers, usage
 metering, the body checks, HTTP status codes) is left to the HTTP tests.
@@ -14,10 +14,9 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
-from keyplane.context import Context, Loaders
-from keyplane.ratelimit.client_ip import client_ip
-from keyplane.resolvers.access import Access
+from keyplane.http import GraphQLView
 from keyplane.services import Services
 
 CLIENT = ("203.0.113.7", 50000)  # the peer address the `client` fixture's transport uses
@@ -51,6 +50,7 @@ async def execute(
     None for an anonymous caller). Inside the app's lifespan (the `app` fixture)."""
     services: Services = app.state.services
     authorization = None if credential is None else f"Bearer {credential}"
+    # Where AuthenticationMiddleware leaves the principal for the view.
     principal = await services.authenticator.authenticate(authorization)
     scope: dict[str, Any] = {
         "type": "http",
@@ -61,22 +61,17 @@ async def execute(
         "client": CLIENT,
         "state": {"principal": principal},
     }
-    request = Request(scope)
-    context = Context(
-        request=request,
-        response=Response(),
-        principal=principal,
-        services=services,
-        now=services.clock(),
-        access=Access(
-            principal,
-            records=services.records,
-            ip=client_ip(scope, services.settings.trusted_proxies),
-        ),
-        loaders=Loaders(services.records),
-    )
+    context = await _view(app).get_context(Request(scope), Response())
     result = await app.state.schema.execute(
         document, variable_values=variables, context_value=context, operation_name=operation_name
     )
     errors = [error.formatted for error in result.errors or []]
     return Outcome(data=result.data, errors=errors)
+
+
+def _view(app: Starlette) -> GraphQLView:
+    """The app's GraphQL view, whose get_context makes the Context."""
+    for route in app.routes:
+        if isinstance(route, Route) and isinstance(route.endpoint, GraphQLView):
+            return route.endpoint
+    raise LookupError("the app has no GraphQL view")

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from keyplane.models import ActivityEvent, Member
+from keyplane.models import ActivityEvent
 from keyplane.models.activity import ActivityKind
-from keyplane.permissions.scopes import Role
 from tests.helpers import Api, Result
 
 SINGLE_SCOPES = ["GENERATE_DOCUMENTS", "MANAGE_TEMPLATES", "VIEW_ANALYTICS", "MANAGE_PROJECT"]
@@ -114,15 +113,6 @@ query ListDocuments($env: ID!, $first: Int! = 20, $after: String) {
   }
 }
 """
-
-
-async def add_member(api: Api, project_id: str, role: Role) -> str:
-    """A second user with `role` in every environment of the project; returns their token."""
-    token = await api.sign_up()
-    await Member.create(
-        project_id=project_id, user_id=await api.user_id(token), role=role, all_environments=True
-    )
-    return token
 
 
 async def create_template(

@@ -22,11 +22,11 @@ from tests.api_key_helpers import (
     REVOKE_KEY,
     ROTATE_KEY,
     UPDATE_KEY,
-    add_member,
     list_names,
     read_key,
     snapshot,
 )
+from tests.factories import add_member
 from tests.helpers import Api, new_tenant
 
 # --- one table of operations, for what every operation must do alike -----------------------

@@ -18,6 +18,7 @@ import pytest
 from keyplane.models import Document, Member, MemberEnvironment
 from keyplane.models.activity import ActivityKind
 from keyplane.permissions.scopes import Role
+from tests.factories import add_member
 from tests.helpers import Api, Tenant, new_tenant
 from tests.template_helpers import (
     CLIENT_IP,
@@ -33,7 +34,6 @@ from tests.template_helpers import (
     SINGLE_SCOPES,
     UNPUBLISH_TEMPLATE,
     UPDATE_TEMPLATE,
-    add_member,
     bad_input,
     events,
     generate,

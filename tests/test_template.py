@@ -21,6 +21,7 @@ from keyplane.models import Member, MemberEnvironment, Template, TemplateVersion
 from keyplane.models.activity import ActivityKind
 from keyplane.permissions.scopes import Role
 from tests import factories
+from tests.factories import add_member
 from tests.helpers import Api, new_tenant
 from tests.schema_client import execute
 from tests.template_helpers import (
@@ -36,7 +37,6 @@ from tests.template_helpers import (
     SINGLE_SCOPES,
     UNPUBLISH_TEMPLATE,
     UPDATE_TEMPLATE,
-    add_member,
     bad_input,
     create_template,
     events,
