@@ -242,6 +242,7 @@ async def test_runaway_templates_are_bounded_with_a_clear_error(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("render_workers", [2])
 async def test_an_endless_template_does_not_hold_up_other_requests(
     api: Api, app: Starlette
 ) -> None:
