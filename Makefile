@@ -28,6 +28,7 @@ run: $(VENV)/.run-installed
 test: $(VENV)/.test-installed
 	$(BIN)/pytest
 
+# mypy --strict over src/keyplane and tests/ (the packages listed in [tool.mypy]).
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench

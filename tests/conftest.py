@@ -20,15 +20,14 @@ from starlette.applications import Starlette
 
 from keyplane.app import create_app
 from keyplane.auth.oauth import JwksCache
-from keyplane.auth.passwords import Passwords
 from keyplane.db import apply_migrations_sync
 from keyplane.ratelimit.tiers import parse_tiers
+from keyplane.render.limits import RenderLimits
 from keyplane.settings import OAuthSettings, RunMode, Settings, SignupPolicy
+from tests.factories import FAST_PASSWORDS
 from tests.helpers import Api, Clock, OAuthIssuer
 
 PG_URL = os.environ.get("KEYPLANE_TEST_DATABASE_URL", "")
-# Cheap argon2 parameters: the tests exercise our code, not the hash's cost.
-FAST_PASSWORDS = Passwords(time_cost=1, memory_cost_kib=1024)
 
 
 @pytest.fixture(scope="session")
@@ -95,12 +94,21 @@ def rate_limits() -> str:
 
 
 @pytest.fixture
+def render_workers() -> int:
+    """One render child, not the default two: each app starts its own on its first render, and a
+    fresh interpreter is the dearest part of most rendering tests. Tests of concurrent renders
+    ask for more."""
+    return 1
+
+
+@pytest.fixture
 def settings(
     database_url: str,
     tmp_path: Path,
     oauth_issuer: OAuthIssuer,
     signup_policy: SignupPolicy,
     rate_limits: str,
+    render_workers: int,
 ) -> Settings:
     from starlette.datastructures import Secret
 
@@ -112,6 +120,7 @@ def settings(
         signup=signup_policy,
         rate_limits=parse_tiers(rate_limits, []),
         max_in_flight=10_000,  # tests fire hundreds of requests at once to test other limits
+        render=RenderLimits(workers=render_workers),
         oauth=OAuthSettings(
             issuer=oauth_issuer.issuer,
             audience=oauth_issuer.audience,

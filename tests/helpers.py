@@ -1,4 +1,5 @@
-"""Test helpers: a GraphQL-over-HTTP client, a movable clock and a fake OAuth issuer."""
+"""Test helpers: a GraphQL-over-HTTP client, the tenant most tests start from, a movable clock
+and a fake OAuth issuer."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import functools
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -209,6 +211,57 @@ class Api:
         )
         payload = result.ok()["createApiKey"]
         return str(payload["apiKey"]["id"]), str(payload["secret"])
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """A user who owns a project with one or more environments (the first is `environment_id`),
+    and the dashboard session token they act with."""
+
+    token: str
+    user_id: str
+    email: str
+    member_id: str  # the owner's membership
+    project_id: str
+    environment_ids: tuple[str, ...]
+
+    @property
+    def environment_id(self) -> str:
+        return self.environment_ids[0]
+
+    @property
+    def other_environment_id(self) -> str:
+        """The second environment, for tenants made with two."""
+        return self.environment_ids[1]
+
+
+async def new_tenant(
+    api: Api, email: str | None = None, *, environments: Sequence[str | None] = (None,)
+) -> Tenant:
+    """A tenant made over HTTP (signUp, createProject, createEnvironment), as a client would, so
+    that it works against a real `keyplane serve` too; one environment per entry of
+    `environments`, named by it (None: a unique name)."""
+    email = email or api._unique("user") + "@example.com"
+    signed_up = await api.gql(
+        "mutation($input: SignUpInput!) { signUp(input: $input) { accessToken user { id } } }",
+        {"input": {"email": email, "password": "correct horse", "name": email.split("@")[0]}},
+    )
+    payload = signed_up.ok()["signUp"]
+    token, user_id = str(payload["accessToken"]), str(payload["user"]["id"])
+    project_id = await api.create_project(token)
+    environment_ids = [await api.create_environment(token, project_id, n) for n in environments]
+    members = await api.gql(
+        "query($p: ID!) { members(projectId: $p) { id } }", {"p": project_id}, token=token
+    )
+    [owner] = members.ok()["members"]
+    return Tenant(
+        token=token,
+        user_id=user_id,
+        email=email,
+        member_id=str(owner["id"]),
+        project_id=project_id,
+        environment_ids=tuple(environment_ids),
+    )
 
 
 def in_future(days: float = 1) -> str:

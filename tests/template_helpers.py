@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from keyplane.models import ActivityEvent, Member
+from keyplane.models import ActivityEvent
 from keyplane.models.activity import ActivityKind
-from keyplane.permissions.scopes import Role
 from tests.helpers import Api, Result
 
 SINGLE_SCOPES = ["GENERATE_DOCUMENTS", "MANAGE_TEMPLATES", "VIEW_ANALYTICS", "MANAGE_PROJECT"]
@@ -115,39 +113,6 @@ query ListDocuments($env: ID!, $first: Int! = 20, $after: String) {
   }
 }
 """
-
-
-@dataclass(frozen=True)
-class Tenant:
-    """A user who owns a project with one environment."""
-
-    token: str
-    user_id: str
-    email: str
-    project_id: str
-    environment_id: str
-
-
-async def new_tenant(api: Api) -> Tenant:
-    token = await api.sign_up()
-    viewer = (await api.gql("{ viewer { user { id email } } }", token=token)).ok()["viewer"]
-    project_id = await api.create_project(token)
-    return Tenant(
-        token=token,
-        user_id=viewer["user"]["id"],
-        email=viewer["user"]["email"],
-        project_id=project_id,
-        environment_id=await api.create_environment(token, project_id),
-    )
-
-
-async def add_member(api: Api, project_id: str, role: Role) -> str:
-    """A second user with `role` in every environment of the project; returns their token."""
-    token = await api.sign_up()
-    await Member.create(
-        project_id=project_id, user_id=await api.user_id(token), role=role, all_environments=True
-    )
-    return token
 
 
 async def create_template(

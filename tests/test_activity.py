@@ -8,7 +8,7 @@ from typing import Any
 from starlette.applications import Starlette
 
 from keyplane.models import ActivityEvent
-from tests.helpers import Api
+from tests.helpers import Api, new_tenant
 
 ACTIVITY = """
 query($env: ID!, $first: Int, $after: String, $kinds: [ActivityKind!]) {
@@ -24,12 +24,6 @@ DELETE = "mutation($id: ID!) { deleteApiKey(id: $id) { id } }"
 VIEWER = "{ viewer { kind } }"
 
 
-async def _world(api: Api) -> tuple[str, str, str]:
-    token = await api.sign_up()
-    project_id = await api.create_project(token)
-    return token, project_id, await api.create_environment(token, project_id)
-
-
 async def _events(api: Api, token: str, env: str, **variables: Any) -> list[dict[str, Any]]:
     result = await api.gql(ACTIVITY, {"env": env, **variables}, token=token)
     return [edge["node"] for edge in result.ok()["activity"]["edges"]]
@@ -37,7 +31,8 @@ async def _events(api: Api, token: str, env: str, **variables: Any) -> list[dict
 
 async def test_every_key_change_is_logged_newest_first_with_actor_target_and_ip(api: Api) -> None:
     # given
-    token, _, env = await _world(api)
+    tenant = await new_tenant(api)
+    token, env = tenant.token, tenant.environment_id
     user = await api.user_id(token)
     key_id, secret = await api.create_key(token, env, ["VIEW_ANALYTICS"], name="ci")
 
@@ -66,7 +61,8 @@ async def test_every_key_change_is_logged_newest_first_with_actor_target_and_ip(
 
 async def test_the_log_filters_by_kind_and_pages_with_cursors(api: Api) -> None:
     # given
-    token, _, env = await _world(api)
+    tenant = await new_tenant(api)
+    token, env = tenant.token, tenant.environment_id
     for name in ("a", "b", "c"):
         key_id, _ = await api.create_key(token, env, ["VIEW_ANALYTICS"], name=name)
     (await api.gql(REVOKE, {"id": key_id}, token=token)).ok()
@@ -94,7 +90,8 @@ async def test_the_log_filters_by_kind_and_pages_with_cursors(api: Api) -> None:
 
 async def test_reading_the_log_needs_manage_project_or_view_analytics_there(api: Api) -> None:
     # given
-    token, project_id, env = await _world(api)
+    tenant = await new_tenant(api)
+    token, project_id, env = tenant.token, tenant.project_id, tenant.environment_id
     other_env = await api.create_environment(token, project_id)
     _, analyst = await api.create_key(token, env, ["VIEW_ANALYTICS"])
     _, generator = await api.create_key(token, env, ["GENERATE_DOCUMENTS"])
@@ -123,7 +120,8 @@ async def test_a_revoked_key_presented_again_is_logged_once_a_minute_by_prefix(
     api: Api, app: Starlette
 ) -> None:
     # given
-    token, _, env = await _world(api)
+    tenant = await new_tenant(api)
+    token, env = tenant.token, tenant.environment_id
     key_id, secret = await api.create_key(token, env, ["VIEW_ANALYTICS"], name="old")
     (await api.gql(REVOKE, {"id": key_id}, token=token)).ok()
 
@@ -147,7 +145,8 @@ async def test_a_revoked_key_presented_again_is_logged_once_a_minute_by_prefix(
 
 async def test_unknown_keys_are_counted_in_metrics_not_logged(api: Api, app: Starlette) -> None:
     # given
-    token, _, env = await _world(api)
+    tenant = await new_tenant(api)
+    token, env = tenant.token, tenant.environment_id
     unknown = "fm_" + "A" * 26 + "000000"
 
     # when
@@ -165,7 +164,8 @@ async def test_rate_limited_requests_are_logged_once_a_minute_with_their_count(
     api: Api, app: Starlette
 ) -> None:
     # given: a key allowed two requests a minute
-    token, _, env = await _world(api)
+    tenant = await new_tenant(api)
+    token, env = tenant.token, tenant.environment_id
     created = await api.gql(
         """mutation($e: ID!) { createApiKey(input: {environmentId: $e, name: "tight",
              scopes: [VIEW_ANALYTICS], rateLimitPerMinute: 2}) { apiKey { id } secret } }""",
@@ -186,7 +186,8 @@ async def test_rate_limited_requests_are_logged_once_a_minute_with_their_count(
 
 async def test_events_past_the_retention_are_pruned(api: Api, app: Starlette) -> None:
     # given: one event from 91 days ago, one from now
-    token, _, env = await _world(api)
+    tenant = await new_tenant(api)
+    token, env = tenant.token, tenant.environment_id
     await api.create_key(token, env, ["VIEW_ANALYTICS"])
     old = await ActivityEvent.filter(environment_id=env).first()
     assert old is not None

@@ -47,6 +47,7 @@ def test_the_benchmarked_key_page_is_valid_against_keyplane_and_the_reference() 
     assert validate(reference_schema._schema, document) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("side", ["keyplane", "reference"])
 @pytest.mark.parametrize(
     "scenario",

@@ -23,7 +23,7 @@ from keyplane.auth.api_key import generate_secret
 from keyplane.auth.changes import FileVersion, RedisVersion
 from keyplane.db import is_postgres, sqlite_path
 from keyplane.settings import Settings, SettingsError
-from tests.conftest import FAST_PASSWORDS
+from tests.factories import FAST_PASSWORDS
 from tests.helpers import Api, OAuthIssuer
 from tests.test_query_count import counting_queries
 

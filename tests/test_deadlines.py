@@ -26,7 +26,7 @@ async def test_an_operation_past_its_deadline_is_cancelled_and_told_it_was_late(
     await deadlines.stop()
 
     # then
-    assert answers == ["done", "late"]
+    assert list(answers) == ["done", "late"]
 
 
 async def test_a_task_cancelled_for_being_late_can_go_on_afterwards() -> None:

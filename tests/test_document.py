@@ -18,7 +18,8 @@ import pytest
 from keyplane.models import Document, Member, MemberEnvironment
 from keyplane.models.activity import ActivityKind
 from keyplane.permissions.scopes import Role
-from tests.helpers import Api
+from tests.factories import add_member
+from tests.helpers import Api, Tenant, new_tenant
 from tests.template_helpers import (
     CLIENT_IP,
     DELETE_TEMPLATE,
@@ -33,13 +34,10 @@ from tests.template_helpers import (
     SINGLE_SCOPES,
     UNPUBLISH_TEMPLATE,
     UPDATE_TEMPLATE,
-    Tenant,
-    add_member,
     bad_input,
     events,
     generate,
     new_template,
-    new_tenant,
 )
 
 # --- one table of operations, for what every operation must do alike -----------------------

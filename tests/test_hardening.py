@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from starlette.applications import Starlette
 
-from tests.helpers import Api
+from tests.helpers import Api, new_tenant
 
 VIEWER = "{ viewer { kind } }"
 API_KEY = "query($id: ID!) { apiKey(id: $id) { id } }"
@@ -27,11 +27,6 @@ SET_LIMIT = (
 )
 ACTIVITY = """query($e: ID!) { activity(environmentId: $e, kinds: [AUTH_FAILED]) {
   edges { node { kind count target } } } }"""
-
-
-async def _world(api: Api) -> tuple[str, str]:
-    token = await api.sign_up()
-    return token, await api.create_environment(token, await api.create_project(token))
 
 
 @pytest.mark.parametrize("body", [b'"hello"', b"42", b"null", b"true", b"[1]", b"[]", b"[[]]"])
@@ -57,7 +52,7 @@ async def test_a_body_that_is_not_utf8_is_a_typed_400(api: Api) -> None:
 
 async def test_a_lone_surrogate_in_a_variable_is_a_typed_400(api: Api) -> None:
     # given
-    token, _ = await _world(api)
+    token = (await new_tenant(api)).token
 
     # when: JSON may spell one, Unicode text may not hold it
     response = await api.client.post(
@@ -74,7 +69,7 @@ async def test_a_lone_surrogate_in_a_variable_is_a_typed_400(api: Api) -> None:
 
 async def test_an_id_longer_than_ours_is_not_found_like_any_missing_id(api: Api) -> None:
     # given
-    token, _ = await _world(api)
+    token = (await new_tenant(api)).token
 
     # when
     missing = await api.gql(API_KEY, {"id": "key_missing"}, token=token)
@@ -91,7 +86,8 @@ async def test_a_cursor_naming_an_over_long_id_is_bad_input(api: Api) -> None:
     # given
     import base64
 
-    token, env = await _world(api)
+    tenant = await new_tenant(api)
+    token, env = tenant.token, tenant.environment_id
     cursor = base64.urlsafe_b64encode(b"2026-11-26T20:34:19+00:00|key_" + b"k" * 60).decode()
 
     # when
@@ -104,7 +100,8 @@ async def test_a_cursor_naming_an_over_long_id_is_bad_input(api: Api) -> None:
 
 async def test_instants_past_the_end_of_time_are_bad_input(api: Api) -> None:
     # given
-    token, env = await _world(api)
+    tenant = await new_tenant(api)
+    token, env = tenant.token, tenant.environment_id
     key_id, _ = await api.create_key(token, env, ["VIEW_ANALYTICS"])
 
     # when
@@ -125,7 +122,8 @@ async def test_instants_past_the_end_of_time_are_bad_input(api: Api) -> None:
 
 async def test_a_document_with_several_operations_needs_an_operation_name(api: Api) -> None:
     # given
-    token, env = await _world(api)
+    tenant = await new_tenant(api)
+    token, env = tenant.token, tenant.environment_id
     document = (
         'mutation B($e: ID!) { a: createApiKey(input: {environmentId: $e, name: "a", '
         "scopes: [VIEW_ANALYTICS]}) { secret } } query A { viewer { kind } }"
@@ -143,7 +141,8 @@ async def test_a_document_with_several_operations_needs_an_operation_name(api: A
 
 async def test_raising_a_keys_limit_keeps_what_it_spent_this_minute(api: Api) -> None:
     # given: a key at 5 a minute has spent all 5
-    token, env = await _world(api)
+    tenant = await new_tenant(api)
+    token, env = tenant.token, tenant.environment_id
     created = (await api.gql(LIMITED_KEY, {"e": env, "n": 5}, token=token)).ok()["createApiKey"]
     secret, key_id = created["secret"], created["apiKey"]["id"]
     assert [(await api.gql(VIEWER, token=secret)).status for _ in range(6)] == [200] * 5 + [429]
@@ -160,7 +159,8 @@ async def test_auth_failures_are_logged_even_when_the_key_is_deleted_before_the_
     api: Api, app: Starlette
 ) -> None:
     # given
-    token, env = await _world(api)
+    tenant = await new_tenant(api)
+    token, env = tenant.token, tenant.environment_id
     key_id, secret = await api.create_key(token, env, ["VIEW_ANALYTICS"], name="gone")
     (await api.gql(REVOKE, {"id": key_id}, token=token)).ok()
     assert [(await api.gql(VIEWER, token=secret)).status for _ in range(2)] == [401, 401]

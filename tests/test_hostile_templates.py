@@ -28,17 +28,16 @@ from keyplane.models.activity import ActivityKind
 from keyplane.render.limits import MIB, RenderLimits
 from keyplane.render.pool import RenderPool
 from keyplane.settings import Settings, SettingsError
-from tests.conftest import FAST_PASSWORDS, PG_URL
+from tests.conftest import PG_URL
 from tests.conftest import _truncate_all as truncate_all
-from tests.helpers import Api, Clock, OAuthIssuer
+from tests.factories import FAST_PASSWORDS
+from tests.helpers import Api, Clock, OAuthIssuer, Tenant, new_tenant
 from tests.template_helpers import (
-    Tenant,
     bad_input,
     create_template,
     events,
     generate,
     new_template,
-    new_tenant,
 )
 
 # The default limits are in force here: 2 s, 1 MiB of output, 256 MiB of address space.
@@ -217,6 +216,7 @@ async def test_loading_another_template_or_a_file_is_refused_when_the_template_i
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("content", "message"), list(RUNAWAYS.values()), ids=list(RUNAWAYS))
 async def test_runaway_templates_are_bounded_with_a_clear_error(
     api: Api, content: str, message: str
@@ -241,6 +241,8 @@ async def test_runaway_templates_are_bounded_with_a_clear_error(
     await assert_answers_quickly(api, owner, benign_id)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("render_workers", [2])
 async def test_an_endless_template_does_not_hold_up_other_requests(
     api: Api, app: Starlette
 ) -> None:
@@ -293,6 +295,7 @@ async def small(
         yield Small(application, api)
 
 
+@pytest.mark.slow
 async def test_a_child_that_ran_out_of_time_is_replaced(small: Small) -> None:
     # given
     api, app = small.api, small.app
@@ -373,6 +376,7 @@ async def test_the_children_start_with_the_first_template_and_stop_with_the_app(
 # --- the limits follow the settings ------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_the_limits_come_from_the_settings(small: Small) -> None:
     # given
     api = small.api

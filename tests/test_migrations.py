@@ -8,6 +8,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
+import pytest
 from tortoise.context import TortoiseContext
 from tortoise.migrations.autodetector import MigrationAutodetector
 
@@ -25,6 +26,7 @@ async def test_the_models_need_no_migration_that_is_not_committed() -> None:
     assert [w.name for w in writers] == [], "models changed: run `tortoise makemigrations`"
 
 
+@pytest.mark.slow
 async def test_concurrent_starts_migrate_a_fresh_database_exactly_once(tmp_path: Path) -> None:
     # given
     url = f"sqlite://{tmp_path / 'fresh.sqlite3'}"

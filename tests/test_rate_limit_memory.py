@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from keyplane.ratelimit.limiter import Bucket, Limiter
 from keyplane.ratelimit.memory import PacedMemoryStorage
 from keyplane.ratelimit.tiers import Tier, per_minute
 
 
+@pytest.mark.slow
 async def test_a_pass_drops_entries_that_left_their_window_and_keeps_the_rest() -> None:
     storage = PacedMemoryStorage(expiry_every=0)
     assert await storage.acquire_entry("short", 10, 1)

@@ -204,6 +204,7 @@ async def servers(tmp_path: Path) -> AsyncIterator[Servers]:
         yield started
 
 
+@pytest.mark.slow
 @needs_redis
 async def test_failures_spread_over_every_worker_lock_the_account_on_every_worker(
     servers: Servers, tmp_path: Path
@@ -224,6 +225,7 @@ async def test_failures_spread_over_every_worker_lock_the_account_on_every_worke
         assert [answer(r) for r in after] == [answer(failures[0])] * 6
 
 
+@pytest.mark.slow
 async def test_every_file_a_fresh_server_writes_in_its_data_directory_is_private(
     tmp_path: Path,
 ) -> None:

@@ -22,7 +22,7 @@ from uvicorn.server import ServerState
 from keyplane.connections import H11HeadDeadline, HeadDeadlineProtocol, HttpToolsHeadDeadline
 from tests.serve_process import keyplane_serve
 
-pytestmark = pytest.mark.multiprocess
+pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 
 VIEWER = json.dumps({"query": "{ viewer { kind } }"}).encode()
 VIEWER_DATA = {

@@ -26,7 +26,7 @@ from keyplane.auth.api_key import generate_secret
 from tests.helpers import Api
 from tests.serve_process import free_port, keyplane_serve
 
-pytestmark = pytest.mark.multiprocess
+pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 
 GENEROUS = "anonymous=100000/minute;jwt=100000/minute"
 SIGN_UP = """mutation($input: SignUpInput!) { signUp(input: $input) { accessToken } }"""

@@ -11,15 +11,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
 
 from keyplane.models import ActivityEvent, ApiKey, Member
 from keyplane.models.activity import ActivityKind
-from tests.helpers import Api, OAuthIssuer, Result
-from tests.test_member import REMOVE, UPDATE, Joined, Tenant, join, new_tenant, state
+from tests.helpers import Api, OAuthIssuer, Result, Tenant, new_tenant
+from tests.member_helpers import DEV_AND_PROD, REMOVE, UPDATE, Joined, join, state
 from tests.test_serve import Servers, _servers, needs_redis
 
 ALL_SCOPES = ["GENERATE_DOCUMENTS", "MANAGE_PROJECT", "MANAGE_TEMPLATES", "VIEW_ANALYTICS"]
@@ -77,7 +77,7 @@ async def key_events(project_id: str) -> list[tuple[str, str | None, str, str]]:
 async def an_admin_with_an_all_scope_key(api: Api) -> tuple[Tenant, Joined, str, str]:
     """An owner's project, an ADMIN of every environment, and a key that ADMIN made with all
     four scopes in Development, already used (so every cache holds it)."""
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
     admin = await join(api, owner, "ADMIN")
     key_id, secret = await api.create_key(admin.token, owner.environment_id, ALL_SCOPES)
     assert (await viewer(api, secret))["scopes"] == ALL_SCOPES
@@ -119,7 +119,9 @@ async def test_removal_revokes_only_the_members_live_keys_in_that_project_each_w
     (await api.gql(REMOVE, {"memberId": admin.member_id}, token=owner.token)).ok()
 
     # then
-    revoked = await ApiKey.filter(revoked_at__isnull=False).values_list("id", flat=True)
+    revoked = cast(
+        "list[str]", await ApiKey.filter(revoked_at__isnull=False).values_list("id", flat=True)
+    )
     assert sorted(revoked) == sorted([first_id, second_id, revoked_id])
     assert (await api.gql(VIEWER, token=owners_secret)).status == 200
     assert (await api.gql(VIEWER, token=elsewhere_secret)).status == 200
@@ -262,7 +264,7 @@ async def test_keep_api_keys_is_forbidden_without_manage_project_where_a_key_liv
 ) -> None:
     # given: an admin made a key in Production, then was limited to Development; a
     # MANAGE_PROJECT key of Development manages members limited to Development only
-    owner = await new_tenant(api)
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
     admin = await join(api, owner, "ADMIN")
     key_id, _ = await api.create_key(admin.token, owner.other_environment_id)
     await change_member(api, owner, admin, "ADMIN", [owner.environment_id])
@@ -276,7 +278,7 @@ async def test_keep_api_keys_is_forbidden_without_manage_project_where_a_key_liv
     assert (refused.data, refused.codes) == ({"removeMember": None}, ["FORBIDDEN"])
     assert await state(owner.project_id) == before
     kept = await ApiKey.get(id=key_id)
-    assert (kept.revoked_at, kept.created_by_id) == (None, admin.user_id)
+    assert (kept.revoked_at, kept.created_by_id) == (None, admin.user_id)  # type: ignore[attr-defined]
     assert await Member.exists(id=admin.member_id)
 
 
@@ -317,6 +319,7 @@ async def servers(tmp_path: Path) -> AsyncIterator[Servers]:
         yield started
 
 
+@pytest.mark.slow
 @needs_redis
 async def test_a_demotion_narrows_the_key_on_every_worker_on_the_next_request(
     servers: Servers, tmp_path: Path

@@ -81,7 +81,8 @@ async def email_is_free(api: Api, email: str) -> bool:
     result = await api.gql(
         SIGN_UP_AGAIN, {"input": {"email": email, "password": "correct horse", "name": "Again"}}
     )
-    return result.data == {"signUp": {"user": {"email": email}}}
+    free: bool = result.data == {"signUp": {"user": {"email": email}}}
+    return free
 
 
 # Settings: production is the default, and it wants a real secret
@@ -207,6 +208,7 @@ def test_development_accepts_placeholders_and_creates_a_missing_secret(tmp_path:
     assert str(generated.jwt_secret) == (tmp_path / "b" / JWT_SECRET_FILE).read_text()
 
 
+@pytest.mark.slow
 def test_keyplane_serve_refuses_a_placeholder_secret_with_exit_code_2(tmp_path: Path) -> None:
     # when
     completed = subprocess.run(
@@ -478,7 +480,7 @@ async def test_a_short_safe_incoming_request_id_is_reused_and_any_other_replaced
 ) -> None:
     # when
     response = await api.client.post(
-        "/graphql", json={"query": VIEWER}, headers={"X-Request-Id": sent.encode()}
+        "/graphql", json={"query": VIEWER}, headers={b"X-Request-Id": sent.encode()}
     )
 
     # then
@@ -550,6 +552,7 @@ def test_the_filter_redacts_messages_arguments_and_tracebacks() -> None:
     assert lines[-1] == "ValueError: bad token eyJ…[redacted]"
 
 
+@pytest.mark.slow
 def test_a_served_access_log_holds_no_secret_sent_in_a_url(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -23,7 +23,7 @@ import pytest
 
 from tests.serve_process import free_port, wait_ready
 
-pytestmark = pytest.mark.multiprocess
+pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 
 PG_URL = os.environ.get("KEYPLANE_TEST_DATABASE_URL", "")
 REDIS_URL = os.environ.get("KEYPLANE_TEST_REDIS_URL", "")

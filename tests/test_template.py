@@ -15,11 +15,15 @@ from typing import Any
 from unittest.mock import ANY
 
 import pytest
+from starlette.applications import Starlette
 
 from keyplane.models import Member, MemberEnvironment, Template, TemplateVersion
 from keyplane.models.activity import ActivityKind
 from keyplane.permissions.scopes import Role
-from tests.helpers import Api
+from tests import factories
+from tests.factories import add_member
+from tests.helpers import Api, new_tenant
+from tests.schema_client import execute
 from tests.template_helpers import (
     CLIENT_IP,
     CREATE_TEMPLATE,
@@ -33,12 +37,10 @@ from tests.template_helpers import (
     SINGLE_SCOPES,
     UNPUBLISH_TEMPLATE,
     UPDATE_TEMPLATE,
-    add_member,
     bad_input,
     create_template,
     events,
     new_template,
-    new_tenant,
     read_template,
 )
 
@@ -707,21 +709,26 @@ async def test_a_deleted_name_can_be_used_again(api: Api) -> None:
 # --- templates and template ----------------------------------------------------------------------
 
 
-async def test_templates_are_listed_newest_first_in_pages(api: Api) -> None:
+async def test_templates_are_listed_newest_first_in_pages(app: Starlette) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await factories.tenant(app)
     for name in ("a", "b", "c"):
-        await new_template(api, owner.token, owner.environment_id, name=name)
+        await factories.template(
+            environment_id=owner.environment_id, created_by_id=owner.user_id, name=name
+        )
 
     # when
     first = (
-        await api.gql(LIST_TEMPLATES, {"env": owner.environment_id, "first": 2}, token=owner.token)
+        await execute(
+            app, LIST_TEMPLATES, {"env": owner.environment_id, "first": 2}, credential=owner.token
+        )
     ).ok()["templates"]
     rest = (
-        await api.gql(
+        await execute(
+            app,
             LIST_TEMPLATES,
             {"env": owner.environment_id, "first": 2, "after": first["pageInfo"]["endCursor"]},
-            token=owner.token,
+            credential=owner.token,
         )
     ).ok()["templates"]
 

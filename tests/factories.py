@@ -1,0 +1,198 @@
+"""Rows built directly with Tortoise, for tests that need data but do not test how it is made.
+
+Each factory takes, as keywords, what a test cares about and makes up the rest. Call them inside
+the app's lifespan (the `app` fixture), which opens the database. Nothing here goes through
+GraphQL or the resolvers, so no activity is logged and no rate limit is charged.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from starlette.applications import Starlette
+
+from keyplane.auth import api_key as key_format
+from keyplane.auth import dashboard
+from keyplane.auth.passwords import Passwords
+from keyplane.models import (
+    ApiKey,
+    Environment,
+    Member,
+    MemberEnvironment,
+    Project,
+    Session,
+    Template,
+    User,
+)
+from keyplane.models.template import TemplateFormat
+from keyplane.permissions.scopes import Role, Scope, encode_scopes
+from keyplane.services import Services
+from tests.helpers import Api, Tenant
+
+# Cheap argon2 parameters: the tests exercise our code, not the hash's cost.
+FAST_PASSWORDS = Passwords(time_cost=1, memory_cost_kib=1024)
+PASSWORD = "correct horse"
+
+_counter = itertools.count(1)
+
+
+def unique(stem: str) -> str:
+    """A name no other row of this run (or of an earlier run sharing the database) holds."""
+    return f"{stem}{next(_counter)}-{uuid.uuid4().hex[:8]}"
+
+
+async def user(
+    *, email: str | None = None, name: str | None = None, password: str = PASSWORD
+) -> User:
+    email = email or unique("user") + "@example.com"
+    return await User.create(
+        email=email,
+        name=name or email.split("@")[0],
+        password_hash=await FAST_PASSWORDS.hash(password),
+    )
+
+
+async def project(*, owner_id: str, name: str | None = None) -> Project:
+    """A project and its owner's membership, as createProject makes them."""
+    row = await Project.create(name=name or unique("project"), created_by_id=owner_id)
+    await Member.create(project=row, user_id=owner_id, role=Role.OWNER, all_environments=True)
+    return row
+
+
+async def environment(*, project_id: str, name: str | None = None) -> Environment:
+    return await Environment.create(project_id=project_id, name=name or unique("env"))
+
+
+async def member(
+    *,
+    project_id: str,
+    user_id: str,
+    role: Role = Role.DEVELOPER,
+    environment_ids: Sequence[str] | None = None,
+) -> Member:
+    """A member of the project; None for `environment_ids` means access to all of them."""
+    row = await Member.create(
+        project_id=project_id,
+        user_id=user_id,
+        role=role,
+        all_environments=environment_ids is None,
+    )
+    for environment_id in environment_ids or ():
+        await MemberEnvironment.create(member=row, environment_id=environment_id)
+    return row
+
+
+async def add_member(
+    api: Api, project_id: str, role: Role, *, environment_ids: Sequence[str] | None = None
+) -> str:
+    """A second user in the project, for HTTP tests: signed up through the API for a token, made a
+    member directly; None for `environment_ids` means all of them. Returns their token."""
+    token = await api.sign_up()
+    await member(
+        project_id=project_id,
+        user_id=await api.user_id(token),
+        role=role,
+        environment_ids=environment_ids,
+    )
+    return token
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A key row and the secret that authenticates as it (returned once, as createApiKey does)."""
+
+    row: ApiKey
+    secret: str
+
+    @property
+    def id(self) -> str:
+        return self.row.id
+
+
+async def _project_of(environment_id: str) -> str:
+    environment = await Environment.get(id=environment_id)
+    project_id: str = environment.project_id  # type: ignore[attr-defined]
+    return project_id
+
+
+async def api_key(
+    *,
+    environment_id: str,
+    created_by_id: str,
+    scopes: Sequence[Scope] = (Scope.MANAGE_PROJECT,),
+    name: str = "server",
+    expires_at: datetime | None = None,
+    revoked_at: datetime | None = None,
+    rate_limit_per_minute: int | None = None,
+) -> IssuedKey:
+    secret = key_format.generate_secret()
+    row = await ApiKey.create(
+        environment_id=environment_id,
+        project_id=await _project_of(environment_id),
+        name=name,
+        prefix=key_format.display_prefix(secret),
+        secret_hash=key_format.hash_secret(secret),
+        scopes=encode_scopes(frozenset(scopes)),
+        created_by_id=created_by_id,
+        expires_at=expires_at,
+        revoked_at=revoked_at,
+        rate_limit_per_minute=rate_limit_per_minute,
+    )
+    return IssuedKey(row=row, secret=secret)
+
+
+async def session_token(
+    user_id: str, *, jwt_secret: str, now: datetime, ttl: timedelta = timedelta(hours=1)
+) -> str:
+    """A dashboard session and its bearer token, as signIn makes them."""
+    session = await Session.create(user_id=user_id, expires_at=now + ttl)
+    token, _ = dashboard.issue_token(
+        secret=jwt_secret, user_id=user_id, session_id=session.id, now=now, ttl=ttl
+    )
+    return token
+
+
+async def template(
+    *,
+    environment_id: str,
+    created_by_id: str,
+    name: str | None = None,
+    format: TemplateFormat = TemplateFormat.TEXT,
+    content: str = "Hello {{ name }}",
+) -> Template:
+    """A draft template (no published version)."""
+    return await Template.create(
+        environment_id=environment_id,
+        project_id=await _project_of(environment_id),
+        name=name or unique("template"),
+        format=format,
+        content=content,
+        created_by_id=created_by_id,
+    )
+
+
+async def tenant(
+    app: Starlette, *, email: str | None = None, environments: Sequence[str | None] = (None,)
+) -> Tenant:
+    """The same Tenant as `helpers.new_tenant`, built from rows: a user with a dashboard
+    session who owns a project with one environment per entry of `environments`."""
+    services: Services = app.state.services
+    owner = await user(email=email)
+    row = await project(owner_id=owner.id)
+    environment_ids = [(await environment(project_id=row.id, name=n)).id for n in environments]
+    membership = await Member.get(project_id=row.id, user_id=owner.id)
+    token = await session_token(
+        owner.id, jwt_secret=str(services.settings.jwt_secret), now=services.clock()
+    )
+    return Tenant(
+        token=token,
+        user_id=owner.id,
+        email=owner.email,
+        member_id=membership.id,
+        project_id=row.id,
+        environment_ids=tuple(environment_ids),
+    )

@@ -1,0 +1,227 @@
+"""Who may call each API key operation: every operation without credentials, without the scope,
+on another tenant's objects (answered exactly like a missing one), and for each member role.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from keyplane.permissions.scopes import Role
+from tests.api_key_helpers import (
+    ALL_SCOPES,
+    CREATE_KEY,
+    DELETE_KEY,
+    GET_KEY,
+    LIST_KEYS,
+    MISSING_ENVIRONMENT_ID,
+    MISSING_KEY_ID,
+    REVOKE_KEY,
+    ROTATE_KEY,
+    UPDATE_KEY,
+    list_names,
+    read_key,
+    snapshot,
+)
+from tests.factories import add_member
+from tests.helpers import Api, new_tenant
+
+# --- one table of operations, for what every operation must do alike -----------------------
+
+
+@dataclass(frozen=True)
+class Operation:
+    document: str
+    field: str
+    variables: Callable[[str, str], dict[str, Any]]  # (environment id, key id) -> variables
+
+
+OPERATIONS = {
+    "createApiKey": Operation(
+        CREATE_KEY,
+        "createApiKey",
+        lambda environment_id, _: {
+            "input": {"environmentId": environment_id, "name": "new", "scopes": ["VIEW_ANALYTICS"]}
+        },
+    ),
+    "environment.apiKeys": Operation(LIST_KEYS, "environment", lambda env_id, _: {"id": env_id}),
+    "apiKey": Operation(GET_KEY, "apiKey", lambda _, key_id: {"id": key_id}),
+    "updateApiKey": Operation(
+        UPDATE_KEY,
+        "updateApiKey",
+        lambda _, key_id: {
+            "input": {"id": key_id, "name": "renamed", "scopes": ["MANAGE_PROJECT"]}
+        },
+    ),
+    "revokeApiKey": Operation(REVOKE_KEY, "revokeApiKey", lambda _, key_id: {"id": key_id}),
+    "deleteApiKey": Operation(DELETE_KEY, "deleteApiKey", lambda _, key_id: {"id": key_id}),
+    "rotateApiKey": Operation(
+        ROTATE_KEY,
+        "rotateApiKey",
+        lambda _, key_id: {"input": {"id": key_id, "expireOldInSeconds": 0}},
+    ),
+}
+READING = ["environment.apiKeys", "apiKey"]
+MANAGING = [name for name in OPERATIONS if name not in READING]
+
+every_operation = pytest.mark.parametrize(
+    "operation", list(OPERATIONS.values()), ids=list(OPERATIONS)
+)
+every_managing_operation = pytest.mark.parametrize(
+    "operation", [OPERATIONS[name] for name in MANAGING], ids=MANAGING
+)
+
+
+@every_operation
+async def test_every_key_operation_without_credentials_is_unauthenticated(
+    api: Api, operation: Operation
+) -> None:
+    # given
+    owner = await new_tenant(api)
+    key_id, _ = await api.create_key(owner.token, owner.environment_id, ["VIEW_ANALYTICS"])
+    before = await snapshot(api, owner.token, owner.environment_id)
+
+    # when
+    result = await api.gql(operation.document, operation.variables(owner.environment_id, key_id))
+
+    # then
+    assert result.status == 200
+    assert result.data == {operation.field: None}
+    assert result.codes == ["UNAUTHENTICATED"]
+    assert await snapshot(api, owner.token, owner.environment_id) == before
+
+
+@every_operation
+@pytest.mark.parametrize(
+    "credential",
+    ["key with GENERATE_DOCUMENTS only", "OAuth token with documents:generate only"],
+)
+async def test_every_key_operation_refuses_a_caller_without_the_scope(
+    api: Api, operation: Operation, credential: str
+) -> None:
+    # given
+    owner = await new_tenant(api)
+    key_id, _ = await api.create_key(owner.token, owner.environment_id, ["VIEW_ANALYTICS"])
+    if credential.startswith("key"):
+        _, caller = await api.create_key(owner.token, owner.environment_id, ["GENERATE_DOCUMENTS"])
+    else:
+        caller = api.oauth.token(email=owner.email, scope="documents:generate")
+    before = await snapshot(api, owner.token, owner.environment_id)
+
+    # when
+    result = await api.gql(
+        operation.document, operation.variables(owner.environment_id, key_id), token=caller
+    )
+
+    # then
+    assert result.status == 200
+    assert result.data == {operation.field: None}
+    assert result.codes == ["FORBIDDEN"]
+    assert await snapshot(api, owner.token, owner.environment_id) == before
+
+
+@every_operation
+async def test_every_key_operation_on_another_projects_objects_answers_like_a_missing_id(
+    api: Api, operation: Operation
+) -> None:
+    # given
+    intruder = await new_tenant(api)
+    victim = await new_tenant(api)
+    key_id, _ = await api.create_key(victim.token, victim.environment_id, ["VIEW_ANALYTICS"])
+    before = await snapshot(api, victim.token, victim.environment_id)
+
+    # when
+    elsewhere = await api.gql(
+        operation.document, operation.variables(victim.environment_id, key_id), token=intruder.token
+    )
+    missing = await api.gql(
+        operation.document,
+        operation.variables(MISSING_ENVIRONMENT_ID, MISSING_KEY_ID),
+        token=intruder.token,
+    )
+
+    # then
+    assert elsewhere.status == 200
+    assert elsewhere.data == {operation.field: None}
+    assert elsewhere.codes == ["NOT_FOUND"]
+    assert elsewhere.body == missing.body
+    assert await snapshot(api, victim.token, victim.environment_id) == before
+
+
+@every_operation
+@pytest.mark.parametrize(
+    "credential", ["key with every scope", "admin of the first environment only"]
+)
+async def test_every_key_operation_on_another_environment_answers_like_a_missing_id(
+    api: Api, operation: Operation, credential: str
+) -> None:
+    # given
+    owner = await new_tenant(api)
+    other_environment_id = await api.create_environment(owner.token, owner.project_id)
+    key_id, _ = await api.create_key(owner.token, other_environment_id, ["VIEW_ANALYTICS"])
+    if credential.startswith("key"):
+        _, caller = await api.create_key(owner.token, owner.environment_id, ALL_SCOPES)
+    else:
+        caller = await add_member(
+            api, owner.project_id, Role.ADMIN, environment_ids=[owner.environment_id]
+        )
+    before = await snapshot(api, owner.token, other_environment_id)
+
+    # when
+    elsewhere = await api.gql(
+        operation.document, operation.variables(other_environment_id, key_id), token=caller
+    )
+    missing = await api.gql(
+        operation.document,
+        operation.variables(MISSING_ENVIRONMENT_ID, MISSING_KEY_ID),
+        token=caller,
+    )
+
+    # then
+    assert elsewhere.status == 200
+    assert elsewhere.data == {operation.field: None}
+    assert elsewhere.codes == ["NOT_FOUND"]
+    assert elsewhere.body == missing.body
+    assert await snapshot(api, owner.token, other_environment_id) == before
+
+
+@every_managing_operation
+@pytest.mark.parametrize("role", [Role.DEVELOPER, Role.VIEWER])
+async def test_a_developer_or_viewer_member_cannot_manage_keys(
+    api: Api, operation: Operation, role: Role
+) -> None:
+    # given
+    owner = await new_tenant(api)
+    key_id, _ = await api.create_key(owner.token, owner.environment_id, ["VIEW_ANALYTICS"])
+    member = await add_member(api, owner.project_id, role)
+    before = await snapshot(api, owner.token, owner.environment_id)
+
+    # when
+    result = await api.gql(
+        operation.document, operation.variables(owner.environment_id, key_id), token=member
+    )
+
+    # then
+    assert result.status == 200
+    assert result.data == {operation.field: None}
+    assert result.codes == ["FORBIDDEN"]
+    assert await snapshot(api, owner.token, owner.environment_id) == before
+
+
+@pytest.mark.parametrize("role", [Role.DEVELOPER, Role.VIEWER])
+async def test_a_developer_or_viewer_member_can_list_and_read_keys(api: Api, role: Role) -> None:
+    # given
+    owner = await new_tenant(api)
+    key_id, _ = await api.create_key(owner.token, owner.environment_id, ["VIEW_ANALYTICS"])
+    member = await add_member(api, owner.project_id, role)
+
+    # when
+    names = await list_names(api, member, owner.environment_id)
+    record = await read_key(api, member, key_id)
+
+    # then
+    assert names == ["server"]
+    assert record == await read_key(api, owner.token, key_id)

@@ -1,0 +1,190 @@
+"""Who may call each member operation: no credentials, callers without MANAGE_PROJECT everywhere,
+project-wide managers and MANAGE_PROJECT keys, and another project's objects (answered exactly
+like missing ones).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from keyplane.permissions.scopes import Role
+from tests.helpers import Api, Tenant, new_tenant
+from tests.member_helpers import (
+    DEV_AND_PROD,
+    INVITE,
+    MEMBERS,
+    MISSING_ENVIRONMENT_ID,
+    MISSING_MEMBER_ID,
+    MISSING_PROJECT_ID,
+    REMOVE,
+    UPDATE,
+    add_member,
+    assert_refused,
+    state,
+)
+
+# --- what every managing operation does alike ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Operation:
+    document: str
+    field: str
+    # (tenant, id of a DEVELOPER limited to the tenant's Development environment) -> variables
+    variables: Callable[[Tenant, str], dict[str, Any]]
+
+
+OPERATIONS = {
+    "members": Operation(MEMBERS, "members", lambda t, _: {"projectId": t.project_id}),
+    "inviteMember": Operation(
+        INVITE,
+        "inviteMember",
+        lambda t, _: {
+            "input": {
+                "projectId": t.project_id,
+                "email": "newcomer@example.com",
+                "role": "VIEWER",
+                "environmentIds": [t.environment_id],
+            }
+        },
+    ),
+    "updateMember": Operation(
+        UPDATE,
+        "updateMember",
+        lambda t, member_id: {
+            "input": {"memberId": member_id, "role": "VIEWER", "environmentIds": [t.environment_id]}
+        },
+    ),
+    "removeMember": Operation(REMOVE, "removeMember", lambda _, member_id: {"memberId": member_id}),
+}
+every_operation = pytest.mark.parametrize(
+    "operation", list(OPERATIONS.values()), ids=list(OPERATIONS)
+)
+
+
+async def credential(api: Api, tenant: Tenant, kind: str) -> str:
+    """`key:<SCOPE>`, `oauth:<scope words>`, `member:<ROLE>` (all environments) or
+    `member:<ROLE>@Development` (limited to it), `owner`."""
+    what, _, detail = kind.partition(":")
+    if what == "owner":
+        return tenant.token
+    if what == "key":
+        _, secret = await api.create_key(tenant.token, tenant.environment_id, [detail])
+        return secret
+    if what == "oauth":
+        return api.oauth.token(email=tenant.email, scope=detail)
+    role, _, limited = detail.partition("@")
+    environments = [tenant.environment_id] if limited else None
+    return (await add_member(api, tenant, Role(role), environments)).token
+
+
+@every_operation
+async def test_every_member_operation_without_credentials_is_unauthenticated(
+    api: Api, operation: Operation
+) -> None:
+    # given
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
+    target = await add_member(api, owner, Role.DEVELOPER, [owner.environment_id])
+    before = await state(owner.project_id)
+
+    # when
+    result = await api.gql(operation.document, operation.variables(owner, target.member_id))
+
+    # then
+    assert_refused(result, operation.field, "UNAUTHENTICATED")
+    assert await state(owner.project_id) == before
+
+
+@every_operation
+@pytest.mark.parametrize(
+    "caller",
+    [
+        "key:GENERATE_DOCUMENTS",
+        "key:MANAGE_TEMPLATES",
+        "key:VIEW_ANALYTICS",
+        "oauth:documents:generate",
+        "oauth:templates:manage",
+        "oauth:analytics:view",
+        "oauth:documents:generate templates:manage analytics:view",
+        "member:DEVELOPER",
+        "member:VIEWER",
+        "member:ADMIN@Development",
+        "member:OWNER@Development",
+    ],
+)
+async def test_every_member_operation_refuses_a_caller_without_manage_project_everywhere(
+    api: Api, operation: Operation, caller: str
+) -> None:
+    # given
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
+    target = await add_member(api, owner, Role.DEVELOPER, [owner.environment_id])
+    token = await credential(api, owner, caller)
+    before = await state(owner.project_id)
+
+    # when
+    result = await api.gql(
+        operation.document, operation.variables(owner, target.member_id), token=token
+    )
+
+    # then
+    assert_refused(result, operation.field, "FORBIDDEN")
+    assert await state(owner.project_id) == before
+
+
+@every_operation
+@pytest.mark.parametrize(
+    "caller", ["owner", "member:ADMIN", "oauth:project:manage", "key:MANAGE_PROJECT"]
+)
+async def test_every_member_operation_is_open_to_a_project_wide_manager_and_a_manage_key(
+    api: Api, operation: Operation, caller: str
+) -> None:
+    # given
+    owner = await new_tenant(api, environments=DEV_AND_PROD)
+    target = await add_member(api, owner, Role.DEVELOPER, [owner.environment_id])
+    token = await credential(api, owner, caller)
+
+    # when
+    result = await api.gql(
+        operation.document, operation.variables(owner, target.member_id), token=token
+    )
+
+    # then
+    assert result.ok()[operation.field] is not None
+
+
+@every_operation
+@pytest.mark.parametrize("caller", ["owner", "key:MANAGE_PROJECT"])
+async def test_every_member_operation_on_another_project_answers_like_a_missing_id(
+    api: Api, operation: Operation, caller: str
+) -> None:
+    # given
+    intruder = await new_tenant(api, environments=DEV_AND_PROD)
+    token = await credential(api, intruder, caller)
+    victim = await new_tenant(api, environments=DEV_AND_PROD)
+    target = await add_member(api, victim, Role.DEVELOPER, [victim.environment_id])
+    missing = Tenant(
+        token="",
+        user_id="",
+        email="",
+        member_id=MISSING_MEMBER_ID,
+        project_id=MISSING_PROJECT_ID,
+        environment_ids=(MISSING_ENVIRONMENT_ID, MISSING_ENVIRONMENT_ID),
+    )
+    before = await state(victim.project_id)
+
+    # when
+    elsewhere = await api.gql(
+        operation.document, operation.variables(victim, target.member_id), token=token
+    )
+    nowhere = await api.gql(
+        operation.document, operation.variables(missing, MISSING_MEMBER_ID), token=token
+    )
+
+    # then
+    assert_refused(elsewhere, operation.field, "NOT_FOUND")
+    assert elsewhere.body == nowhere.body
+    assert await state(victim.project_id) == before
