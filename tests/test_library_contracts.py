@@ -21,6 +21,7 @@ from graphql import (
 )
 from graphql import build_schema as build_sdl
 from graphql import graphql as run_graphql
+from graphql.execution.collect_fields import CollectedFields, FieldDetails
 from limits import parse as parse_limit
 from limits.aio.storage import MemoryStorage
 from limits.limits import safe_string
@@ -120,6 +121,12 @@ def test_graphql_core_collects_sub_fields_in_the_method_the_executor_overrides()
         inspect.signature(StrawberryGraphQLCoreExecutionContext.collect_subfields).parameters
     )
     assert parameters == ["self", "return_type", "field_details_list"]
+    assert "collect_subfields(" in inspect.getsource(
+        StrawberryGraphQLCoreExecutionContext.collect_subfields
+    )
+    fields = set(inspect.signature(FieldDetails).parameters)
+    assert {"node", "defer_usage", "fragment_variable_values"} <= fields
+    assert {"grouped_field_set", "new_defer_usages"} <= set(CollectedFields._fields)
 
 
 def test_strawberrys_view_reads_the_two_names_fast_http_view_replaces() -> None:
