@@ -1,5 +1,8 @@
 """The library internals keyplane relies on (schema/engine.py lists them) still have the shape we
-rely on: an upgrade that changes one fails here, by name, not somewhere in a request."""
+rely on: an upgrade that changes one fails here, by name, not somewhere in a request.
+
+uvicorn's protocol internals (connections.py) are held by tests/test_security_connections.py,
+which starts real servers with them."""
 
 from __future__ import annotations
 
@@ -8,6 +11,20 @@ import inspect
 from collections.abc import AsyncIterator
 
 import pytest
+from graphql import (
+    GraphQLError,
+    GraphQLSchema,
+    GraphQLSyntaxError,
+    parse,
+    specified_rules,
+    validate,
+)
+from graphql import build_schema as build_sdl
+from graphql import graphql as run_graphql
+from graphql.execution.collect_fields import CollectedFields, FieldDetails
+from limits import parse as parse_limit
+from limits.aio.storage import MemoryStorage
+from limits.limits import safe_string
 from strawberry.extensions import MaskErrors
 from strawberry.http import async_base_view
 from strawberry.http.async_base_view import AsyncBaseHTTPView
@@ -15,7 +32,12 @@ from strawberry.http.parse_content_type import parse_content_type
 from strawberry.schema.schema import Schema, StrawberryGraphQLCoreExecutionContext
 from strawberry.types import ExecutionResult, SubscriptionExecutionResult
 
+from keyplane.ratelimit.tiers import stable
 from keyplane.schema.engine import fast_http_view
+from keyplane.schema.errors import MaskInternalErrors
+from keyplane.schema.root import build_schema
+
+SDL = build_sdl("enum Color { RED GREEN }  type Query { kind(color: Color): String }")
 
 
 def test_strawberry_makes_its_execution_context_in_the_hook_the_engine_overrides() -> None:
@@ -23,15 +45,75 @@ def test_strawberry_makes_its_execution_context_in_the_hook_the_engine_overrides
     assert parameters[:3] == ["self", "query", "allowed_operation_types"]
     assert "self._create_execution_context(" in inspect.getsource(Schema.execute)
     # Strawberry parses and validates only what is not already on the context.
-    assert "execution_context.graphql_document is not None" in inspect.getsource(
-        inspect.getmodule(Schema)  # type: ignore[arg-type]
+    source = inspect.getsource(inspect.getmodule(Schema))  # type: ignore[arg-type]
+    assert "if execution_context.graphql_document is not None:\n        return" in source
+    assert "and execution_context.pre_execution_errors is None" in source
+
+
+def test_strawberrys_schema_keeps_graphql_cores_schema_where_the_query_cache_reads_it() -> None:
+    assert isinstance(build_schema()._schema, GraphQLSchema)
+
+
+def test_strawberrys_view_runs_an_operation_through_the_method_the_view_overrides() -> None:
+    parameters = list(inspect.signature(AsyncBaseHTTPView.execute_operation).parameters)
+    assert parameters == [
+        "self",
+        "request",
+        "request_adapter",
+        "request_data",
+        "context",
+        "root_value",
+        "sub_response",
+    ]
+    assert "await self.execute_operation(" in inspect.getsource(AsyncBaseHTTPView.run)
+
+
+def test_mask_errors_masks_what_its_predicate_names_and_leaves_every_error_as_it_was() -> None:
+    # given
+    kept, hidden = GraphQLError("kept"), GraphQLError("hidden", extensions={"a": 1})
+    masking = MaskErrors(should_mask_error=lambda error: error is hidden, error_message="Masked.")
+
+    # when
+    processed = masking._process_errors([kept, hidden])
+
+    # then
+    assert processed[0] is kept
+    assert processed[1] is not hidden
+    assert [error.formatted for error in processed] == [
+        {"message": "kept"},
+        {"message": "Masked."},
+    ]
+    assert hidden.formatted == {"message": "hidden", "extensions": {"a": 1}}
+
+
+def test_mask_errors_hands_a_result_to_process_result_after_the_operation() -> None:
+    assert list(inspect.signature(MaskErrors._process_result).parameters) == ["self", "result"]
+    assert "self._process_result(result)" in inspect.getsource(MaskErrors.on_operation)
+    assert "error" in inspect.signature(MaskInternalErrors.anonymise_error).parameters
+
+
+def test_graphql_core_stops_lexing_with_the_message_the_query_cache_recognises() -> None:
+    with pytest.raises(GraphQLSyntaxError) as raised:
+        parse("{ a b c d }", max_lexical_tokens=3)
+    assert raised.value.message == (
+        "Syntax Error: Document contains more than 3 tokens. Parsing aborted."
     )
 
 
-def test_mask_errors_processes_results_through_the_methods_the_masking_overrides() -> None:
-    assert callable(MaskErrors._process_errors)
-    assert callable(MaskErrors._process_result)
-    assert callable(MaskErrors.anonymise_error)
+def test_graphql_core_words_suggestions_as_the_masking_strips_them() -> None:
+    errors = validate(SDL, parse("{ kinds }"), specified_rules)
+    assert [error.message for error in errors] == [
+        "Cannot query field 'kinds' on type 'Query'. Did you mean 'kind'?"
+    ]
+
+
+async def test_graphql_core_names_a_refused_variable_as_the_masking_reads_it() -> None:
+    result = await run_graphql(
+        SDL, "query($c: Color) { kind(color: $c) }", variable_values={"c": "BLUE"}
+    )
+    assert [error.message for error in result.errors or []] == [
+        "Variable '$c' has invalid value: Value 'BLUE' does not exist in 'Color' enum."
+    ]
 
 
 def test_graphql_core_collects_sub_fields_in_the_method_the_executor_overrides() -> None:
@@ -39,6 +121,12 @@ def test_graphql_core_collects_sub_fields_in_the_method_the_executor_overrides()
         inspect.signature(StrawberryGraphQLCoreExecutionContext.collect_subfields).parameters
     )
     assert parameters == ["self", "return_type", "field_details_list"]
+    assert "collect_subfields(" in inspect.getsource(
+        StrawberryGraphQLCoreExecutionContext.collect_subfields
+    )
+    fields = set(inspect.signature(FieldDetails).parameters)
+    assert {"node", "defer_usage", "fragment_variable_values"} <= fields
+    assert {"grouped_field_set", "new_defer_usages"} <= set(CollectedFields._fields)
 
 
 def test_strawberrys_view_reads_the_two_names_fast_http_view_replaces() -> None:
@@ -85,3 +173,50 @@ def test_the_cached_content_type_split_answers_as_strawberrys_own(header: str) -
     # then
     assert cached == parse_content_type(header)
     assert async_base_view.SubscriptionExecutionResult is collections.abc.AsyncIterator
+
+
+# --- limits (ratelimit/memory.py, ratelimit/tiers.py) -------------------------------------------
+
+
+def test_limits_memory_storage_schedules_clean_up_through_the_hook_the_paced_storage_replaces() -> (
+    None
+):
+    hook = "_MemoryStorage__schedule_expiry"
+    assert inspect.iscoroutinefunction(getattr(MemoryStorage, hook))
+    for name in ("acquire_entry", "incr"):
+        assert "await self.__schedule_expiry()" in inspect.getsource(getattr(MemoryStorage, name))
+
+
+async def test_limits_memory_storage_keeps_its_state_where_the_paced_clean_up_reads_it() -> None:
+    # given
+    storage = MemoryStorage()
+
+    # when
+    assert await storage.acquire_entry("moving", 10, 60)
+    assert await storage.incr("counter", 60) == 1
+
+    # then
+    [entry] = storage.events["moving"]
+    assert entry.expiry == entry.atime + 60
+    assert storage.storage["counter"] == 1
+    assert set(storage.expirations) == {"counter"}
+    assert {"moving", "counter"} <= set(storage.locks)
+    assert storage.timer is not None
+    storage.timer.cancel()
+
+
+@pytest.mark.parametrize(
+    "name", ["acquire_entry", "get_moving_window", "incr", "get", "get_expiry", "clear"]
+)
+def test_limits_wraps_the_storage_methods_the_paced_storage_unwraps(name: str) -> None:
+    method = getattr(MemoryStorage, name)
+    unwrapped = inspect.unwrap(method)
+    assert unwrapped is not method
+    assert unwrapped.__qualname__ == f"MemoryStorage.{name}"
+
+
+def test_a_stable_bucket_key_is_limits_own_key_without_the_amount() -> None:
+    item = parse_limit("100/minute")
+    assert safe_string(b"key") == "key"
+    assert item.key_for("api_key", "key_1") == "LIMITER/api_key/key_1/100/1/minute"
+    assert stable(item).key_for("api_key", "key_1") == "LIMITER/api_key/key_1/1/minute"

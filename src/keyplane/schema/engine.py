@@ -1,6 +1,6 @@
 """How an operation is admitted and run: limits, validation, introspection, timeout, masking.
 
-KeyplaneSchema is Strawberry's schema with three changes, each to a documented hook:
+KeyplaneSchema is Strawberry's schema with three changes (the third to a private hook):
 
 - `execute` admits the operation first (schema/query_cache.py: tokens, aliases, depth, repeated
   selections, static cost, then validation stopping after a few errors, then introspection,
@@ -18,16 +18,66 @@ KeyplaneSchema is Strawberry's schema with three changes, each to a documented h
 Every result carries `extensions.cost = {requested, maximum}`, and its errors are coded and
 masked (schema/errors.py) on the finished result.
 
-Library internals used here, each held to its shape by tests/test_library_contracts.py:
+Library internals: every private attribute or undocumented name keyplane uses from Strawberry,
+graphql-core and limits is listed here, with where, why and what it earns, and each is held to
+its shape by tests/test_library_contracts.py, so that an upgrade fails there, by name, and not
+in a request. pyproject.toml bounds each library to the minor version constraints.txt locks.
+A hack that only saves time stays only while `make bench-instructions` shows it earning at least
+5 % on a target scenario (viewer, 20-key page, batch); figures are instructions per request of
+the keyplane side, with and without it, measured on 2026-12-02
+(bench/instructions.py, each hack turned off alone; one sample moves by up to ~3 %).
 
-- `strawberry.Schema._create_execution_context` (above);
-- `strawberry.http.async_base_view.parse_content_type` and `.SubscriptionExecutionResult`, two
-  module names Strawberry's HTTP view reads on every request, replaced by `fast_http_view()`:
-  the first builds an `email.message.Message` to split a Content-Type header (it is now
-  cached by header value), the second is a runtime-checkable Protocol whose `isinstance` walks
-  `inspect.getattr_static` over every result (now `collections.abc.AsyncIterator`, which checks
-  the same two methods and caches its answer per type). Together about 5 % of a small
-  request's instructions (bench/instructions.py, anonymous `{ __typename }`).
+Strawberry 0.341
+- `Schema._create_execution_context` (here, private): the hook that hands Strawberry the
+  document parsed and validated by `execute`; Strawberry skips its own parse and validation when
+  the context already has `graphql_document` and `pre_execution_errors`. Pricing needs the tree
+  before the operation runs, so without it every request is parsed and validated twice
+  (validation is most of a small request's cost). Not measured alone.
+- `Schema._schema` (here, private): graphql-core's schema, which the query cache validates and
+  prices against. No public accessor exists.
+- `strawberry.http.async_base_view.parse_content_type` and `.SubscriptionExecutionResult`,
+  two module names Strawberry's HTTP view reads on every request, replaced by
+  `fast_http_view()`: the first builds an `email.message.Message` to split a Content-Type
+  header (it is now cached by header value), the second is a runtime-checkable Protocol whose
+  `isinstance` walks `inspect.getattr_static` over every result (now
+  `collections.abc.AsyncIterator`, which checks the same two methods and caches its answer per
+  type). Together about 5 % of a small request's instructions (anonymous `{ __typename }`).
+- `MaskErrors._process_errors` and `._process_result` (schema/errors.py, private): the masking
+  runs the base class's per-error pass and replaces its per-result pass, whose `isinstance`
+  against a runtime-checkable Protocol cost ~10 µs a request. Kept for correctness first: it is
+  how coded errors are spared and unexpected ones masked.
+- `AsyncBaseHTTPView.execute_operation` (http.py, undocumented): overridden to price, charge
+  and refuse each request's operations before Strawberry runs them (the rate limit's 429).
+
+graphql-core 3.3
+- The texts of three messages: "Document contains more than N tokens. Parsing aborted."
+  (query_cache.py tells the token limit from other syntax errors), the " Did you mean ...?"
+  suffix (schema/errors.py strips it in the production profile) and the "Variable '$name'"
+  prefix (schema/errors.py names the refused variable in `extensions.field`).
+- `ExecutionContext.collect_subfields`, `graphql.execution.collect_fields.CollectedFields`,
+  `FieldDetailsList` and `FieldDetails.defer_usage`/`.fragment_variable_values` (not exported;
+  schema/executor.py, through Strawberry's `StrawberryGraphQLCoreExecutionContext`): sub-field
+  collections kept across requests. Without -> with: JWT viewer 1,061k -> 991k (7.1 %; again
+  1,076k -> 1,014k, 6.1 %), API-key viewer 1,082k -> 1,055k (2.6 %), OAuth viewer 1,063k ->
+  1,028k (3.4 %), 20-key page 17.10M -> 16.82M (1.7 %), batch 17.99M -> 17.24M (4.3 %). Kept:
+  over 5 % on the JWT viewer twice.
+limits 5.8
+- `MemoryStorage._MemoryStorage__schedule_expiry` (ratelimit/memory.py, private and
+  name-mangled), the state its clean-up reads (`events`, `locks`, `expirations`, `storage`,
+  `timer`, entries' `expiry`), and the wrappers limits puts on its storage methods, which
+  `inspect.unwrap` removes: the clean-up paced instead of run after every hit. Without -> with:
+  API-key viewer 1,108k -> 1,055k (5.0 %), JWT viewer 1,086k -> 991k (9.5 %), OAuth viewer
+  1,014k -> 1,028k (-1.4 %), 20-key page 17.31M -> 16.82M (2.9 %), batch 17.42M -> 17.24M
+  (1.0 %). Kept: 5 % or more on two viewers.
+- `limits.limits.safe_string` and the layout of `RateLimitItem.key_for` (ratelimit/tiers.py,
+  not exported): a bucket's key is limits' own without the amount, so that a key whose limit
+  changes keeps what it spent this minute. Behaviour, not speed.
+
+uvicorn 0.54 (held by tests/test_security_connections.py, which starts real servers)
+- `HttpToolsProtocol` and `H11Protocol`'s hooks (`connection_made`, `connection_lost`,
+  `data_received`, `on_headers_complete`, `on_response_complete`) and attributes (`loop`,
+  `transport`, `cycle.response_complete`, h11's `conn`), subclassed by connections.py for the
+  request-head deadline uvicorn lacks. Security, not speed.
 """
 
 from __future__ import annotations
