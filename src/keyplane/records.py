@@ -34,8 +34,6 @@ KEY_FIELDS = (
     "created_at",
     "expires_at",
     "revoked_at",
-    "last_used_at",
-    "total_requests",
     "rate_limit_per_minute",
 )
 KEY_COLUMNS = ", ".join(KEY_FIELDS)
@@ -43,7 +41,8 @@ KEY_COLUMNS = ", ".join(KEY_FIELDS)
 
 @dataclass(frozen=True, slots=True)
 class KeyRecord:
-    """An api_key row as authentication read it (the GraphQL ApiKey type accepts it too)."""
+    """An api_key row as authentication read it (the GraphQL ApiKey type accepts it too),
+    without its usage counters: those change with every request (usage/counters.py)."""
 
     id: str
     environment_id: str
@@ -55,8 +54,6 @@ class KeyRecord:
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
-    last_used_at: datetime | None
-    total_requests: int
     rate_limit_per_minute: int | None
 
     @property
@@ -75,15 +72,13 @@ def key_record(row: dict[str, Any]) -> KeyRecord:
         scopes=row["scopes"],
         created_by_id=row["created_by_id"],
         created_at=_required_instant(row["created_at"]),
-        expires_at=_instant(row["expires_at"]),
-        revoked_at=_instant(row["revoked_at"]),
-        last_used_at=_instant(row["last_used_at"]),
-        total_requests=int(row["total_requests"]),
+        expires_at=instant(row["expires_at"]),
+        revoked_at=instant(row["revoked_at"]),
         rate_limit_per_minute=row["rate_limit_per_minute"],
     )
 
 
-def _instant(value: Any) -> datetime | None:
+def instant(value: Any) -> datetime | None:
     # asyncpg returns datetimes; SQLite returns the text Tortoise stored (ISO 8601, UTC).
     if value is None or isinstance(value, datetime):
         return value
@@ -124,7 +119,7 @@ class Lookups:
             "AND ended_at IS NULL",
             [session_id, user_id],
         )
-        return _instant(rows[0]["expires_at"]) if rows else None
+        return instant(rows[0]["expires_at"]) if rows else None
 
     async def member(self, *, project_id: str, user_id: str) -> MemberRecord | None:
         """A user's membership of a project and, when it is limited to some environments,
@@ -294,6 +289,6 @@ MAX_RECORDS = 10_000
 
 
 def _required_instant(value: Any) -> datetime:
-    moment = _instant(value)
+    moment = instant(value)
     assert moment is not None
     return moment

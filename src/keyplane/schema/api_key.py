@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Annotated
@@ -26,7 +25,6 @@ from keyplane.resolvers.usage import Granularity
 from keyplane.schema.pagination import page_info
 from keyplane.schema.usage import UsagePoint
 from keyplane.schema.user import User
-from keyplane.usage.buffer import latest
 
 if TYPE_CHECKING:
     from keyplane.schema.project import Environment
@@ -44,12 +42,6 @@ class ApiKey:
     created_at: datetime = strawberry.field(description="When the key was issued.")
     expires_at: datetime | None = strawberry.field(description="When it stops working, if set.")
     revoked_at: datetime | None = strawberry.field(description="When it was revoked, if it was.")
-    last_used_at: datetime | None = strawberry.field(
-        description="When it last authenticated an admitted request."
-    )
-    total_requests: int = strawberry.field(
-        description="Requests it has authenticated and the limiter admitted."
-    )
     rate_limit_per_minute: int = strawberry.field(
         description="Requests per minute this key may make: its own limit if set, else the "
         "API-key tier's."
@@ -63,6 +55,16 @@ class ApiKey:
         description="The user who issued the key (for a key issued by another "
         "key: that key's creator)."
     )
+
+    # The counters change with every request, so they are not part of the key as kept: they
+    # are read when asked for, every key of the request in one query (usage/counters.py).
+    @strawberry.field(description="When it last authenticated an admitted request.")
+    async def last_used_at(self, info: Info) -> datetime | None:
+        return (await info.context.loaders.counters.load(self.id)).last_used_at
+
+    @strawberry.field(description="Requests it has authenticated and the limiter admitted.")
+    async def total_requests(self, info: Info) -> int:
+        return (await info.context.loaders.counters.load(self.id)).total_requests
 
     @strawberry.field(
         description="Requests and refusals over time. Needs MANAGE_PROJECT or "
@@ -95,9 +97,7 @@ class ApiKey:
         context: Context,
         environment: EnvironmentRecord,
         creator: UserRecord,
-        counts: Counts | None = None,
     ) -> ApiKey:
-        counts = counts or counted(key, context)
         limit = key.rate_limit_per_minute
         if limit is None:
             limit = int(context.services.settings.rate_limits[Tier.API_KEY].amount)
@@ -110,8 +110,6 @@ class ApiKey:
             created_at=key.created_at,
             expires_at=key.expires_at,
             revoked_at=key.revoked_at,
-            last_used_at=counts.last_used_at,
-            total_requests=counts.total_requests,
             rate_limit_per_minute=limit,
             environment=_environment(environment),
             created_by=_user(creator),
@@ -132,16 +130,11 @@ class ApiKey:
 
     @classmethod
     async def load(cls, key: models.ApiKey | KeyRecord, *, context: Context) -> ApiKey:
-        # The counts first, in the same step as the row was read: a flush committing while
-        # the environment and creator are read must not move them in between.
-        counts = counted(key, context)
         environment = await context.loaders.environment.load(key.environment_id)  # type: ignore[union-attr]
         creator = await context.loaders.user.load(key.created_by_id)  # type: ignore[union-attr]
         if environment is None or creator is None:
             raise NotFound()
-        return cls.from_model(
-            key, context=context, environment=environment, creator=creator, counts=counts
-        )
+        return cls.from_model(key, context=context, environment=environment, creator=creator)
 
 
 # Users and environments never change once created (records.py), and these GraphQL objects
@@ -156,21 +149,6 @@ def _environment(record: EnvironmentRecord) -> Environment:
 @lru_cache(maxsize=10_000)
 def _user(record: UserRecord) -> User:
     return User.from_model(record)
-
-
-@dataclass(frozen=True, slots=True)
-class Counts:
-    total_requests: int
-    last_used_at: datetime | None
-
-
-def counted(key: models.ApiKey | KeyRecord, context: Context) -> Counts:
-    """The row's counters plus what this process counted and has not flushed yet, so a reader
-    served by the process that counted sees every admitted request at once."""
-    pending = context.services.usage.pending_total(key.id)
-    return Counts(
-        key.total_requests + pending.requests, latest(key.last_used_at, pending.last_used_at)
-    )
 
 
 @strawberry.type(description="One key in a page, with the cursor that points at it.")
@@ -189,19 +167,16 @@ class ApiKeyConnection:
         cls,
         page: Page[KeyRecord],
         *,
-        counts: list[Counts],
         context: Context,
         home: EnvironmentRecord,
         creators: dict[str, UserRecord],
     ) -> ApiKeyConnection:
         edges = []
-        for key, key_counts in zip(page.items, counts, strict=True):
+        for key in page.items:
             creator = creators.get(key.created_by_id)
             if creator is None:
                 raise NotFound()
-            node = ApiKey.from_model(
-                key, context=context, environment=home, creator=creator, counts=key_counts
-            )
+            node = ApiKey.from_model(key, context=context, environment=home, creator=creator)
             edges.append(ApiKeyEdge(cursor=encode_cursor(key.created_at, key.id), node=node))
         return cls(
             edges=edges,
