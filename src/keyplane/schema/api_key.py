@@ -30,6 +30,14 @@ if TYPE_CHECKING:
     from keyplane.schema.project import Environment
 
 
+async def _last_used_at(root: ApiKey, info: Info) -> datetime | None:
+    return (await info.context.loaders.counters.load(root.id)).last_used_at
+
+
+async def _total_requests(root: ApiKey, info: Info) -> int:
+    return (await info.context.loaders.counters.load(root.id)).total_requests
+
+
 @strawberry.type(description="An API key. Its secret is never shown here, only its prefix.")
 class ApiKey:
     id: strawberry.ID = strawberry.field(description="Opaque key id (`key_...`), not the secret.")
@@ -42,6 +50,15 @@ class ApiKey:
     created_at: datetime = strawberry.field(description="When the key was issued.")
     expires_at: datetime | None = strawberry.field(description="When it stops working, if set.")
     revoked_at: datetime | None = strawberry.field(description="When it was revoked, if it was.")
+    # The counters change with every request, so they are not part of the key as kept: they
+    # are read when asked for, every key of the request in one query (usage/counters.py).
+    last_used_at: datetime | None = strawberry.field(
+        resolver=_last_used_at, description="When it last authenticated an admitted request."
+    )
+    total_requests: int = strawberry.field(
+        resolver=_total_requests,
+        description="Requests it has authenticated and the limiter admitted.",
+    )
     rate_limit_per_minute: int = strawberry.field(
         description="Requests per minute this key may make: its own limit if set, else the "
         "API-key tier's."
@@ -55,16 +72,6 @@ class ApiKey:
         description="The user who issued the key (for a key issued by another "
         "key: that key's creator)."
     )
-
-    # The counters change with every request, so they are not part of the key as kept: they
-    # are read when asked for, every key of the request in one query (usage/counters.py).
-    @strawberry.field(description="When it last authenticated an admitted request.")
-    async def last_used_at(self, info: Info) -> datetime | None:
-        return (await info.context.loaders.counters.load(self.id)).last_used_at
-
-    @strawberry.field(description="Requests it has authenticated and the limiter admitted.")
-    async def total_requests(self, info: Info) -> int:
-        return (await info.context.loaders.counters.load(self.id)).total_requests
 
     @strawberry.field(
         description="Requests and refusals over time. Needs MANAGE_PROJECT or "
