@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import lru_cache
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import strawberry
 from strawberry.relay import PageInfo
@@ -25,17 +25,28 @@ from keyplane.resolvers.usage import Granularity
 from keyplane.schema.pagination import page_info
 from keyplane.schema.usage import UsagePoint
 from keyplane.schema.user import User
+from keyplane.usage.counters import KeyCounters
 
 if TYPE_CHECKING:
     from keyplane.schema.project import Environment
 
-
-async def _last_used_at(root: ApiKey, info: Info) -> datetime | None:
-    return (await info.context.loaders.counters.load(root.id)).last_used_at
+T = TypeVar("T")
 
 
-async def _total_requests(root: ApiKey, info: Info) -> int:
-    return (await info.context.loaders.counters.load(root.id)).total_requests
+def _last_used_at(root: ApiKey, info: Info) -> datetime | Awaitable[datetime | None] | None:
+    if root.counters is not None:  # read with its page: a plain value costs no task
+        return root.counters.last_used_at
+    return _counters(root, info, lambda counters: counters.last_used_at)
+
+
+def _total_requests(root: ApiKey, info: Info) -> int | Awaitable[int]:
+    if root.counters is not None:
+        return root.counters.total_requests
+    return _counters(root, info, lambda counters: counters.total_requests)
+
+
+async def _counters(root: ApiKey, info: Info, field: Callable[[KeyCounters], T]) -> T:
+    return field(await info.context.loaders.counters.load(root.id))
 
 
 @strawberry.type(description="An API key. Its secret is never shown here, only its prefix.")
@@ -52,11 +63,16 @@ class ApiKey:
     revoked_at: datetime | None = strawberry.field(description="When it was revoked, if it was.")
     # The counters change with every request, so they are not part of the key as kept: they
     # are read when asked for, every key of the request in one query (usage/counters.py).
-    last_used_at: datetime | None = strawberry.field(
-        resolver=_last_used_at, description="When it last authenticated an admitted request."
+    # Their resolvers answer a plain value when the counters came with the key, else an
+    # awaitable (graphql_type says what GraphQL sees; mypy sees the resolvers' union).
+    last_used_at: datetime | None = strawberry.field(  # type: ignore[assignment]
+        resolver=_last_used_at,
+        graphql_type=datetime | None,
+        description="When it last authenticated an admitted request.",
     )
-    total_requests: int = strawberry.field(
+    total_requests: int = strawberry.field(  # type: ignore[assignment]
         resolver=_total_requests,
+        graphql_type=int,
         description="Requests it has authenticated and the limiter admitted.",
     )
     rate_limit_per_minute: int = strawberry.field(
@@ -72,6 +88,8 @@ class ApiKey:
         description="The user who issued the key (for a key issued by another "
         "key: that key's creator)."
     )
+    # The counters when they were read with the key (a page reads its keys' in one query).
+    counters: strawberry.Private[KeyCounters | None] = None
 
     @strawberry.field(
         description="Requests and refusals over time. Needs MANAGE_PROJECT or "
@@ -104,6 +122,7 @@ class ApiKey:
         context: Context,
         environment: EnvironmentRecord,
         creator: UserRecord,
+        counters: KeyCounters | None = None,
     ) -> ApiKey:
         limit = key.rate_limit_per_minute
         if limit is None:
@@ -120,6 +139,7 @@ class ApiKey:
             rate_limit_per_minute=limit,
             environment=_environment(environment),
             created_by=_user(creator),
+            counters=counters,
         )
 
     @classmethod
@@ -174,16 +194,19 @@ class ApiKeyConnection:
         cls,
         page: Page[KeyRecord],
         *,
+        counters: list[KeyCounters],
         context: Context,
         home: EnvironmentRecord,
         creators: dict[str, UserRecord],
     ) -> ApiKeyConnection:
         edges = []
-        for key in page.items:
+        for key, key_counters in zip(page.items, counters, strict=True):
             creator = creators.get(key.created_by_id)
             if creator is None:
                 raise NotFound()
-            node = ApiKey.from_model(key, context=context, environment=home, creator=creator)
+            node = ApiKey.from_model(
+                key, context=context, environment=home, creator=creator, counters=key_counters
+            )
             edges.append(ApiKeyEdge(cursor=encode_cursor(key.created_at, key.id), node=node))
         return cls(
             edges=edges,
