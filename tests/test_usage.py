@@ -992,3 +992,28 @@ async def test_counters_read_while_a_flush_commits_count_each_request_once(
 
     # then
     assert read.ok()["apiKey"]["totalRequests"] == 3
+
+
+async def test_a_page_of_keys_shows_flushed_and_unflushed_requests_together(
+    api: Api, app: Starlette
+) -> None:
+    # given: three requests flushed, then two not yet
+    owner = await api.sign_up()
+    project_id = await api.create_project(owner)
+    env = await api.create_environment(owner, project_id)
+    _, secret = await api.create_key(owner, env, ["VIEW_ANALYTICS"])
+    for _ in range(3):
+        (await api.gql("{ viewer { kind } }", token=secret)).ok()
+    await app.state.services.usage.flush()
+    for _ in range(2):
+        (await api.gql("{ viewer { kind } }", token=secret)).ok()
+
+    # when
+    page = await api.gql(
+        "query($id: ID!) { environment(id: $id) { apiKeys { edges { node { totalRequests } } } } }",
+        {"id": env},
+        token=owner,
+    )
+
+    # then
+    assert page.ok() == {"environment": {"apiKeys": {"edges": [{"node": {"totalRequests": 5}}]}}}
