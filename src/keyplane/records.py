@@ -61,6 +61,18 @@ class KeyRecord:
         return decode_scopes(self.scopes)
 
 
+@dataclass(frozen=True, slots=True)
+class KeyCounters:
+    """An API key's usage counters (as stored, or with unflushed counts: usage/counters.py)."""
+
+    total_requests: int
+    last_used_at: datetime | None
+
+
+def key_counters(row: dict[str, Any]) -> KeyCounters:
+    return KeyCounters(int(row["total_requests"]), instant(row["last_used_at"]))
+
+
 def key_record(row: dict[str, Any]) -> KeyRecord:
     """A KeyRecord from a row of KEY_FIELDS (raw SQL or a Tortoise values() query)."""
     return KeyRecord(
@@ -151,10 +163,10 @@ class Lookups:
         now: datetime,
         after: tuple[datetime, str] | None,
         limit: int,
-    ) -> list[KeyRecord]:
+    ) -> list[tuple[KeyRecord, KeyCounters]]:
         """Up to `limit` keys of an environment, newest first (created_at, then id), after the
-        cursor's (created_at, id) when given. Plain SQL: building this through the ORM cost
-        more than running it (bench/run.py, list scenarios)."""
+        cursor's (created_at, id) when given, with their stored counters. Plain SQL: building
+        this through the ORM cost more than running it (bench/run.py, list scenarios)."""
         p = self._p
         values: list[Any] = [environment_id]
         where = [f"environment_id = {p(1)}"]
@@ -175,11 +187,12 @@ class Lookups:
             before, tied, lower = param(moment), param(moment), param(row_id)  # `?` is positional
             where.append(f"(created_at < {before} OR (created_at = {tied} AND id < {lower}))")
         rows = await self._rows(
-            f"SELECT {KEY_COLUMNS} FROM api_key WHERE {' AND '.join(where)} "
+            f"SELECT {KEY_COLUMNS}, total_requests, last_used_at FROM api_key "
+            f"WHERE {' AND '.join(where)} "
             f"ORDER BY created_at DESC, id DESC LIMIT {int(limit)}",
             values,
         )
-        return [key_record(row) for row in rows]
+        return [(key_record(row), key_counters(row)) for row in rows]
 
     async def linked_user(self, *, issuer: str, subject: str) -> str | None:
         p = self._p

@@ -192,15 +192,14 @@ class ApiKeyConnection:
     @classmethod
     def from_page(
         cls,
-        page: Page[KeyRecord],
+        page: Page[tuple[KeyRecord, KeyCounters]],
         *,
-        counters: list[KeyCounters],
         context: Context,
         home: EnvironmentRecord,
         creators: dict[str, UserRecord],
     ) -> ApiKeyConnection:
         edges = []
-        for key, key_counters in zip(page.items, counters, strict=True):
+        for key, key_counters in page.items:
             creator = creators.get(key.created_by_id)
             if creator is None:
                 raise NotFound()

@@ -87,15 +87,12 @@ class Environment:
             after=after,
             status=status,
             now=info.context.now,
+            counters=info.context.services.counters,
         )
-        creator_ids = sorted({key.created_by_id for key in page.items})
-        # Both batches start before either is awaited; the page's counters in one query.
-        loading_counters = info.context.loaders.counters.load_many([k.id for k in page.items])
+        creator_ids = sorted({key.created_by_id for key, _ in page.items})
         creators = await info.context.loaders.user.load_many(creator_ids)
-        counters = await loading_counters
         connection = ApiKeyConnection.from_page(
             page,
-            counters=counters,
             context=info.context,
             home=EnvironmentRecord(
                 id=self.id, project_id=self.project_id, name=self.name, created_at=self.created_at

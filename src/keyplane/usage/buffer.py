@@ -155,10 +155,11 @@ class UsageBuffer:
         return [self._pending] if self._flushing is None else [self._pending, self._flushing]
 
     async def with_pending(
-        self, key_ids: Iterable[str], read: Callable[[], Awaitable[R]]
+        self, read: Callable[[], Awaitable[R]], key_ids: Callable[[R], Iterable[str]]
     ) -> tuple[R, dict[str, KeyTotal]]:
-        """`read()` of the stored counters of some keys, and what this process counted for
-        them and has not committed, as of one moment: each flush is in one or the other, once.
+        """`read()` of the stored counters of some keys (`key_ids` of what it read), and what
+        this process counted for them and has not committed, as of one moment: each flush is
+        in one or the other, once.
 
         A flush's commit can be seen by other connections before this process learns that it
         committed, so a read that overlapped a write may or may not hold its counts. Such a
@@ -168,9 +169,10 @@ class UsageBuffer:
         if self._flushing is None:
             stored = await read()
             if self._writes == writes:  # no write began since: none is in `stored`
-                return stored, self._pending_of(key_ids)
+                return stored, self._pending_of(key_ids(stored))
         async with self._flush_lock:
-            return await read(), self._pending_of(key_ids)
+            stored = await read()
+            return stored, self._pending_of(key_ids(stored))
 
     def _pending_of(self, key_ids: Iterable[str]) -> dict[str, KeyTotal]:
         # Called with no write in progress: every unwritten count is in `_pending`.

@@ -9,18 +9,22 @@ with_pending`), so a reader never sees a count go backwards nor a request counte
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from keyplane.records import Lookups, instant
-from keyplane.usage.buffer import UsageBuffer, latest
+from keyplane.records import KeyCounters, KeyRecord, Lookups, key_counters
+from keyplane.usage.buffer import KeyTotal, UsageBuffer, latest
+
+__all__ = ["Counters", "KeyCounters"]
 
 
-@dataclass(frozen=True, slots=True)
-class KeyCounters:
-    total_requests: int
-    last_used_at: datetime | None
+def _with(stored: KeyCounters, unflushed: KeyTotal | None) -> KeyCounters:
+    if unflushed is None:
+        return stored
+    return KeyCounters(
+        stored.total_requests + unflushed.requests,
+        latest(stored.last_used_at, unflushed.last_used_at),
+    )
 
 
 class Counters:
@@ -36,16 +40,18 @@ class Counters:
                 "api_key", "id, total_requests, last_used_at", key_ids
             )
 
-        rows, pending = await self._usage.with_pending(key_ids, stored)
-        by_id = {row["id"]: row for row in rows}
-        counters = []
-        for key_id in key_ids:
-            row = by_id.get(key_id)  # None: deleted (its pending counts are dropped at flush)
-            total = 0 if row is None else int(row["total_requests"])
-            last_used_at = None if row is None else instant(row["last_used_at"])
-            unflushed = pending.get(key_id)
-            if unflushed is not None:
-                total += unflushed.requests
-                last_used_at = latest(last_used_at, unflushed.last_used_at)
-            counters.append(KeyCounters(total, last_used_at))
-        return counters
+        rows, pending = await self._usage.with_pending(stored, lambda _: key_ids)
+        by_id = {row["id"]: key_counters(row) for row in rows}
+        # A key missing was deleted: its unflushed counts are dropped at the flush.
+        return [_with(by_id.get(key_id, NO_COUNTS), pending.get(key_id)) for key_id in key_ids]
+
+    async def page(
+        self, read: Callable[[], Awaitable[list[tuple[KeyRecord, KeyCounters]]]]
+    ) -> list[tuple[KeyRecord, KeyCounters]]:
+        """A page of keys read with their stored counters (`read`, one query), each with the
+        unflushed counts added."""
+        rows, pending = await self._usage.with_pending(read, lambda rows: (k.id for k, _ in rows))
+        return [(key, _with(counters, pending.get(key.id))) for key, counters in rows]
+
+
+NO_COUNTS = KeyCounters(0, None)
