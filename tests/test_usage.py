@@ -1017,3 +1017,28 @@ async def test_a_page_of_keys_shows_flushed_and_unflushed_requests_together(
 
     # then
     assert page.ok() == {"environment": {"apiKeys": {"edges": [{"node": {"totalRequests": 5}}]}}}
+
+
+@pytest.mark.parametrize("committed", [False, True], ids=["before commit", "after commit"])
+async def test_a_page_of_keys_read_while_a_flush_is_in_progress_counts_each_request_once(
+    api: Api, app: Starlette, monkeypatch: pytest.MonkeyPatch, committed: bool
+) -> None:
+    # given: three unflushed requests, and a flush of them in progress
+    owner = await api.sign_up()
+    project_id = await api.create_project(owner)
+    env = await api.create_environment(owner, project_id)
+    _, secret = await api.create_key(owner, env, ["VIEW_ANALYTICS"])
+    for _ in range(3):
+        (await api.gql("{ viewer { kind } }", token=secret)).ok()
+    flush = await _flush_paused(app, monkeypatch, committed=committed)
+
+    # when
+    page = await api.gql(
+        "query($id: ID!) { environment(id: $id) { apiKeys { edges { node { totalRequests } } } } }",
+        {"id": env},
+        token=owner,
+    )
+
+    # then
+    await flush
+    assert page.ok() == {"environment": {"apiKeys": {"edges": [{"node": {"totalRequests": 3}}]}}}
