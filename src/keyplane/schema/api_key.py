@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from datetime import datetime
 from functools import lru_cache
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
 
 import strawberry
 from strawberry.relay import PageInfo
@@ -33,20 +33,31 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def _last_used_at(root: ApiKey, info: Info) -> datetime | Awaitable[datetime | None] | None:
-    if root.counters is not None:  # read with its page: a plain value costs no task
-        return root.counters.last_used_at
-    return _counters(root, info, lambda counters: counters.last_used_at)
+class _WhenAsked(Generic[T]):
+    """A counter of a key whose counters were not read with it: the counters DataLoader is
+    asked only when graphql awaits the field, so a request that does not select it pays
+    nothing (a coroutine made up front would have to be awaited or warn)."""
+
+    __slots__ = ("_context", "_field", "_key_id")
+
+    def __init__(self, context: Context, key_id: str, field: Callable[[KeyCounters], T]) -> None:
+        self._context = context
+        self._key_id = key_id
+        self._field = field
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self._read().__await__()
+
+    async def _read(self) -> T:
+        return self._field(await self._context.loaders.counters.load(self._key_id))
 
 
-def _total_requests(root: ApiKey, info: Info) -> int | Awaitable[int]:
-    if root.counters is not None:
-        return root.counters.total_requests
-    return _counters(root, info, lambda counters: counters.total_requests)
+def _last_used(counters: KeyCounters) -> datetime | None:
+    return counters.last_used_at
 
 
-async def _counters(root: ApiKey, info: Info, field: Callable[[KeyCounters], T]) -> T:
-    return field(await info.context.loaders.counters.load(root.id))
+def _total(counters: KeyCounters) -> int:
+    return counters.total_requests
 
 
 @strawberry.type(description="An API key. Its secret is never shown here, only its prefix.")
@@ -61,19 +72,16 @@ class ApiKey:
     created_at: datetime = strawberry.field(description="When the key was issued.")
     expires_at: datetime | None = strawberry.field(description="When it stops working, if set.")
     revoked_at: datetime | None = strawberry.field(description="When it was revoked, if it was.")
-    # The counters change with every request, so they are not part of the key as kept: they
-    # are read when asked for, every key of the request in one query (usage/counters.py).
-    # Their resolvers answer a plain value when the counters came with the key, else an
-    # awaitable (graphql_type says what GraphQL sees; mypy sees the resolvers' union).
-    last_used_at: datetime | None = strawberry.field(  # type: ignore[assignment]
-        resolver=_last_used_at,
+    # The counters change with every request, so they are not part of the key as kept. A
+    # page reads them with its keys (one query); else each is an awaitable that reads them
+    # when asked for, every key of the request in one query (usage/counters.py). Plain
+    # fields either way: graphql answers a plain field far cheaper than a resolver.
+    last_used_at: datetime | Awaitable[datetime | None] | None = strawberry.field(
         graphql_type=datetime | None,
         description="When it last authenticated an admitted request.",
     )
-    total_requests: int = strawberry.field(  # type: ignore[assignment]
-        resolver=_total_requests,
-        graphql_type=int,
-        description="Requests it has authenticated and the limiter admitted.",
+    total_requests: int | Awaitable[int] = strawberry.field(
+        graphql_type=int, description="Requests it has authenticated and the limiter admitted."
     )
     rate_limit_per_minute: int = strawberry.field(
         description="Requests per minute this key may make: its own limit if set, else the "
@@ -88,8 +96,6 @@ class ApiKey:
         description="The user who issued the key (for a key issued by another "
         "key: that key's creator)."
     )
-    # The counters when they were read with the key (a page reads its keys' in one query).
-    counters: strawberry.Private[KeyCounters | None] = None
 
     @strawberry.field(
         description="Requests and refusals over time. Needs MANAGE_PROJECT or "
@@ -139,7 +145,14 @@ class ApiKey:
             rate_limit_per_minute=limit,
             environment=_environment(environment),
             created_by=_user(creator),
-            counters=counters,
+            last_used_at=(
+                _WhenAsked(context, key.id, _last_used)
+                if counters is None
+                else counters.last_used_at
+            ),
+            total_requests=(
+                _WhenAsked(context, key.id, _total) if counters is None else counters.total_requests
+            ),
         )
 
     @classmethod
