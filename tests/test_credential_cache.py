@@ -31,6 +31,7 @@ REDIS_URL = os.environ.get("KEYPLANE_TEST_REDIS_URL", "")
 VIEWER_KEY = "{ viewer { kind apiKey { id scopes } } }"
 VIEWER_USER = "{ viewer { kind user { id } } }"
 REVOKE = "mutation($id: ID!) { revokeApiKey(id: $id) { id } }"
+COUNTERS_QUERY = "SELECT id, total_requests, last_used_at FROM api_key WHERE id IN"
 
 
 async def _key(api: Api, scopes: list[str] | None = None) -> tuple[str, str, str]:
@@ -236,7 +237,7 @@ async def test_total_requests_read_through_the_calling_key_never_go_backwards(
 
 
 @pytest.mark.usefixtures("keeping")
-async def test_a_usage_flush_adds_its_counts_to_kept_keys_instead_of_reading_them_again(
+async def test_a_kept_key_asked_for_its_counters_reads_only_its_counters(
     api: Api, app: Starlette
 ) -> None:
     # given: a kept key that made three requests, flushed to the database
@@ -246,10 +247,57 @@ async def test_a_usage_flush_adds_its_counts_to_kept_keys_instead_of_reading_the
     with counting_queries() as queries:
         data = (await api.gql("{ viewer { apiKey { totalRequests } } }", token=secret)).ok()
 
-    # then: no query (every request did not wait for a flush's commit to read its key again),
-    # and the count is what the row now holds plus this request
-    assert queries == []
+    # then: one query, for the counters (the key itself is not read again), and the count is
+    # what the row now holds plus this request
+    assert [query.startswith(COUNTERS_QUERY) for query in queries] == [True]
     assert data["viewer"]["apiKey"]["totalRequests"] == 4
+
+
+@pytest.mark.usefixtures("keeping")
+async def test_a_kept_key_not_asked_for_its_counters_costs_no_query(
+    api: Api, app: Starlette
+) -> None:
+    # given: a kept key that made three requests, flushed to the database
+    secret = await _key_used_three_times_and_flushed(api, app)
+
+    # when
+    with counting_queries() as queries:
+        data = (await api.gql("{ viewer { kind apiKey { name } } }", token=secret)).ok()
+
+    # then
+    assert queries == []
+    assert data == {"viewer": {"kind": "API_KEY", "apiKey": {"name": "server"}}}
+
+
+@pytest.mark.usefixtures("keeping")
+async def test_issuing_a_key_moves_the_credentials_version(api: Api, app: Starlette) -> None:
+    # given
+    owner = await api.sign_up()
+    project_id = await api.create_project(owner)
+    env = await api.create_environment(owner, project_id)
+    credentials = app.state.services.credentials
+    before = await credentials.version()
+
+    # when
+    await api.create_key(owner, env, ["VIEW_ANALYTICS"])
+
+    # then
+    assert await credentials.version() == before + 1
+
+
+@pytest.mark.usefixtures("keeping")
+async def test_a_credential_change_that_fails_moves_nothing(app: Starlette) -> None:
+    # given
+    credentials = app.state.services.credentials
+    before = await credentials.version()
+
+    # when
+    with pytest.raises(RuntimeError):
+        async with credentials.change():
+            raise RuntimeError("the write failed")
+
+    # then
+    assert await credentials.version() == before
 
 
 async def test_every_handle_on_the_version_file_reads_an_advance_at_once(tmp_path: Path) -> None:

@@ -249,7 +249,7 @@ class GraphQLView(GraphQL[Context, None]):
                 records=services.records,
                 ip=client_ip(request.scope, services.settings.trusted_proxies),
             ),
-            loaders=Loaders(services.records),
+            loaders=Loaders(services.records, services.counters),
         )
 
     async def run(  # type: ignore[override]

@@ -10,6 +10,7 @@ from typing import TypeVar
 from strawberry.dataloader import DataLoader
 
 from keyplane.records import EnvironmentRecord, RecordLoaders, UserRecord
+from keyplane.usage.counters import Counters, KeyCounters
 
 R = TypeVar("R")
 
@@ -39,8 +40,9 @@ class Loaders:
     """Per-request DataLoaders: one batched query per kind of object, whatever the page size.
     Each is made when a resolver first asks for it (most requests need neither)."""
 
-    def __init__(self, records: RecordLoaders) -> None:
+    def __init__(self, records: RecordLoaders, counters: Counters) -> None:
         self._records = records
+        self._counters = counters
 
     @cached_property
     def user(self) -> DataLoader[str, UserRecord | None]:
@@ -49,3 +51,8 @@ class Loaders:
     @cached_property
     def environment(self) -> DataLoader[str, EnvironmentRecord | None]:
         return KnownFirst(self._records.environments, self._records.known_environment)
+
+    @cached_property
+    def counters(self) -> DataLoader[str, KeyCounters]:
+        """API keys' usage counters, stored plus unflushed, by key id."""
+        return DataLoader(load_fn=self._counters.load)

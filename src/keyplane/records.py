@@ -34,8 +34,6 @@ KEY_FIELDS = (
     "created_at",
     "expires_at",
     "revoked_at",
-    "last_used_at",
-    "total_requests",
     "rate_limit_per_minute",
 )
 KEY_COLUMNS = ", ".join(KEY_FIELDS)
@@ -43,7 +41,8 @@ KEY_COLUMNS = ", ".join(KEY_FIELDS)
 
 @dataclass(frozen=True, slots=True)
 class KeyRecord:
-    """An api_key row as authentication read it (the GraphQL ApiKey type accepts it too)."""
+    """An api_key row as authentication read it (the GraphQL ApiKey type accepts it too),
+    without its usage counters: those change with every request (usage/counters.py)."""
 
     id: str
     environment_id: str
@@ -55,13 +54,23 @@ class KeyRecord:
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
-    last_used_at: datetime | None
-    total_requests: int
     rate_limit_per_minute: int | None
 
     @property
     def scope_set(self) -> frozenset[Scope]:
         return decode_scopes(self.scopes)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCounters:
+    """An API key's usage counters (as stored, or with unflushed counts: usage/counters.py)."""
+
+    total_requests: int
+    last_used_at: datetime | None
+
+
+def key_counters(row: dict[str, Any]) -> KeyCounters:
+    return KeyCounters(int(row["total_requests"]), instant(row["last_used_at"]))
 
 
 def key_record(row: dict[str, Any]) -> KeyRecord:
@@ -75,15 +84,13 @@ def key_record(row: dict[str, Any]) -> KeyRecord:
         scopes=row["scopes"],
         created_by_id=row["created_by_id"],
         created_at=_required_instant(row["created_at"]),
-        expires_at=_instant(row["expires_at"]),
-        revoked_at=_instant(row["revoked_at"]),
-        last_used_at=_instant(row["last_used_at"]),
-        total_requests=int(row["total_requests"]),
+        expires_at=instant(row["expires_at"]),
+        revoked_at=instant(row["revoked_at"]),
         rate_limit_per_minute=row["rate_limit_per_minute"],
     )
 
 
-def _instant(value: Any) -> datetime | None:
+def instant(value: Any) -> datetime | None:
     # asyncpg returns datetimes; SQLite returns the text Tortoise stored (ISO 8601, UTC).
     if value is None or isinstance(value, datetime):
         return value
@@ -124,7 +131,7 @@ class Lookups:
             "AND ended_at IS NULL",
             [session_id, user_id],
         )
-        return _instant(rows[0]["expires_at"]) if rows else None
+        return instant(rows[0]["expires_at"]) if rows else None
 
     async def member(self, *, project_id: str, user_id: str) -> MemberRecord | None:
         """A user's membership of a project and, when it is limited to some environments,
@@ -156,10 +163,10 @@ class Lookups:
         now: datetime,
         after: tuple[datetime, str] | None,
         limit: int,
-    ) -> list[KeyRecord]:
+    ) -> list[tuple[KeyRecord, KeyCounters]]:
         """Up to `limit` keys of an environment, newest first (created_at, then id), after the
-        cursor's (created_at, id) when given. Plain SQL: building this through the ORM cost
-        more than running it (bench/run.py, list scenarios)."""
+        cursor's (created_at, id) when given, with their stored counters. Plain SQL: building
+        this through the ORM cost more than running it (bench/run.py, list scenarios)."""
         p = self._p
         values: list[Any] = [environment_id]
         where = [f"environment_id = {p(1)}"]
@@ -180,11 +187,12 @@ class Lookups:
             before, tied, lower = param(moment), param(moment), param(row_id)  # `?` is positional
             where.append(f"(created_at < {before} OR (created_at = {tied} AND id < {lower}))")
         rows = await self._rows(
-            f"SELECT {KEY_COLUMNS} FROM api_key WHERE {' AND '.join(where)} "
+            f"SELECT {KEY_COLUMNS}, total_requests, last_used_at FROM api_key "
+            f"WHERE {' AND '.join(where)} "
             f"ORDER BY created_at DESC, id DESC LIMIT {int(limit)}",
             values,
         )
-        return [key_record(row) for row in rows]
+        return [(key_record(row), key_counters(row)) for row in rows]
 
     async def linked_user(self, *, issuer: str, subject: str) -> str | None:
         p = self._p
@@ -294,6 +302,6 @@ MAX_RECORDS = 10_000
 
 
 def _required_instant(value: Any) -> datetime:
-    moment = _instant(value)
+    moment = instant(value)
     assert moment is not None
     return moment

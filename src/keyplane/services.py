@@ -21,6 +21,7 @@ from keyplane.render.pool import RenderPool
 from keyplane.resolvers.user import UserPolicy
 from keyplane.settings import Settings
 from keyplane.usage.buffer import UsageBuffer
+from keyplane.usage.counters import Counters
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Services:
     usage: UsageBuffer
     renderer: RenderPool
     records: RecordLoaders
+    counters: Counters
     deadlines: Deadlines
     clock: Callable[[], datetime]
     metrics: Metrics = field(default_factory=Metrics)
@@ -60,7 +62,6 @@ def build_services(
         interval=settings.usage_flush_seconds,
         retention=timedelta(days=settings.usage_retention_days),
         activity_retention=timedelta(days=settings.activity_retention_days),
-        on_flushed=credentials.counted,
     )
     return Services(
         settings=settings,
@@ -69,7 +70,6 @@ def build_services(
             oauth=verifier,
             lookups=lookups,
             credentials=credentials,
-            usage_stamp=lambda: usage.flushes,
             clock=clock,
         ),
         credentials=credentials,
@@ -84,6 +84,7 @@ def build_services(
         usage=usage,
         renderer=RenderPool(settings.render),
         records=RecordLoaders(lookups),
+        counters=Counters(lookups, usage),
         deadlines=Deadlines(settings.operation_timeout_seconds),
         clock=clock,
     )

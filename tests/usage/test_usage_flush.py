@@ -379,7 +379,7 @@ async def test_the_calling_key_counts_right_when_a_flush_commits_while_it_is_rea
     # reads the key's row (so the row read already holds them)
     _, _, secret = await _key_with_three_requests(api)
     services = app.state.services
-    await services.credentials.changed()  # nothing kept: this request reads the row
+    services.credentials.keys.clear()  # nothing kept: this request reads the row
     from keyplane.records import Lookups
 
     real_key_by_hash = Lookups.key_by_hash
@@ -396,3 +396,121 @@ async def test_the_calling_key_counts_right_when_a_flush_commits_while_it_is_rea
 
     # then: the three before, and this one, each counted once
     assert read.ok()["viewer"]["apiKey"]["totalRequests"] == 4
+
+
+async def _flush_paused(
+    app: Starlette, monkeypatch: pytest.MonkeyPatch, *, committed: bool
+) -> asyncio.Task[None]:
+    """A flush of what is pending, started and paused for a moment, its transaction
+    committed (`committed`) or not begun yet."""
+    real_write = UsageBuffer._write
+    paused = asyncio.Event()
+
+    async def paused_write(self: UsageBuffer, taken: Any) -> None:
+        if committed:
+            await real_write(self, taken)
+        paused.set()
+        await asyncio.sleep(0.2)
+        if not committed:
+            await real_write(self, taken)
+
+    monkeypatch.setattr(UsageBuffer, "_write", paused_write)
+    flush = asyncio.create_task(app.state.services.usage.flush())
+    await paused.wait()
+    return flush
+
+
+@pytest.mark.parametrize("committed", [False, True], ids=["before commit", "after commit"])
+async def test_counters_read_while_a_flush_is_in_progress_count_each_request_once(
+    api: Api, app: Starlette, monkeypatch: pytest.MonkeyPatch, committed: bool
+) -> None:
+    # given: three unflushed requests, and a flush of them in progress
+    owner, key_id, _ = await _key_with_three_requests(api)
+    flush = await _flush_paused(app, monkeypatch, committed=committed)
+
+    # when
+    read = await api.gql(
+        "query($id: ID!) { apiKey(id: $id) { totalRequests } }", {"id": key_id}, token=owner
+    )
+
+    # then
+    await flush
+    assert read.ok()["apiKey"]["totalRequests"] == 3
+
+
+async def test_counters_read_while_a_flush_commits_count_each_request_once(
+    api: Api, app: Starlette, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: three unflushed requests, and a flush that begins and commits while the stored
+    # counters are being read
+    owner, key_id, _ = await _key_with_three_requests(api)
+    from keyplane.records import Lookups
+
+    real_by_ids = Lookups.by_ids
+
+    async def flush_while_reading(self: Lookups, table: str, columns: str, ids: list[str]) -> Any:
+        rows = await real_by_ids(self, table, columns, ids)
+        if table == "api_key":
+            monkeypatch.setattr(Lookups, "by_ids", real_by_ids)
+            await app.state.services.usage.flush()
+        return rows
+
+    monkeypatch.setattr(Lookups, "by_ids", flush_while_reading)
+
+    # when
+    read = await api.gql(
+        "query($id: ID!) { apiKey(id: $id) { totalRequests } }", {"id": key_id}, token=owner
+    )
+
+    # then
+    assert read.ok()["apiKey"]["totalRequests"] == 3
+
+
+async def test_a_page_of_keys_shows_flushed_and_unflushed_requests_together(
+    api: Api, app: Starlette
+) -> None:
+    # given: three requests flushed, then two not yet
+    owner = await api.sign_up()
+    project_id = await api.create_project(owner)
+    env = await api.create_environment(owner, project_id)
+    _, secret = await api.create_key(owner, env, ["VIEW_ANALYTICS"])
+    for _ in range(3):
+        (await api.gql("{ viewer { kind } }", token=secret)).ok()
+    await app.state.services.usage.flush()
+    for _ in range(2):
+        (await api.gql("{ viewer { kind } }", token=secret)).ok()
+
+    # when
+    page = await api.gql(
+        "query($id: ID!) { environment(id: $id) { apiKeys { edges { node { totalRequests } } } } }",
+        {"id": env},
+        token=owner,
+    )
+
+    # then
+    assert page.ok() == {"environment": {"apiKeys": {"edges": [{"node": {"totalRequests": 5}}]}}}
+
+
+@pytest.mark.parametrize("committed", [False, True], ids=["before commit", "after commit"])
+async def test_a_page_of_keys_read_while_a_flush_is_in_progress_counts_each_request_once(
+    api: Api, app: Starlette, monkeypatch: pytest.MonkeyPatch, committed: bool
+) -> None:
+    # given: three unflushed requests, and a flush of them in progress
+    owner = await api.sign_up()
+    project_id = await api.create_project(owner)
+    env = await api.create_environment(owner, project_id)
+    _, secret = await api.create_key(owner, env, ["VIEW_ANALYTICS"])
+    for _ in range(3):
+        (await api.gql("{ viewer { kind } }", token=secret)).ok()
+    flush = await _flush_paused(app, monkeypatch, committed=committed)
+
+    # when
+    page = await api.gql(
+        "query($id: ID!) { environment(id: $id) { apiKeys { edges { node { totalRequests } } } } }",
+        {"id": env},
+        token=owner,
+    )
+
+    # then
+    await flush
+    assert page.ok() == {"environment": {"apiKeys": {"edges": [{"node": {"totalRequests": 3}}]}}}

@@ -39,7 +39,6 @@ class Authenticator:
         oauth: AccessTokenVerifier | None,
         lookups: Lookups,
         credentials: VerifiedCredentials,
-        usage_stamp: Callable[[], int],
         clock: Callable[[], datetime] = dashboard.utcnow,
     ) -> None:
         self._jwt_secret = jwt_secret
@@ -47,9 +46,6 @@ class Authenticator:
         self._clock = clock
         self._lookups = lookups
         self._credentials = credentials
-        # A key's cached row also carries its usage counters: it is read again once this
-        # process has flushed usage since (so totalRequests never goes backwards).
-        self._usage_stamp = usage_stamp
         self._verified: VerifiedTokens[dashboard.DashboardClaims] = VerifiedTokens()
 
     async def authenticate(self, authorization: str | None) -> Principal:
@@ -70,7 +66,6 @@ class Authenticator:
         if not token.startswith(key_format.SECRET_PREFIX):
             return None
         secret_hash = key_format.hash_secret(token)
-        stamp = self._usage_stamp()  # read before the row: a flush after it makes it stale
         # One read of the version, before both lookups, covers the key and its creator.
         version = await self._credentials.version()
 
@@ -88,7 +83,6 @@ class Authenticator:
             self._credentials.keys,
             secret_hash,
             load,
-            stamp=stamp,
             absent=self._credentials.unknown_keys,
         )
         if record is None:
@@ -110,7 +104,6 @@ class Authenticator:
                 created_by_id=record.created_by_id,
                 rate_limit_per_minute=record.rate_limit_per_minute,
                 record=record,
-                usage_stamp=stamp if self._usage_stamp() == stamp else None,
             ),
         )
 

@@ -6,7 +6,9 @@ used only while the version it was read under is still current, and every change
 narrow a credential (revoke, rotate, update or delete a key; log out; change or remove a member,
 which narrows the keys that member created) moves the version on once its transaction has
 committed, before its response is sent. So a request that starts after that response, on any
-worker or host, reads a new version and looks the credential up again.
+worker or host, reads a new version and looks the credential up again. Such writes run in
+`VerifiedCredentials.change()` (auth/verified.py), the transaction that moves the version once
+it has committed, so no writer can forget to.
 
 Reading the version is the one synchronous check a cached request pays; it must cost less than
 the lookup it saves. Where the version lives follows from who can share the database:

@@ -26,11 +26,8 @@ class KeyGrant:
     scopes: frozenset[Scope]
     created_by_id: str
     rate_limit_per_minute: int | None = None
-    # The key's row as read to authenticate this request (viewer.apiKey serves it as is),
-    # and how many usage flushes this process had made when it was read (None: one committed
-    # while it was read, so whether the row holds that flush's counts is unknown).
+    # The key's row as read to authenticate this request (viewer.apiKey serves it as is).
     record: KeyRecord | None = None
-    usage_stamp: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

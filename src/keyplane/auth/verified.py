@@ -11,14 +11,17 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
+
 from keyplane.auth.changes import CredentialVersion, NoVersion
 from keyplane.records import KeyRecord, MemberRecord
-from keyplane.usage.buffer import KeyTotal, latest
 
 logger = logging.getLogger(__name__)
 
@@ -54,61 +57,37 @@ class VerifiedTokens(Generic[T]):
 class _Fresh(Generic[T]):
     value: T
     version: int
-    stamp: int
     born: float
 
 
 class FreshEntries(Generic[T]):
     """Values read from the database, kept while the credentials' version they were read under
-    is current, their stamp unchanged and they are younger than `max_age` seconds."""
+    is current and they are younger than `max_age` seconds."""
 
     def __init__(self, max_age: float, max_entries: int = MAX_ENTRIES) -> None:
         self._entries: dict[str, _Fresh[T]] = {}
         self._max_age = max_age
         self._max = max_entries
 
-    def get(self, key: str, version: int, stamp: int = 0) -> T | None:
+    def get(self, key: str, version: int) -> T | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
-        if (
-            entry.version != version
-            or entry.stamp != stamp
-            or time.monotonic() - entry.born >= self._max_age
-        ):
+        if entry.version != version or time.monotonic() - entry.born >= self._max_age:
             del self._entries[key]
             return None
         return entry.value
 
-    def put(self, key: str, value: T, version: int, stamp: int = 0) -> None:
+    def put(self, key: str, value: T, version: int) -> None:
         if self._max_age <= 0:
             return
         self._entries.pop(key, None)
         if len(self._entries) >= self._max:
             del self._entries[next(iter(self._entries))]  # the oldest insertion
-        self._entries[key] = _Fresh(value, version, stamp, time.monotonic())
-
-    def restamp(self, stamp: int, update: Callable[[T], T]) -> None:
-        """Entries read under `stamp` are brought up to date by `update` and carry the next
-        stamp; older ones stay as they are (and are dropped when next asked for)."""
-        for entry in self._entries.values():
-            if entry.stamp == stamp:
-                entry.value = update(entry.value)
-                entry.stamp = stamp + 1
+        self._entries[key] = _Fresh(value, version, time.monotonic())
 
     def clear(self) -> None:
         self._entries.clear()
-
-
-def with_counts(record: KeyRecord, total: KeyTotal | None) -> KeyRecord:
-    """The row as it is once `total` (a usage flush's counts for this key) has committed."""
-    if total is None or not total.requests:
-        return record
-    return replace(
-        record,
-        total_requests=record.total_requests + total.requests,
-        last_used_at=latest(record.last_used_at, total.last_used_at),
-    )
 
 
 class VerifiedCredentials:
@@ -142,7 +121,6 @@ class VerifiedCredentials:
         key: str,
         load: Callable[[], Awaitable[T | None]],
         *,
-        stamp: int = 0,
         absent: FreshEntries[bool] | None = None,
     ) -> T | None:
         """The kept value if it is still trusted, else `load()`'s, kept; with `absent`, that
@@ -150,9 +128,7 @@ class VerifiedCredentials:
 
         The version is read before the load: a change committed during the load moves it on,
         so what the load read is never trusted past that change."""
-        return await self.through_at(
-            await self.version(), entries, key, load, stamp=stamp, absent=absent
-        )
+        return await self.through_at(await self.version(), entries, key, load, absent=absent)
 
     async def through_at(
         self,
@@ -161,13 +137,12 @@ class VerifiedCredentials:
         key: str,
         load: Callable[[], Awaitable[T | None]],
         *,
-        stamp: int = 0,
         absent: FreshEntries[bool] | None = None,
     ) -> T | None:
         """`through` under a version the caller read (before any of its loads), so that
         several lookups of one request cost one read of the version."""
         if version is not None:
-            kept = entries.get(key, version, stamp)
+            kept = entries.get(key, version)
             if kept is not None:
                 return kept
             if absent is not None and absent.get(key, version):
@@ -178,15 +153,19 @@ class VerifiedCredentials:
                 if absent is not None:
                     absent.put(key, True, version)
             else:
-                entries.put(key, value, version, stamp)
+                entries.put(key, value, version)
         return value
 
-    def counted(self, totals: Mapping[str, KeyTotal], stamp: int) -> None:
-        """This process's usage flush `stamp` committed `totals`: the keys kept since add them
-        to their counters, as the rows now hold them, instead of all being read again."""
-        self.keys.restamp(stamp, lambda record: with_counts(record, totals.get(record.id)))
+    @asynccontextmanager
+    async def change(self) -> AsyncIterator[BaseDBAsyncClient]:
+        """The one transaction of a write that can end, narrow or widen a credential (a key, a
+        session, a membership): once it has committed, the credentials' version moves on, so
+        that no writer can forget to. A write that fails rolls back and moves nothing."""
+        async with in_transaction() as connection:
+            yield connection
+        await self._changed()
 
-    async def changed(self) -> None:
+    async def _changed(self) -> None:
         """A key, a session or a membership changed and its transaction committed: forget it
         here, and move the shared version on so that every other worker forgets it before its
         next request."""

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from tortoise.transactions import in_transaction
-
 from keyplane.access import Access
 from keyplane.auth import api_key as key_format
 from keyplane.auth.verified import VerifiedCredentials
@@ -20,7 +18,7 @@ from keyplane.records import KeyRecord
 from keyplane.resolvers import validate
 from keyplane.resolvers.activity import record_event
 from keyplane.resolvers.pagination import Page, decode_cursor, page_of
-from keyplane.usage.buffer import UsageBuffer
+from keyplane.usage.counters import Counters, KeyCounters
 
 READ_KEYS = frozenset({Scope.MANAGE_PROJECT, Scope.VIEW_ANALYTICS})
 MANAGE_KEYS = frozenset({Scope.MANAGE_PROJECT})
@@ -91,6 +89,7 @@ async def create_api_key(
     expires_at: datetime | None,
     now: datetime,
     rate_limit_per_minute: int | None = None,
+    credentials: VerifiedCredentials,
 ) -> IssuedKey:
     environment, held = await access.environment(environment_id, any_of=MANAGE_KEYS)
     name = validate.name(name)
@@ -102,7 +101,7 @@ async def create_api_key(
         else validate.future_instant(expires_at, now=now, field="expiresAt")
     )
     _no_escalation(wanted, held)
-    async with in_transaction():
+    async with credentials.change():
         issued = await _new_key(
             environment_id=environment.id,
             project_id=environment.project_id,
@@ -151,20 +150,9 @@ async def _reachable_key(
     return key, held
 
 
-async def get_api_key(access: Access, *, key_id: str, usage: UsageBuffer | None = None) -> ApiKey:
-    """The key, with usage counters that agree with `usage`'s unflushed counts.
-
-    Readers add this process's unflushed counts to the row's. If a flush committed while the
-    row was being read and the caller's reach checked, the row predates counts that are no
-    longer unflushed: its counters are read again (rarely more than once).
-    """
-    flushes = None if usage is None else usage.flushes
+async def get_api_key(access: Access, *, key_id: str) -> ApiKey:
+    """The key, if the caller may read it (its usage counters: usage/counters.py)."""
     key, _ = await _reachable_key(access, key_id, any_of=READ_KEYS)
-    for _ in range(3):
-        if usage is None or usage.flushes == flushes:
-            break
-        flushes = usage.flushes
-        await key.refresh_from_db(fields=["total_requests", "last_used_at"])
     return key
 
 
@@ -177,19 +165,23 @@ async def list_api_keys(
     after: str | None,
     status: ApiKeyStatus | None,
     now: datetime,
-) -> Page[KeyRecord]:
+    counters: Counters,
+) -> Page[tuple[KeyRecord, KeyCounters]]:
+    """A page of keys, each with its usage counters (read with it: no second query)."""
     held = await access.scopes_in(project_id=project_id, environment_id=environment_id)
     if held is None:
         raise NotFound()
     if not held & READ_KEYS:
         raise Forbidden("Reading keys needs MANAGE_PROJECT or VIEW_ANALYTICS here.")
     first = validate.page_size(first)
-    keys = await access.lookups.key_page(
-        environment_id,
-        status=status,
-        now=now,
-        after=None if after is None else decode_cursor(after),
-        limit=first + 1,
+    keys = await counters.page(
+        lambda: access.lookups.key_page(
+            environment_id,
+            status=status,
+            now=now,
+            after=None if after is None else decode_cursor(after),
+            limit=first + 1,
+        )
     )
     return page_of(keys, first=first, after=after)
 
@@ -222,11 +214,10 @@ async def update_api_key(
         _no_escalation(wanted, held)
         changes["scopes"] = encode_scopes(wanted)
     if changes:
-        async with in_transaction():
+        async with credentials.change():
             await ApiKey.filter(id=key.id).update(**changes)
             key.update_from_dict(changes)
             await _log(ActivityKind.KEY_UPDATED, access, key, now)
-        await credentials.changed()
     return key
 
 
@@ -235,12 +226,11 @@ async def revoke_api_key(
 ) -> ApiKey:
     key, _ = await _reachable_key(access, key_id, any_of=MANAGE_KEYS)
     if key.revoked_at is None:
-        async with in_transaction():
+        async with credentials.change():
             changed = await ApiKey.filter(id=key.id, revoked_at__isnull=True).update(revoked_at=now)
             if changed:
                 await _log(ActivityKind.KEY_REVOKED, access, key, now)
         key.revoked_at = now
-        await credentials.changed()
     return key
 
 
@@ -248,10 +238,9 @@ async def delete_api_key(
     access: Access, *, key_id: str, now: datetime, credentials: VerifiedCredentials
 ) -> ApiKey:
     key, _ = await _reachable_key(access, key_id, any_of=MANAGE_KEYS)
-    async with in_transaction():
+    async with credentials.change():
         await ApiKey.filter(id=key.id).delete()
         await _log(ActivityKind.KEY_DELETED, access, key, now)
-    await credentials.changed()
     return key
 
 
@@ -289,7 +278,7 @@ async def rotate_api_key(
         except OverflowError:
             # An expiry near year 9999 pushed past the last representable instant: stop there.
             new_expiry = datetime.max.replace(tzinfo=UTC)
-    async with in_transaction():
+    async with credentials.change():  # the old key's cached expiry is gone everywhere
         issued = await _new_key(
             environment_id=key.environment_id,  # type: ignore[attr-defined]
             project_id=key.project_id,  # type: ignore[attr-defined]
@@ -308,5 +297,4 @@ async def rotate_api_key(
             target=f"{describe(key)} -> {issued.api_key.id} ({issued.api_key.prefix})",
             at=now,
         )
-    await credentials.changed()  # the old key's cached expiry is gone everywhere
     return issued

@@ -427,8 +427,9 @@ async def update_member(
     now: datetime,
     credentials: VerifiedCredentials,
 ) -> MemberRecord:
-    """Change a member's role and/or environments (null: unchanged; [] for environments: all)."""
-    async with in_transaction():
+    """Change a member's role and/or environments (null: unchanged; [] for environments: all).
+    The member's keys are narrowed with them, on every worker."""
+    async with credentials.change():
         record, manager = await _locked_member(access, member_id)
         new_role = record.grant.role if role is None else role
         _check_role(manager, new_role)
@@ -450,7 +451,6 @@ async def update_member(
             target=f"{record.describe()} {record.grant.describe()} -> {wanted.describe()}",
             at=now,
         )
-    await credentials.changed()  # the member's keys are narrowed with them, on every worker
     return MemberRecord(
         id=record.id,
         project_id=record.project_id,
@@ -472,8 +472,9 @@ async def remove_member(
 
     The keys the member created in the project and did not revoke are revoked with it, or, with
     `keep_api_keys`, handed to the caller (FORBIDDEN, and nothing changes, unless the caller
-    holds MANAGE_PROJECT in each of their environments)."""
-    async with in_transaction():
+    holds MANAGE_PROJECT in each of their environments). Their keys, revoked or handed over,
+    are read again everywhere."""
+    async with credentials.change():
         record, _ = await _locked_member(access, member_id)
         await _keeps_an_owner(record.project_id, record, None)
         keys = await ApiKey.filter(
@@ -493,7 +494,6 @@ async def remove_member(
             target=f"{record.describe()} ({record.grant.describe()})",
             at=now,
         )
-    await credentials.changed()  # their keys, revoked or handed over, are read again everywhere
     return record
 
 

@@ -110,6 +110,6 @@ async def _open_session(policy: UserPolicy, user: User, now: datetime) -> Sessio
 async def log_out(principal: Principal, *, now: datetime, credentials: VerifiedCredentials) -> bool:
     if principal.session_id is None:
         raise Unauthenticated("logOut ends a dashboard session; none was presented.")
-    await Session.filter(id=principal.session_id, ended_at__isnull=True).update(ended_at=now)
-    await credentials.changed()
+    async with credentials.change():
+        await Session.filter(id=principal.session_id, ended_at__isnull=True).update(ended_at=now)
     return True

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Generator
 from datetime import datetime
 from functools import lru_cache
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
 
 import strawberry
 from strawberry.relay import PageInfo
@@ -26,10 +25,39 @@ from keyplane.resolvers.usage import Granularity
 from keyplane.schema.pagination import page_info
 from keyplane.schema.usage import UsagePoint
 from keyplane.schema.user import User
-from keyplane.usage.buffer import latest
+from keyplane.usage.counters import KeyCounters
 
 if TYPE_CHECKING:
     from keyplane.schema.project import Environment
+
+T = TypeVar("T")
+
+
+class _WhenAsked(Generic[T]):
+    """A counter of a key whose counters were not read with it: the counters DataLoader is
+    asked only when graphql awaits the field, so a request that does not select it pays
+    nothing (a coroutine made up front would have to be awaited or warn)."""
+
+    __slots__ = ("_context", "_field", "_key_id")
+
+    def __init__(self, context: Context, key_id: str, field: Callable[[KeyCounters], T]) -> None:
+        self._context = context
+        self._key_id = key_id
+        self._field = field
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self._read().__await__()
+
+    async def _read(self) -> T:
+        return self._field(await self._context.loaders.counters.load(self._key_id))
+
+
+def _last_used(counters: KeyCounters) -> datetime | None:
+    return counters.last_used_at
+
+
+def _total(counters: KeyCounters) -> int:
+    return counters.total_requests
 
 
 @strawberry.type(description="An API key. Its secret is never shown here, only its prefix.")
@@ -44,11 +72,16 @@ class ApiKey:
     created_at: datetime = strawberry.field(description="When the key was issued.")
     expires_at: datetime | None = strawberry.field(description="When it stops working, if set.")
     revoked_at: datetime | None = strawberry.field(description="When it was revoked, if it was.")
-    last_used_at: datetime | None = strawberry.field(
-        description="When it last authenticated an admitted request."
+    # The counters change with every request, so they are not part of the key as kept. A
+    # page reads them with its keys (one query); else each is an awaitable that reads them
+    # when asked for, every key of the request in one query (usage/counters.py). Plain
+    # fields either way: graphql answers a plain field far cheaper than a resolver.
+    last_used_at: datetime | Awaitable[datetime | None] | None = strawberry.field(
+        graphql_type=datetime | None,
+        description="When it last authenticated an admitted request.",
     )
-    total_requests: int = strawberry.field(
-        description="Requests it has authenticated and the limiter admitted."
+    total_requests: int | Awaitable[int] = strawberry.field(
+        graphql_type=int, description="Requests it has authenticated and the limiter admitted."
     )
     rate_limit_per_minute: int = strawberry.field(
         description="Requests per minute this key may make: its own limit if set, else the "
@@ -95,9 +128,8 @@ class ApiKey:
         context: Context,
         environment: EnvironmentRecord,
         creator: UserRecord,
-        counts: Counts | None = None,
+        counters: KeyCounters | None = None,
     ) -> ApiKey:
-        counts = counts or counted(key, context)
         limit = key.rate_limit_per_minute
         if limit is None:
             limit = int(context.services.settings.rate_limits[Tier.API_KEY].amount)
@@ -110,11 +142,17 @@ class ApiKey:
             created_at=key.created_at,
             expires_at=key.expires_at,
             revoked_at=key.revoked_at,
-            last_used_at=counts.last_used_at,
-            total_requests=counts.total_requests,
             rate_limit_per_minute=limit,
             environment=_environment(environment),
             created_by=_user(creator),
+            last_used_at=(
+                _WhenAsked(context, key.id, _last_used)
+                if counters is None
+                else counters.last_used_at
+            ),
+            total_requests=(
+                _WhenAsked(context, key.id, _total) if counters is None else counters.total_requests
+            ),
         )
 
     @classmethod
@@ -132,16 +170,11 @@ class ApiKey:
 
     @classmethod
     async def load(cls, key: models.ApiKey | KeyRecord, *, context: Context) -> ApiKey:
-        # The counts first, in the same step as the row was read: a flush committing while
-        # the environment and creator are read must not move them in between.
-        counts = counted(key, context)
         environment = await context.loaders.environment.load(key.environment_id)  # type: ignore[union-attr]
         creator = await context.loaders.user.load(key.created_by_id)  # type: ignore[union-attr]
         if environment is None or creator is None:
             raise NotFound()
-        return cls.from_model(
-            key, context=context, environment=environment, creator=creator, counts=counts
-        )
+        return cls.from_model(key, context=context, environment=environment, creator=creator)
 
 
 # Users and environments never change once created (records.py), and these GraphQL objects
@@ -158,21 +191,6 @@ def _user(record: UserRecord) -> User:
     return User.from_model(record)
 
 
-@dataclass(frozen=True, slots=True)
-class Counts:
-    total_requests: int
-    last_used_at: datetime | None
-
-
-def counted(key: models.ApiKey | KeyRecord, context: Context) -> Counts:
-    """The row's counters plus what this process counted and has not flushed yet, so a reader
-    served by the process that counted sees every admitted request at once."""
-    pending = context.services.usage.pending_total(key.id)
-    return Counts(
-        key.total_requests + pending.requests, latest(key.last_used_at, pending.last_used_at)
-    )
-
-
 @strawberry.type(description="One key in a page, with the cursor that points at it.")
 class ApiKeyEdge:
     cursor: str = strawberry.field(description="Pass as `after` to continue after this key.")
@@ -187,20 +205,19 @@ class ApiKeyConnection:
     @classmethod
     def from_page(
         cls,
-        page: Page[KeyRecord],
+        page: Page[tuple[KeyRecord, KeyCounters]],
         *,
-        counts: list[Counts],
         context: Context,
         home: EnvironmentRecord,
         creators: dict[str, UserRecord],
     ) -> ApiKeyConnection:
         edges = []
-        for key, key_counts in zip(page.items, counts, strict=True):
+        for key, key_counters in page.items:
             creator = creators.get(key.created_by_id)
             if creator is None:
                 raise NotFound()
             node = ApiKey.from_model(
-                key, context=context, environment=home, creator=creator, counts=key_counts
+                key, context=context, environment=home, creator=creator, counters=key_counters
             )
             edges.append(ApiKeyEdge(cursor=encode_cursor(key.created_at, key.id), node=node))
         return cls(

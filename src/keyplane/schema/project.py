@@ -77,7 +77,7 @@ class Environment:
             ApiKeyStatus | None, strawberry.argument(description="Only keys in this status.")
         ] = None,
     ) -> Annotated[ApiKeyConnection, strawberry.lazy("keyplane.schema.api_key")]:
-        from keyplane.schema.api_key import ApiKeyConnection, counted
+        from keyplane.schema.api_key import ApiKeyConnection
 
         page = await api_key_resolvers.list_api_keys(
             info.context.access,
@@ -87,15 +87,12 @@ class Environment:
             after=after,
             status=status,
             now=info.context.now,
+            counters=info.context.services.counters,
         )
-        # Counts first, in the same step as the rows were read: they add this process's
-        # unflushed counts, which a flush must not move in between.
-        counts = [counted(key, info.context) for key in page.items]
-        creator_ids = sorted({key.created_by_id for key in page.items})
+        creator_ids = sorted({key.created_by_id for key, _ in page.items})
         creators = await info.context.loaders.user.load_many(creator_ids)
         connection = ApiKeyConnection.from_page(
             page,
-            counts=counts,
             context=info.context,
             home=EnvironmentRecord(
                 id=self.id, project_id=self.project_id, name=self.name, created_at=self.created_at

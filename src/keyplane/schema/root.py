@@ -119,9 +119,7 @@ class Query:
         extensions=guarded(IsAuthenticated()),
     )
     async def api_key(self, info: Info, id: strawberry.ID) -> ApiKey | None:
-        found = await api_key.get_api_key(
-            info.context.access, key_id=str(id), usage=info.context.services.usage
-        )
+        found = await api_key.get_api_key(info.context.access, key_id=str(id))
         return await ApiKey.load(found, context=info.context)
 
     @strawberry.field(
@@ -346,6 +344,7 @@ class Mutation:
             expires_at=input.expires_at,
             now=info.context.now,
             rate_limit_per_minute=input.rate_limit_per_minute,
+            credentials=info.context.services.credentials,
         )
         return await CreateApiKeyPayload.from_issued(issued, context=info.context)
 

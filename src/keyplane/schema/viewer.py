@@ -8,10 +8,8 @@ import strawberry
 
 import keyplane.schema.enums  # noqa: F401  (registers enum descriptions first)
 from keyplane.auth.principal import AuthKind
-from keyplane.auth.verified import with_counts
 from keyplane.context import Info
 from keyplane.permissions.scopes import Scope
-from keyplane.resolvers.api_key import get_api_key
 from keyplane.schema.api_key import ApiKey
 from keyplane.schema.project import Environment
 from keyplane.schema.user import User
@@ -76,22 +74,9 @@ class Viewer:
         grant = info.context.principal.key
         if grant is None or grant.record is None:
             return None
-        usage = info.context.services.usage
-        if grant.usage_stamp == usage.flushes:
-            # The row authentication read (or kept) for this very request: no second query.
-            return ApiKey.build(grant.record, context=info.context)  # type: ignore[return-value]
-        if grant.usage_stamp is not None and grant.usage_stamp == usage.flushes - 1:
-            # One flush committed since: the row plus what that flush wrote for this key.
-            record = with_counts(grant.record, usage.last_flushed.get(grant.key_id))
-            return ApiKey.build(record, context=info.context)  # type: ignore[return-value]
-        # Several flushes since (a long request): read the counters again.
-        return self._fresh_key(info, grant.key_id)  # type: ignore[return-value]
-
-    async def _fresh_key(self, info: Info, key_id: str) -> ApiKey | None:
-        found = await get_api_key(
-            info.context.access, key_id=key_id, usage=info.context.services.usage
-        )
-        return await ApiKey.load(found, context=info.context)
+        # The row authentication read (or kept) for this very request: no second query, unless
+        # the counters are asked for (usage/counters.py).
+        return ApiKey.build(grant.record, context=info.context)  # type: ignore[return-value]
 
     @strawberry.field(description="The calling key's environment.")
     def environment(self, info: Info) -> Environment | None:

@@ -3,7 +3,7 @@
 A request costs a dictionary update, not a database write. The flusher writes every
 `interval` seconds (default 1) and once more on graceful shutdown (SIGTERM), so a reader on
 another worker lags by at most one interval, and a crash loses at most one interval of counts.
-Readers in this process see their own pending counts at once (`pending_total`, `pending_buckets`).
+Readers in this process see their own pending counts at once (`with_pending`, `pending_buckets`).
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import TypeVar
 
 from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -29,6 +30,7 @@ from keyplane.models.base import new_id
 logger = logging.getLogger(__name__)
 PRUNE_EVERY = timedelta(hours=1)
 STOP_WAIT_SECONDS = 10.0
+R = TypeVar("R")
 
 
 class Refusal(StrEnum):
@@ -104,12 +106,8 @@ class UsageBuffer:
         interval: float = 1.0,
         retention: timedelta = timedelta(days=30),
         activity_retention: timedelta = timedelta(days=90),
-        on_flushed: Callable[[Mapping[str, KeyTotal], int], None] | None = None,
     ) -> None:
         self._p = placeholder(database_url)
-        # Told, in the same step as `flushes` moves on, what a flush committed and the count it
-        # moves on from: rows kept in memory add it instead of being read again.
-        self._on_flushed = on_flushed
         self.interval = interval
         self.retention = retention
         self.activity_retention = activity_retention
@@ -119,10 +117,9 @@ class UsageBuffer:
         self._stopping = asyncio.Event()
         self._flush_lock = asyncio.Lock()
         self._last_prune: datetime | None = None
-        # Flushes that committed counts so far: a key row read before the last one is stale,
-        # by what the last one committed (`last_flushed`) when it was read just before it.
-        self.flushes = 0
-        self.last_flushed: Mapping[str, KeyTotal] = {}
+        # Writes begun so far: a read of stored counters that no write overlapped agrees with
+        # the pending counts (`with_pending`).
+        self._writes = 0
 
     # -- recording (hot path: no I/O) ------------------------------------------------------
 
@@ -157,14 +154,34 @@ class UsageBuffer:
         # Counts being written stay visible until their transaction has committed.
         return [self._pending] if self._flushing is None else [self._pending, self._flushing]
 
-    def pending_total(self, key_id: str) -> KeyTotal:
-        """What this process counted for a key and has not committed yet (a copy)."""
-        total = KeyTotal()
-        for pending in (self._pending, self._flushing):
-            part = None if pending is None else pending.totals.get(key_id)
-            if part is not None:
-                total.add(part.requests, part.last_used_at)
-        return total
+    async def with_pending(
+        self, read: Callable[[], Awaitable[R]], key_ids: Callable[[R], Iterable[str]]
+    ) -> tuple[R, dict[str, KeyTotal]]:
+        """`read()` of the stored counters of some keys (`key_ids` of what it read), and what
+        this process counted for them and has not committed, as of one moment: each flush is
+        in one or the other, once.
+
+        A flush's commit can be seen by other connections before this process learns that it
+        committed, so a read that overlapped a write may or may not hold its counts. Such a
+        read is done again with flushes held off (rare: a write takes milliseconds a second).
+        """
+        writes = self._writes
+        if self._flushing is None:
+            stored = await read()
+            if self._writes == writes:  # no write began since: none is in `stored`
+                return stored, self._pending_of(key_ids(stored))
+        async with self._flush_lock:
+            stored = await read()
+            return stored, self._pending_of(key_ids(stored))
+
+    def _pending_of(self, key_ids: Iterable[str]) -> dict[str, KeyTotal]:
+        # Called with no write in progress: every unwritten count is in `_pending`.
+        totals = self._pending.totals
+        return {
+            key_id: KeyTotal(total.requests, total.last_used_at)
+            for key_id in key_ids
+            if (total := totals.get(key_id)) is not None
+        }
 
     def pending_buckets(
         self, *, key_id: str | None = None, environment_id: str | None = None
@@ -220,17 +237,12 @@ class UsageBuffer:
             if not taken.totals and not taken.buckets:
                 return
             self._flushing = taken
+            self._writes += 1
             try:
                 await self._write(taken)
             except BaseException:
                 self._merge_back(taken)
                 raise
-            else:
-                # No await from the commit to here: no request sees one without the other.
-                if self._on_flushed is not None:
-                    self._on_flushed(taken.totals, self.flushes)
-                self.last_flushed = taken.totals
-                self.flushes += 1
             finally:
                 self._flushing = None
 
