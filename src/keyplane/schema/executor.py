@@ -3,7 +3,7 @@
 graphql-core collects the sub-fields of an object field (which fields, in which order, merged
 across fragments) once per execution, then forgets it: `{ viewer { kind apiKey { id } } }`
 walks the same two selection sets on every request, about 4 % of what the whole request costs
-(bench/instructions.py). The parsed document is the same object on every request (documents.py),
+(bench/instructions.py). The parsed document is the same object on every request (query_cache.py),
 so what was collected for its nodes can be reused, as long as the answer cannot change:
 
 - nothing in the document is a directive (no `@`): `@skip`/`@include` would make the answer
@@ -24,7 +24,7 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 # Per operation, by id (graphql-core's nodes hash their whole subtree: a dict keyed by the node
 # itself would cost more than the collection), weakly: the entry goes when the operation does,
-# which is when documents.py's LRU lets its document go. Inside: (object type, id of each field
+# which is when query_cache.py's LRU lets its document go. Inside: (object type, id of each field
 # node) -> (the field list, its collection); the value holds the field list, and so its nodes,
 # so an id in a key cannot be reused while the entry lives.
 Collections = dict[tuple[Any, ...], tuple[FieldDetailsList, CollectedFields]]
