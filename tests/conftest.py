@@ -26,6 +26,7 @@ from keyplane.render.limits import RenderLimits
 from keyplane.settings import OAuthSettings, RunMode, Settings, SignupPolicy
 from tests.factories import FAST_PASSWORDS
 from tests.helpers import Api, Clock, OAuthIssuer
+from tests.serve_process import Servers, started_servers
 
 PG_URL = os.environ.get("KEYPLANE_TEST_DATABASE_URL", "")
 
@@ -165,3 +166,10 @@ async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 def api(client: httpx.AsyncClient, oauth_issuer: OAuthIssuer) -> Api:
     return Api(client, oauth_issuer)
+
+
+@pytest.fixture
+async def sqlite_servers(tmp_path: Path) -> AsyncIterator[Servers]:
+    """`keyplane serve` processes sharing a SQLite file in `tmp_path` (and Redis, when given)."""
+    async for started in started_servers(tmp_path, ""):
+        yield started

@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 
 from keyplane.auth.passwords import Passwords
 from tests.helpers import Api, Clock, OAuthIssuer, Result, cost
-from tests.test_serve import Servers, _servers, needs_redis
+from tests.serve_process import Servers, needs_redis
 
 PASSWORD = "correct horse"
 WRONG = "wrong horse!"
@@ -198,18 +198,12 @@ async def test_locking_one_account_leaves_the_others_open(api: Api) -> None:
     assert answer(right_password) == accepted(other)
 
 
-@pytest.fixture
-async def servers(tmp_path: Path) -> AsyncIterator[Servers]:
-    async for started in _servers(tmp_path, ""):
-        yield started
-
-
 @pytest.mark.slow
 @needs_redis
 async def test_failures_spread_over_every_worker_lock_the_account_on_every_worker(
-    servers: Servers, tmp_path: Path
+    sqlite_servers: Servers, tmp_path: Path
 ) -> None:
-    server = servers.start()
+    server = sqlite_servers.start()
     limits = httpx.Limits(max_keepalive_connections=0)  # a new connection each time: any worker
     async with httpx.AsyncClient(base_url=server, limits=limits, timeout=30) as client:
         api = Api(client, OAuthIssuer.create(tmp_path / "jwks.json"))

@@ -9,7 +9,6 @@ made in the project, unless the remover takes the keys over with keepApiKeys.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,7 +19,7 @@ from keyplane.models import ActivityEvent, ApiKey, Member
 from keyplane.models.activity import ActivityKind
 from tests.helpers import Api, OAuthIssuer, Result, Tenant, new_tenant
 from tests.member_helpers import DEV_AND_PROD, REMOVE, UPDATE, Joined, join, state
-from tests.test_serve import Servers, _servers, needs_redis
+from tests.serve_process import Servers, needs_redis
 
 ALL_SCOPES = ["GENERATE_DOCUMENTS", "MANAGE_PROJECT", "MANAGE_TEMPLATES", "VIEW_ANALYTICS"]
 VIEWER = "{ viewer { kind scopes user { id } apiKey { id scopes } } }"
@@ -313,18 +312,12 @@ async def test_keep_api_keys_false_or_null_revokes_as_by_default(api: Api) -> No
 # --- on every worker -----------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def servers(tmp_path: Path) -> AsyncIterator[Servers]:
-    async for started in _servers(tmp_path, ""):
-        yield started
-
-
 @pytest.mark.slow
 @needs_redis
 async def test_a_demotion_narrows_the_key_on_every_worker_on_the_next_request(
-    servers: Servers, tmp_path: Path
+    sqlite_servers: Servers, tmp_path: Path
 ) -> None:
-    server = servers.start()
+    server = sqlite_servers.start()
     limits = httpx.Limits(max_keepalive_connections=0)  # a new connection each time: any worker
     async with httpx.AsyncClient(base_url=server, limits=limits, timeout=10) as client:
         api = Api(client, OAuthIssuer.create(tmp_path / "jwks.json"))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import uuid
@@ -21,82 +20,17 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.serve_process import free_port, wait_ready
+from tests.serve_process import Servers, needs_redis, started_servers
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 
 PG_URL = os.environ.get("KEYPLANE_TEST_DATABASE_URL", "")
-REDIS_URL = os.environ.get("KEYPLANE_TEST_REDIS_URL", "")
-# Under pytest-xdist each worker flushes and uses its own Redis database (gw0 -> 15, gw1 -> 14...).
-_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-if REDIS_URL:
-    REDIS_URL = REDIS_URL.rsplit("/", 1)[0] + f"/{15 - int(_WORKER.removeprefix('gw') or 0)}"
-needs_redis = pytest.mark.skipif(not REDIS_URL, reason="KEYPLANE_TEST_REDIS_URL is not set")
 VIEWER = "{ viewer { kind apiKey { id } } }"
-
-
-class Servers:
-    """Starts `keyplane serve` processes that share one database (and Redis, when given)."""
-
-    def __init__(self, tmp_path: Path, database_url: str = PG_URL) -> None:
-        self.tmp_path = tmp_path
-        self.processes: list[subprocess.Popen[bytes]] = []
-        self.database_url = database_url or f"sqlite://{tmp_path / 'shared.sqlite3'}"
-        self.jwt_secret = secrets.token_urlsafe(48)  # shared by every server started here
-
-    def start(self, *, workers: int = 2, storage: str = REDIS_URL) -> str:
-        port = free_port()
-        env = {
-            **os.environ,
-            "KEYPLANE_DATA_DIR": str(self.tmp_path / "data"),
-            "KEYPLANE_DATABASE_URL": self.database_url,
-            "KEYPLANE_RATE_LIMIT_STORAGE": storage or "memory://",
-            "KEYPLANE_JWT_SECRET": self.jwt_secret,
-        }
-        command = [sys.executable, "-m", "keyplane", "serve", "--port", str(port)]
-        # A file, not a pipe: an undrained pipe fills up and blocks the server's logging.
-        log = self.tmp_path / f"serve-{port}.log"
-        with log.open("wb") as stderr:
-            process = subprocess.Popen(
-                [*command, "--workers", str(workers)],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                start_new_session=True,
-            )
-        self.processes.append(process)
-        base = f"http://127.0.0.1:{port}"
-        wait_ready(base, process, log)
-        return base
-
-    def stop_all(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-
-
-async def _servers(tmp_path: Path, database_url: str) -> AsyncIterator[Servers]:
-    if REDIS_URL:
-        import coredis
-
-        client = coredis.Redis.from_url(REDIS_URL)
-        await client.flushdb()
-    started = Servers(tmp_path, database_url)
-    try:
-        yield started
-    finally:
-        started.stop_all()
 
 
 @pytest.fixture
 async def servers(tmp_path: Path) -> AsyncIterator[Servers]:
-    async for started in _servers(tmp_path, PG_URL):
+    async for started in started_servers(tmp_path, PG_URL):
         yield started
 
 
@@ -108,7 +42,7 @@ async def servers_on_each_database(
     (the version in Redis)."""
     if request.param == "postgres" and not PG_URL:
         pytest.skip("KEYPLANE_TEST_DATABASE_URL is not set")
-    async for started in _servers(tmp_path, PG_URL if request.param == "postgres" else ""):
+    async for started in started_servers(tmp_path, PG_URL if request.param == "postgres" else ""):
         yield started
 
 
