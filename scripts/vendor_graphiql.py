@@ -75,7 +75,9 @@ def main() -> None:
         for name, (version, files) in PINS.items():
             packed = npm_pack(f"{name}@{version}", work)
             if packed["version"] != version:
-                raise SystemExit(f"vendor-graphiql: asked {name}@{version}, got {packed['version']}")
+                raise SystemExit(
+                    f"vendor-graphiql: asked {name}@{version}, got {packed['version']}"
+                )
             with tarfile.open(work / str(packed["filename"])) as tarball:
                 for inside, target in files.items():
                     member = tarball.extractfile(f"package/{inside}")

@@ -71,7 +71,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             pytest.fail(f"KEYPLANE_REQUIRE_BROWSER=1 but {missing}")
         pytest.skip(missing)
     with keyplane_serve(
-        tmp_path_factory.mktemp("graphiql"), KEYPLANE_ENV="development", KEYPLANE_RATE_LIMITS=GENEROUS
+        tmp_path_factory.mktemp("graphiql"),
+        KEYPLANE_ENV="development",
+        KEYPLANE_RATE_LIMITS=GENEROUS,
     ) as base:
         yield base
 
@@ -182,7 +184,8 @@ async def test_the_viewer_query_runs_with_a_pasted_key_which_is_never_stored(
     assert viewer["environment"] == {"name": "staging"}
     stored = await browser.stored()
     assert "graphiql:" in stored  # GraphiQL did keep its tabs and history ...
-    assert secret not in stored and "fm_" not in stored  # ... but no header
+    assert secret not in stored  # ... but no header
+    assert "fm_" not in stored
     await browser.assert_offline_and_clean()
 
     # when: the page is opened again
