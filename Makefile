@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint schema bench bench-instructions ci scan fuzz clean
+.PHONY: run test test-browser lint schema bench bench-instructions ci scan fuzz vendor-graphiql clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,11 +22,20 @@ $(VENV)/.ci-installed: $(VENV)/.test-installed
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,ci]'
 	touch $@
 
+$(VENV)/.browser-installed: $(VENV)/.test-installed
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,browser]'
+	touch $@
+
 run: $(VENV)/.run-installed
 	$(BIN)/keyplane serve --dev
 
 test: $(VENV)/.test-installed
 	$(BIN)/pytest
+
+# GraphiQL in Debian's chromium (`apt-get install chromium`), driven by Playwright; here a
+# missing browser fails the run instead of skipping the tests.
+test-browser: $(VENV)/.browser-installed
+	KEYPLANE_REQUIRE_BROWSER=1 $(BIN)/pytest -m browser -n 0
 
 # mypy --strict over src/keyplane and tests/ (the packages listed in [tool.mypy]).
 lint: $(VENV)/.test-installed
@@ -57,6 +66,11 @@ scan: $(VENV)/.test-installed
 # schemathesis against a running server: make fuzz URL=http://127.0.0.1:8000 (see .ci/schemathesis).
 fuzz: $(VENV)/.ci-installed
 	$(BIN)/python .ci/schemathesis/run.py $(URL)
+
+# Fetches the pinned GraphiQL and React builds with npm into src/keyplane/graphiql/static/vendor/
+# (pins and the reason for them in scripts/vendor_graphiql.py); commit the result.
+vendor-graphiql:
+	$(PYTHON) scripts/vendor_graphiql.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -17,6 +17,7 @@ from keyplane.auth.oauth import JwksCache
 from keyplane.auth.passwords import Passwords
 from keyplane.db import apply_migrations, tortoise_config
 from keyplane.edge import Edge
+from keyplane.graphiql.page import assets_mount
 from keyplane.http import AuthenticationMiddleware, GraphQLView, healthz, metrics, readyz
 from keyplane.schema.engine import QueryPolicy, fast_http_view
 from keyplane.schema.root import build_schema
@@ -103,6 +104,8 @@ def create_app(
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            # GraphiQL's scripts and styles, served where GraphiQL is (development only).
+            *([assets_mount()] if settings.development else []),
         ],
         lifespan=lifespan,
         middleware=[

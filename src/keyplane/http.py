@@ -28,6 +28,7 @@ from keyplane.auth.principal import ANONYMOUS, Principal
 from keyplane.context import Context
 from keyplane.db import database_fault
 from keyplane.errors import InvalidCredentials, ServiceUnavailable
+from keyplane.graphiql.page import graphiql_page
 from keyplane.loaders import Loaders
 from keyplane.post_only import transport_refusal
 from keyplane.ratelimit.client_ip import client_ip
@@ -219,6 +220,10 @@ class GraphQLView(GraphQL[Context, None]):
                 context.long_queries = {}
             context.long_queries[text] = parsed
         return parsed
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        # GraphiQL from keyplane itself (keyplane/graphiql), never from a CDN.
+        return graphiql_page()
 
     def decode_json(self, data: str | bytes) -> object:
         try:
