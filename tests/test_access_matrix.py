@@ -299,7 +299,7 @@ OPERATIONS: dict[str, tuple[str, Variables]] = {
 
 def visible_environments(world: World, body: Any) -> dict[str, list[str]] | None:
     """{project label: [environment labels]} from the body of `projects`."""
-    if body["data"] is None:
+    if body["data"] is None or body["data"]["projects"] is None:
         return None
     labels = {v: k for k, v in {**world.projects, **world.environments}.items()}
     return {
