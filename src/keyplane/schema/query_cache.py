@@ -164,7 +164,7 @@ def _ids_length(field: FieldNode) -> Amount:
         name = node.name.value
         return lambda v: bounded(v.get(name))
     if isinstance(node, ListValueNode):
-        return bounded(node.values)
+        return bounded(list(node.values))
     return 1  # a single id is a list of one
 
 
