@@ -104,18 +104,18 @@ def test_the_guarded_fields_are_those_with_a_permission_and_those_marked() -> No
 # A schema whose two guarded fields are not nullable, beside one that is.
 @strawberry.type(description="A thing.")
 class Thing:
-    @strawberry.field(description="Refusable.", metadata=may_refuse("a test"))
+    @strawberry.field(description="Refusable.", metadata=may_refuse("a test"))  # type: ignore[untyped-decorator]
     def secret(self) -> str:
         return "x"
 
 
 @strawberry.type(description="Root.")
 class Root:
-    @strawberry.field(description="Guarded.", extensions=guarded(IsAuthenticated()))
+    @strawberry.field(description="Guarded.", extensions=guarded(IsAuthenticated()))  # type: ignore[untyped-decorator]
     def things(self) -> list[Thing]:
         return []
 
-    @strawberry.field(description="Fine.", extensions=guarded(IsAuthenticated()))
+    @strawberry.field(description="Fine.", extensions=guarded(IsAuthenticated()))  # type: ignore[untyped-decorator]
     def maybe(self) -> Thing | None:
         return None
 

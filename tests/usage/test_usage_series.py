@@ -23,10 +23,10 @@ from tests.usage.helpers import (
     key_usage,
     move_to_next_period,
     point,
-    usage_of,
     range_of,
     send,
     series,
+    usage_of,
 )
 
 # --- series --------------------------------------------------------------------------------

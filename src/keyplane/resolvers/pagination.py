@@ -70,9 +70,7 @@ async def newest_first(
     return page_of(await paged, first=first, after=after, count=query.count)
 
 
-def page_of(
-    rows: list[T], *, first: int, after: str | None, count: Count | None = None
-) -> Page[T]:
+def page_of(rows: list[T], *, first: int, after: str | None, count: Count | None = None) -> Page[T]:
     """`rows` holds one more than the page when there is a next page; `count` counts every
     row of the listing (one COUNT query) when asked."""
     return Page(

@@ -60,7 +60,9 @@ class ActivityEventEdge:
 class ActivityEventConnection:
     edges: list[ActivityEventEdge] = strawberry.field(description="The events of this page.")
     page_info: PageInfo = strawberry.field(description="Where this page stands.")
-    nodes: list[ActivityEvent] = strawberry.field(description="The events of this page (the nodes of its edges).")
+    nodes: list[ActivityEvent] = strawberry.field(
+        description="The events of this page (the nodes of its edges)."
+    )
     page: strawberry.Private[Page[Any]]
 
     @strawberry.field(description=TOTAL_COUNT)

@@ -219,7 +219,9 @@ class ApiKeyEdge:
 class ApiKeyConnection:
     edges: list[ApiKeyEdge] = strawberry.field(description="The keys of this page.")
     page_info: PageInfo = strawberry.field(description="Where this page stands.")
-    nodes: list[ApiKey] = strawberry.field(description="The keys of this page (the nodes of its edges).")
+    nodes: list[ApiKey] = strawberry.field(
+        description="The keys of this page (the nodes of its edges)."
+    )
     page: strawberry.Private[Page[Any]]
 
     @strawberry.field(description=TOTAL_COUNT)

@@ -83,7 +83,9 @@ class DocumentEdge:
 class DocumentConnection:
     edges: list[DocumentEdge] = strawberry.field(description="The documents of this page.")
     page_info: PageInfo = strawberry.field(description="Where this page stands.")
-    nodes: list[Document] = strawberry.field(description="The documents of this page (the nodes of its edges).")
+    nodes: list[Document] = strawberry.field(
+        description="The documents of this page (the nodes of its edges)."
+    )
     page: strawberry.Private[Page[Any]]
 
     @strawberry.field(description=TOTAL_COUNT)

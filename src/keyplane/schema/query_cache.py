@@ -21,9 +21,9 @@ The cost is counted in objects, GitHub-style: every object a field returns costs
 multiplies what it holds by its length, and nothing is divided. A connection's `edges` (and
 its `nodes`) are as long as its `first`, and its `totalCount` is a number (free); `nodes(ids)`
 is as long as its ids; a usage series (or an analytics range's `periods`) as long as its
-number of points; any other list of objects is estimated at 10. Lengths are capped at what the server
-serves (a page holds at most 100 items, a series 10,000 points), beyond which the resolver
-refuses the argument with its own BAD_USER_INPUT. Each mutation root field weighs 10 more.
+number of points; any other list of objects is estimated at 10. Lengths are capped at what
+the server serves (a page holds at most 100 items, a series 10,000 points), beyond which the
+resolver refuses the argument with its own BAD_USER_INPUT. Each mutation root field weighs 10 more.
 The shape is worked out once per document; only the arguments that come from variables are
 read again on each request.
 """

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import strawberry
 from strawberry.permission import BasePermission, PermissionExtension
@@ -29,7 +30,7 @@ from keyplane.resolvers import (
     user,
 )
 from keyplane.resolvers.analytics import AnalyticsGranularity
-from keyplane.schema.activity import ActivityEventConnection
+from keyplane.schema.activity import ActivityEvent, ActivityEventConnection
 from keyplane.schema.analytics import Analytics, GenerateReportInput, Report
 from keyplane.schema.api_key import (
     ApiKey,
@@ -42,7 +43,6 @@ from keyplane.schema.api_key import (
 from keyplane.schema.document import Document, DocumentConnection, GenerateDocumentInput
 from keyplane.schema.engine import KeyplaneSchema, QueryPolicy
 from keyplane.schema.executor import Executor
-from keyplane.schema.activity import ActivityEvent
 from keyplane.schema.member import (
     InviteMemberInput,
     InviteMemberPayload,
@@ -297,9 +297,7 @@ class Query:
     async def nodes(
         self,
         info: Info,
-        ids: Annotated[
-            list[strawberry.ID], strawberry.argument(description="At most 100 ids.")
-        ],
+        ids: Annotated[list[strawberry.ID], strawberry.argument(description="At most 100 ids.")],
     ) -> list[Node | None]:
         return await find_nodes(info, [str(i) for i in ids], NODE_LOOKUPS)  # type: ignore[return-value]
 
@@ -308,7 +306,9 @@ def _typed_lookup(name: str) -> NodeLookup:
     """The lookup of the root field `name` (`id` its only argument), its permissions first."""
     [field] = [f for f in get_object_definition(Query, strict=True).fields if f.python_name == name]
     assert field.base_resolver is not None
-    resolve = field.base_resolver.wrapped_func
+    # The method as written in Query (Strawberry types it loosely: a static or class method
+    # would do too).
+    resolve = cast(Callable[..., Awaitable[object]], field.base_resolver.wrapped_func)
 
     async def find(info: Info, node_id: str) -> object:
         return await resolve(None, info, strawberry.ID(node_id))

@@ -125,7 +125,9 @@ class TemplateEdge:
 class TemplateConnection:
     edges: list[TemplateEdge] = strawberry.field(description="The templates of this page.")
     page_info: PageInfo = strawberry.field(description="Where this page stands.")
-    nodes: list[Template] = strawberry.field(description="The templates of this page (the nodes of its edges).")
+    nodes: list[Template] = strawberry.field(
+        description="The templates of this page (the nodes of its edges)."
+    )
     page: strawberry.Private[Page[Any]]
 
     @strawberry.field(description=TOTAL_COUNT)
