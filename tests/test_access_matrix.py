@@ -33,6 +33,7 @@ VIEWER_A = "vera@example.com"
 #   o:ana  ada's OAuth token, scope analytics:view   k:mgr  ... with MANAGE_PROJECT
 #   o:mgr  ada's OAuth token, scope project:manage   anon   no credentials
 # Cells: OK, UA = UNAUTHENTICATED, FB = FORBIDDEN, NF = NOT_FOUND.
+# `node.X` rows fetch X's object through `node(id)`: they must read as the rows of X.
 # Targets: projects A, B; environments A1, A2, B1; for key operations, a key in that
 # environment (reads use the world's key there, mutations a fresh one); `?` an unknown id.
 EXPECTED = """
@@ -78,6 +79,17 @@ rotateApiKey(A2)           OK     NF     FB     FB     FB     FB     NF     FB  
 rotateApiKey(B1)           NF     NF     NF     FB     FB     FB     NF     FB     NF     UA
 rotateApiKey(?)            NF     NF     NF     FB     FB     FB     NF     FB     NF     UA
 logOut                     OK     OK     OK     FB     FB     FB     FB     FB     FB     UA
+node.project(A)            OK     OK     OK     OK     OK     OK     OK     OK     OK     UA
+node.project(B)            NF     NF     NF     NF     NF     NF     NF     NF     NF     UA
+node.project(?)            NF     NF     NF     NF     NF     NF     NF     NF     NF     UA
+node.environment(A1)       OK     OK     OK     OK     OK     OK     OK     OK     OK     UA
+node.environment(A2)       OK     NF     OK     NF     NF     NF     NF     OK     OK     UA
+node.environment(B1)       NF     NF     NF     NF     NF     NF     NF     NF     NF     UA
+node.environment(?)        NF     NF     NF     NF     NF     NF     NF     NF     NF     UA
+node.apiKey(A1)            OK     OK     OK     FB     FB     OK     OK     OK     OK     UA
+node.apiKey(A2)            OK     NF     OK     NF     NF     NF     NF     OK     OK     UA
+node.apiKey(B1)            NF     NF     NF     NF     NF     NF     NF     NF     NF     UA
+node.apiKey(?)             NF     NF     NF     NF     NF     NF     NF     NF     NF     UA
 """
 
 # The environments each caller sees under `projects { environments }` (row `projects`).
@@ -294,12 +306,15 @@ OPERATIONS: dict[str, tuple[str, Variables]] = {
         rotate_api_key_input,
     ),
     "logOut": ("mutation { logOut }", no_variables),
+    "node.project": ("query($id: ID!) { node(id: $id) { id } }", project_id),
+    "node.environment": ("query($id: ID!) { node(id: $id) { id } }", environment_id),
+    "node.apiKey": ("query($id: ID!) { node(id: $id) { id } }", existing_key_id),
 }
 
 
 def visible_environments(world: World, body: Any) -> dict[str, list[str]] | None:
     """{project label: [environment labels]} from the body of `projects`."""
-    if body["data"] is None:
+    if body["data"] is None or body["data"]["projects"] is None:
         return None
     labels = {v: k for k, v in {**world.projects, **world.environments}.items()}
     return {
@@ -330,6 +345,13 @@ async def outcome(world: World, row: str, credential: str | None) -> tuple[str, 
 def test_every_operation_appears_in_the_table() -> None:
     operations = {split_row(row)[0] for row in EXPECTED_BY_PRINCIPAL["owner"]}
     assert operations == set(OPERATIONS)
+
+
+def test_fetching_by_node_is_allowed_exactly_where_the_typed_lookup_is() -> None:
+    for principal, column in EXPECTED_BY_PRINCIPAL.items():
+        for row, code in column.items():
+            if row.startswith("node."):
+                assert code == column[row.removeprefix("node.")], (principal, row)
 
 
 @pytest.mark.parametrize("principal", PRINCIPALS)

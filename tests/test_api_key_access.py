@@ -37,6 +37,11 @@ class Operation:
     document: str
     field: str
     variables: Callable[[str, str], dict[str, Any]]  # (environment id, key id) -> variables
+    # What a caller without the scope gets: the refused field alone is null (partial data).
+    refused: dict[str, Any] | None = None
+
+    def refused_data(self) -> dict[str, Any]:
+        return self.refused if self.refused is not None else {self.field: None}
 
 
 OPERATIONS = {
@@ -47,7 +52,12 @@ OPERATIONS = {
             "input": {"environmentId": environment_id, "name": "new", "scopes": ["VIEW_ANALYTICS"]}
         },
     ),
-    "environment.apiKeys": Operation(LIST_KEYS, "environment", lambda env_id, _: {"id": env_id}),
+    "environment.apiKeys": Operation(
+        LIST_KEYS,
+        "environment",
+        lambda env_id, _: {"id": env_id},
+        refused={"environment": {"apiKeys": None}},
+    ),
     "apiKey": Operation(GET_KEY, "apiKey", lambda _, key_id: {"id": key_id}),
     "updateApiKey": Operation(
         UPDATE_KEY,
@@ -118,7 +128,7 @@ async def test_every_key_operation_refuses_a_caller_without_the_scope(
 
     # then
     assert result.status == 200
-    assert result.data == {operation.field: None}
+    assert result.data == operation.refused_data()
     assert result.codes == ["FORBIDDEN"]
     assert await snapshot(api, owner.token, owner.environment_id) == before
 
@@ -206,7 +216,7 @@ async def test_a_developer_or_viewer_member_cannot_manage_keys(
 
     # then
     assert result.status == 200
-    assert result.data == {operation.field: None}
+    assert result.data == operation.refused_data()
     assert result.codes == ["FORBIDDEN"]
     assert await snapshot(api, owner.token, owner.environment_id) == before
 

@@ -170,7 +170,7 @@ async def test_an_anonymous_caller_asking_for_projects_is_unauthenticated(api: A
     # then
     assert result.status == 200
     assert result.body == {
-        "data": None,
+        "data": {"projects": None},
         "errors": [
             {
                 "message": "Authentication required.",
@@ -285,7 +285,7 @@ async def test_an_unexpected_resolver_exception_is_masked_as_internal(
     assert (response.status_code, response.json()) == (
         200,
         {
-            "data": None,
+            "data": {"projects": None},
             "errors": [
                 {
                     "message": "Internal server error.",

@@ -116,6 +116,26 @@ async def test_graphql_core_names_a_refused_variable_as_the_masking_reads_it() -
     ]
 
 
+class _Raises:
+    def __await__(self) -> collections.abc.Generator[None, None, str]:
+        raise ValueError("refused")
+        yield
+
+
+async def test_graphql_core_answers_an_exception_as_a_value_with_that_fields_error() -> None:
+    # node.py hands `nodes` a refused id as its error; user.py an email as an awaitable raising
+    schema = build_sdl("type Query { items: [String]! email: String name: String }")
+    root = {"items": ["a", ValueError("refused"), "c"], "email": _Raises(), "name": "Ada"}
+
+    result = await run_graphql(schema, "{ items email name }", root_value=root)
+
+    assert result.data == {"items": ["a", None, "c"], "email": None, "name": "Ada"}
+    assert [(error.message, error.path) for error in result.errors or []] == [
+        ("refused", ["items", 1]),
+        ("refused", ["email"]),
+    ]
+
+
 def test_graphql_core_collects_sub_fields_in_the_method_the_executor_overrides() -> None:
     parameters = list(
         inspect.signature(StrawberryGraphQLCoreExecutionContext.collect_subfields).parameters

@@ -36,6 +36,7 @@ class Access:
         self.ip = ip  # the client address, for the activity log
         self._records = records
         self._memberships: dict[str, Membership | None] = {}
+        self._email_rights: dict[str, bool] = {}
 
     @property
     def lookups(self) -> Lookups:
@@ -84,6 +85,46 @@ class Access:
         if not membership.all_environments:
             return frozenset()
         return ROLE_SCOPES[membership.role] & self.principal.token_scopes
+
+    def owns(self, user_id: str) -> bool:
+        """Whether the caller is this person (a dashboard session or an OAuth token): a key
+        acts for its creator but is not its creator."""
+        principal = self.principal
+        return principal.key is None and principal.is_user and principal.user_id == user_id
+
+    def known_email_right(self, environment_id: str) -> bool | None:
+        """`reads_emails` when it is known without reading anything, else None."""
+        key = self.principal.key
+        if key is not None:
+            return key.environment_id == environment_id and Scope.MANAGE_PROJECT in key.scopes
+        return self._email_rights.get(environment_id)
+
+    async def reads_emails(self, environment_id: str) -> bool:
+        """Whether the caller may read the email of a user reached through this environment
+        (a key's creator, a document's maker): MANAGE_PROJECT there, as `members` needs.
+        Decided once per environment and request: a page of keys asks once."""
+        known = self.known_email_right(environment_id)
+        if known is not None:
+            return known
+        [environment] = await self._records.environments([environment_id])
+        scopes = (
+            None
+            if environment is None
+            else await self.scopes_in(
+                project_id=environment.project_id, environment_id=environment_id
+            )
+        )
+        self._email_rights[environment_id] = scopes is not None and Scope.MANAGE_PROJECT in scopes
+        return self._email_rights[environment_id]
+
+    async def reads_project_emails(self, project_id: str) -> bool:
+        """Whether the caller may read members' emails in this project: what `members` needs
+        (MANAGE_PROJECT across the project, or a MANAGE_PROJECT key of the project)."""
+        key = self.principal.key
+        if key is not None:
+            return key.project_id == project_id and Scope.MANAGE_PROJECT in key.scopes
+        scopes = await self.project_scopes(project_id)
+        return scopes is not None and Scope.MANAGE_PROJECT in scopes
 
     async def can_see_project(self, project_id: str) -> bool:
         key = self.principal.key

@@ -162,3 +162,11 @@ def assert_bad_input(result: Result, field: str) -> None:
 
 def api_over(client: httpx.AsyncClient) -> Api:
     return Api(client, oauth=None)  # type: ignore[arg-type]  # these callers use no OAuth tokens
+
+
+def usage_of(result: Result) -> Any:
+    """The `usage` of the one object a usage query asked for (partial data: it alone is null
+    when refused)."""
+    [found] = result.data.values()
+    assert found is not None, result.body
+    return found["usage"]

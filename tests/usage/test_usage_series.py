@@ -26,6 +26,7 @@ from tests.usage.helpers import (
     range_of,
     send,
     series,
+    usage_of,
 )
 
 # --- series --------------------------------------------------------------------------------
@@ -115,7 +116,7 @@ async def test_a_range_that_does_not_start_before_it_ends_is_refused(
 
     # then
     assert_bad_input(result, "from")
-    assert list(result.data.values()) == [None]
+    assert usage_of(result) is None
 
 
 @pytest.mark.parametrize("granularity", ["MINUTE", "HOUR", "DAY"])
@@ -146,4 +147,4 @@ async def test_a_series_may_hold_10000_points_and_no_more(api: Api, granularity:
         start + 9_999 * step,
     )
     assert_bad_input(too_large, "to")
-    assert too_large.data == {"environment": None}
+    assert too_large.data == {"environment": {"usage": None}}

@@ -8,6 +8,7 @@ from tortoise.expressions import Q
 
 from keyplane.access import Access
 from keyplane.auth.principal import AuthKind, Principal
+from keyplane.errors import Forbidden, NotFound
 from keyplane.models import ActivityEvent
 from keyplane.models.activity import ActivityKind
 from keyplane.permissions.scopes import Scope
@@ -70,3 +71,24 @@ async def list_activity(
     if kinds:
         query = query.filter(kind__in=list(kinds))
     return await newest_first(query, first=first, after=after, timestamp="at")
+
+
+async def get_activity_event(access: Access, *, event_id: str) -> ActivityEvent:
+    """One event, to whoever reads it in an environment's log (`list_activity`): a project-wide
+    event shows in every environment of its project, so one readable environment suffices."""
+    access.require_authenticated()
+    event = await ActivityEvent.get_or_none(id=event_id)
+    if event is None:
+        raise NotFound()
+    if event.environment_id is not None:  # type: ignore[attr-defined]
+        await access.environment(event.environment_id, any_of=READ_ACTIVITY)  # type: ignore[attr-defined]
+        return event
+    project_id: str = event.project_id  # type: ignore[attr-defined]
+    reached = await access.visible_environments(project_id)
+    if not reached:
+        raise NotFound()
+    for environment in reached:
+        held = await access.scopes_in(project_id=project_id, environment_id=environment.id)
+        if held is not None and held & READ_ACTIVITY:
+            return event
+    raise Forbidden()

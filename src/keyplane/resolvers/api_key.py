@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from tortoise.expressions import Q
+from tortoise.queryset import QuerySet
+
 from keyplane.access import Access
 from keyplane.auth import api_key as key_format
 from keyplane.auth.verified import VerifiedCredentials
@@ -183,7 +186,21 @@ async def list_api_keys(
             limit=first + 1,
         )
     )
-    return page_of(keys, first=first, after=after)
+    return page_of(keys, first=first, after=after, count=_listed(environment_id, status, now).count)
+
+
+def _listed(environment_id: str, status: ApiKeyStatus | None, now: datetime) -> QuerySet[ApiKey]:
+    """Every key `list_api_keys` pages through (as records.key_page filters them)."""
+    query = ApiKey.filter(environment_id=environment_id)
+    if status is ApiKeyStatus.REVOKED:
+        return query.filter(revoked_at__isnull=False)
+    if status is ApiKeyStatus.EXPIRED:
+        return query.filter(revoked_at__isnull=True, expires_at__lte=now)
+    if status is ApiKeyStatus.ACTIVE:
+        return query.filter(
+            Q(revoked_at__isnull=True), Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+        )
+    return query
 
 
 async def update_api_key(

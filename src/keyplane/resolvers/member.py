@@ -257,6 +257,22 @@ async def list_members(access: Access, *, project_id: str) -> list[MemberRecord]
     return [_record(member, grants[member.id]) for member in members]
 
 
+async def get_member(access: Access, *, member_id: str) -> MemberRecord:
+    """One member, to whoever `list_members` shows it: NOT_FOUND outside the caller's project
+    (or, for a key, for a member who does not reach its environment), FORBIDDEN as there."""
+    access.require_authenticated()
+    member = await Member.get_or_none(id=member_id)
+    if member is None or not await access.can_see_project(
+        member.project_id  # type: ignore[attr-defined]
+    ):
+        raise NotFound()
+    manager = await _manager(access, member.project_id)  # type: ignore[attr-defined]
+    record = _record(member, (await _grants([member]))[member.id])
+    if manager.environment_id is not None and not record.grant.reaches(manager.environment_id):
+        raise NotFound()
+    return record
+
+
 async def environments_of(
     access: Access, *, project_id: str, environment_ids: frozenset[str] | None
 ) -> list[Environment]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -20,11 +21,16 @@ M = TypeVar("M", bound=Model)
 T = TypeVar("T")
 
 
+# Counts every row a paged query matches, whatever the page: called only when a client asks.
+Count = Callable[[], Awaitable[int]]
+
+
 @dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
     items: list[T]
     has_next_page: bool
     has_previous_page: bool
+    count: Count | None = None  # None: this listing is not counted
 
 
 def encode_cursor(created_at: datetime, row_id: str) -> str:
@@ -61,11 +67,15 @@ async def newest_first(
 ) -> Page[M]:
     """One page of `query` ordered by (`timestamp`, id) descending."""
     paged, first = _page_query(query, first=first, after=after, timestamp=timestamp)
-    return page_of(await paged, first=first, after=after)
+    return page_of(await paged, first=first, after=after, count=query.count)
 
 
-def page_of(rows: list[T], *, first: int, after: str | None) -> Page[T]:
-    """`rows` holds one more than the page when there is a next page."""
+def page_of(rows: list[T], *, first: int, after: str | None, count: Count | None = None) -> Page[T]:
+    """`rows` holds one more than the page when there is a next page; `count` counts every
+    row of the listing (one COUNT query) when asked."""
     return Page(
-        items=rows[:first], has_next_page=len(rows) > first, has_previous_page=after is not None
+        items=rows[:first],
+        has_next_page=len(rows) > first,
+        has_previous_page=after is not None,
+        count=count,
     )

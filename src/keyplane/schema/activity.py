@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import strawberry
 from strawberry.relay import PageInfo
@@ -10,13 +11,14 @@ from strawberry.relay import PageInfo
 from keyplane import models
 from keyplane.models.activity import ActivityKind
 from keyplane.resolvers.pagination import Page, encode_cursor
-from keyplane.schema.pagination import page_info
+from keyplane.schema.node import Node
+from keyplane.schema.pagination import TOTAL_COUNT, page_info, total_count
 
 strawberry.enum(ActivityKind, description="What happened.")
 
 
 @strawberry.type(description="One security-relevant event.")
-class ActivityEvent:
+class ActivityEvent(Node):
     id: strawberry.ID = strawberry.field(description="Opaque event id.")
     kind: ActivityKind = strawberry.field(description="What happened.")
     at: datetime = strawberry.field(
@@ -58,6 +60,14 @@ class ActivityEventEdge:
 class ActivityEventConnection:
     edges: list[ActivityEventEdge] = strawberry.field(description="The events of this page.")
     page_info: PageInfo = strawberry.field(description="Where this page stands.")
+    nodes: list[ActivityEvent] = strawberry.field(
+        description="The events of this page (the nodes of its edges)."
+    )
+    page: strawberry.Private[Page[Any]]
+
+    @strawberry.field(description=TOTAL_COUNT)
+    async def total_count(self) -> int:
+        return await total_count(self.page)
 
     @classmethod
     def from_page(cls, page: Page[models.ActivityEvent]) -> ActivityEventConnection:
@@ -70,4 +80,6 @@ class ActivityEventConnection:
         return cls(
             edges=edges,
             page_info=page_info(page, [edge.cursor for edge in edges]),
+            nodes=[edge.node for edge in edges],
+            page=page,
         )

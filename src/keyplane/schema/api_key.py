@@ -22,7 +22,9 @@ from keyplane.resolvers import usage as usage_resolvers
 from keyplane.resolvers.api_key import IssuedKey
 from keyplane.resolvers.pagination import Page, encode_cursor
 from keyplane.resolvers.usage import Granularity
-from keyplane.schema.pagination import page_info
+from keyplane.schema.node import Node
+from keyplane.schema.pagination import TOTAL_COUNT, page_info, total_count
+from keyplane.schema.permissions import may_refuse
 from keyplane.schema.usage import UsagePoint
 from keyplane.schema.user import User
 from keyplane.usage.counters import KeyCounters
@@ -61,7 +63,7 @@ def _total(counters: KeyCounters) -> int:
 
 
 @strawberry.type(description="An API key. Its secret is never shown here, only its prefix.")
-class ApiKey:
+class ApiKey(Node):
     id: strawberry.ID = strawberry.field(description="Opaque key id (`key_...`), not the secret.")
     name: str = strawberry.field(description="What the key is for, 1 to 64 characters.")
     prefix: str = strawberry.field(
@@ -99,7 +101,8 @@ class ApiKey:
 
     @strawberry.field(
         description="Requests and refusals over time. Needs MANAGE_PROJECT or "
-        "VIEW_ANALYTICS in the key's environment."
+        "VIEW_ANALYTICS in the key's environment.",
+        metadata=may_refuse("needs MANAGE_PROJECT or VIEW_ANALYTICS there (resolvers/usage.py)"),
     )
     async def usage(
         self,
@@ -109,7 +112,7 @@ class ApiKey:
         granularity: Annotated[
             Granularity, strawberry.argument(description="Period of each point.")
         ] = Granularity.HOUR,
-    ) -> list[UsagePoint]:
+    ) -> list[UsagePoint] | None:
         points = await usage_resolvers.key_usage(
             info.context.access,
             info.context.services.usage,
@@ -128,8 +131,10 @@ class ApiKey:
         context: Context,
         environment: EnvironmentRecord,
         creator: UserRecord,
+        creator_email: bool,
         counters: KeyCounters | None = None,
     ) -> ApiKey:
+        """`creator_email`: whether the caller may read the creator's email (`Access`)."""
         limit = key.rate_limit_per_minute
         if limit is None:
             limit = int(context.services.settings.rate_limits[Tier.API_KEY].amount)
@@ -144,7 +149,7 @@ class ApiKey:
             revoked_at=key.revoked_at,
             rate_limit_per_minute=limit,
             environment=_environment(environment),
-            created_by=_user(creator),
+            created_by=_user(creator, creator_email),
             last_used_at=(
                 _WhenAsked(context, key.id, _last_used)
                 if counters is None
@@ -165,7 +170,16 @@ class ApiKey:
         environment = records.known_environment(key.environment_id)  # type: ignore[union-attr]
         creator = records.known_user(key.created_by_id)  # type: ignore[union-attr]
         if environment is not None and creator is not None:
-            return cls.from_model(key, context=context, environment=environment, creator=creator)
+            access = context.access
+            emails = access.known_email_right(environment.id)
+            if emails is not None:
+                return cls.from_model(
+                    key,
+                    context=context,
+                    environment=environment,
+                    creator=creator,
+                    creator_email=emails or access.owns(creator.id),
+                )
         return cls.load(key, context=context)
 
     @classmethod
@@ -174,7 +188,11 @@ class ApiKey:
         creator = await context.loaders.user.load(key.created_by_id)  # type: ignore[union-attr]
         if environment is None or creator is None:
             raise NotFound()
-        return cls.from_model(key, context=context, environment=environment, creator=creator)
+        access = context.access
+        emails = access.owns(creator.id) or await access.reads_emails(environment.id)
+        return cls.from_model(
+            key, context=context, environment=environment, creator=creator, creator_email=emails
+        )
 
 
 # Users and environments never change once created (records.py), and these GraphQL objects
@@ -187,8 +205,8 @@ def _environment(record: EnvironmentRecord) -> Environment:
 
 
 @lru_cache(maxsize=10_000)
-def _user(record: UserRecord) -> User:
-    return User.from_model(record)
+def _user(record: UserRecord, email_visible: bool) -> User:
+    return User.from_model(record, email_visible=email_visible)
 
 
 @strawberry.type(description="One key in a page, with the cursor that points at it.")
@@ -201,6 +219,14 @@ class ApiKeyEdge:
 class ApiKeyConnection:
     edges: list[ApiKeyEdge] = strawberry.field(description="The keys of this page.")
     page_info: PageInfo = strawberry.field(description="Where this page stands.")
+    nodes: list[ApiKey] = strawberry.field(
+        description="The keys of this page (the nodes of its edges)."
+    )
+    page: strawberry.Private[Page[Any]]
+
+    @strawberry.field(description=TOTAL_COUNT)
+    async def total_count(self) -> int:
+        return await total_count(self.page)
 
     @classmethod
     def from_page(
@@ -210,19 +236,29 @@ class ApiKeyConnection:
         context: Context,
         home: EnvironmentRecord,
         creators: dict[str, UserRecord],
+        emails: bool,
     ) -> ApiKeyConnection:
+        """`emails`: whether the caller reads emails in `home` (decided once for the page)."""
         edges = []
+        owns = context.access.owns
         for key, key_counters in page.items:
             creator = creators.get(key.created_by_id)
             if creator is None:
                 raise NotFound()
             node = ApiKey.from_model(
-                key, context=context, environment=home, creator=creator, counters=key_counters
+                key,
+                context=context,
+                environment=home,
+                creator=creator,
+                creator_email=emails or owns(creator.id),
+                counters=key_counters,
             )
             edges.append(ApiKeyEdge(cursor=encode_cursor(key.created_at, key.id), node=node))
         return cls(
             edges=edges,
             page_info=page_info(page, [edge.cursor for edge in edges]),
+            nodes=[edge.node for edge in edges],
+            page=page,
         )
 
 

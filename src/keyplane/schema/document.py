@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import strawberry
 from strawberry.relay import PageInfo
@@ -15,12 +16,14 @@ from keyplane.errors import NotFound
 from keyplane.models.template import TemplateFormat
 from keyplane.resolvers.pagination import Page, encode_cursor
 from keyplane.schema.enums import AuthKind
-from keyplane.schema.pagination import page_info
+from keyplane.schema.node import Node
+from keyplane.schema.pagination import TOTAL_COUNT, page_info, total_count
+from keyplane.schema.permissions import may_refuse
 from keyplane.schema.user import User
 
 
 @strawberry.type(description="A document rendered from a published template version.")
-class Document:
+class Document(Node):
     id: strawberry.ID = strawberry.field(description="Opaque document id (`doc_...`).")
     template_id: strawberry.ID = strawberry.field(
         description="The template it was rendered from (kept after that template is deleted)."
@@ -36,6 +39,7 @@ class Document:
         description="The API key that generated it, when a key did."
     )
     created_by_id: strawberry.Private[str]
+    environment_id: strawberry.Private[str]
 
     @classmethod
     def from_model(cls, document: models.Document) -> Document:
@@ -53,14 +57,20 @@ class Document:
                 else strawberry.ID(document.created_by_key_id)
             ),
             created_by_id=document.created_by_id,  # type: ignore[attr-defined]
+            environment_id=document.environment_id,  # type: ignore[attr-defined]
         )
 
-    @strawberry.field(description="The user who generated it (for an API key: the key's creator).")
-    async def created_by(self, info: Info) -> User:
+    @strawberry.field(
+        description="The user who generated it (for an API key: the key's creator).",
+        metadata=may_refuse("NOT_FOUND when the account is gone"),
+    )
+    async def created_by(self, info: Info) -> User | None:
         user = await info.context.loaders.user.load(self.created_by_id)
         if user is None:
             raise NotFound()
-        return User.from_model(user)
+        access = info.context.access
+        visible = access.owns(user.id) or await access.reads_emails(self.environment_id)
+        return User.from_model(user, email_visible=visible)
 
 
 @strawberry.type(description="One document in a page, with the cursor that points at it.")
@@ -73,6 +83,14 @@ class DocumentEdge:
 class DocumentConnection:
     edges: list[DocumentEdge] = strawberry.field(description="The documents of this page.")
     page_info: PageInfo = strawberry.field(description="Where this page stands.")
+    nodes: list[Document] = strawberry.field(
+        description="The documents of this page (the nodes of its edges)."
+    )
+    page: strawberry.Private[Page[Any]]
+
+    @strawberry.field(description=TOTAL_COUNT)
+    async def total_count(self) -> int:
+        return await total_count(self.page)
 
     @classmethod
     def from_page(cls, page: Page[models.Document]) -> DocumentConnection:
@@ -86,6 +104,8 @@ class DocumentConnection:
         return cls(
             edges=edges,
             page_info=page_info(page, [edge.cursor for edge in edges]),
+            nodes=[edge.node for edge in edges],
+            page=page,
         )
 
 

@@ -61,6 +61,10 @@ graphql-core 3.3
   1,076k -> 1,014k, 6.1 %), API-key viewer 1,082k -> 1,055k (2.6 %), OAuth viewer 1,063k ->
   1,028k (3.4 %), 20-key page 17.10M -> 16.82M (1.7 %), batch 17.99M -> 17.24M (4.3 %). Kept:
   over 5 % on the JWT viewer twice.
+- A resolved value that is an exception is that field's (or list item's) error, and an
+  awaitable value is awaited: schema/node.py answers a refused id of `nodes` with its error,
+  schema/user.py an unreadable email with an awaitable that raises, so a readable one stays a
+  plain value. Documented in graphql-core's code only.
 limits 5.8
 - `MemoryStorage._MemoryStorage__schedule_expiry` (ratelimit/memory.py, private and
   name-mangled), the state its clean-up reads (`events`, `locks`, `expirations`, `storage`,

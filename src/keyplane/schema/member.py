@@ -13,6 +13,8 @@ from keyplane.errors import NotFound
 from keyplane.permissions.scopes import Role
 from keyplane.resolvers import member as member_resolvers
 from keyplane.resolvers.member import IssuedInvitation, MemberRecord
+from keyplane.schema.node import Node
+from keyplane.schema.permissions import may_refuse
 from keyplane.schema.project import Environment
 from keyplane.schema.user import User
 
@@ -29,7 +31,7 @@ async def _environments(
 @strawberry.type(
     description="A user's membership of a project: a role over every environment or a few."
 )
-class Member:
+class Member(Node):
     id: strawberry.ID = strawberry.field(description="Opaque member id (`mem_...`).")
     role: Role = strawberry.field(
         description="OWNER or ADMIN: all four scopes; DEVELOPER: GENERATE_DOCUMENTS, "
@@ -56,12 +58,17 @@ class Member:
             environment_ids=record.grant.environment_ids,
         )
 
-    @strawberry.field(description="The member's account.")
-    async def user(self, info: Info) -> User:
+    @strawberry.field(
+        description="The member's account.",
+        metadata=may_refuse("NOT_FOUND when the account is gone"),
+    )
+    async def user(self, info: Info) -> User | None:
         user = await info.context.loaders.user.load(self.user_id)
         if user is None:
             raise NotFound()
-        return User.from_model(user)
+        access = info.context.access
+        visible = access.owns(user.id) or await access.reads_project_emails(self.project_id)
+        return User.from_model(user, email_visible=visible)
 
     @strawberry.field(
         description="The environments the member reaches (all of the project's when "
@@ -72,7 +79,7 @@ class Member:
 
 
 @strawberry.type(description="An invitation to join a project, accepted with its token.")
-class Invitation:
+class Invitation(Node):
     id: strawberry.ID = strawberry.field(description="Opaque invitation id (`inv_...`).")
     email: str = strawberry.field(
         description="Who may accept it: the signed-in user with this email, lower-cased."

@@ -1,4 +1,4 @@
-"""The Relay PageInfo of a keyset page, shared by every connection type."""
+"""The Relay PageInfo of a keyset page, and the total count, shared by every connection type."""
 
 from __future__ import annotations
 
@@ -17,3 +17,12 @@ def page_info(page: Page[Any], cursors: list[str]) -> PageInfo:
         start_cursor=cursors[0] if cursors else None,
         end_cursor=cursors[-1] if cursors else None,
     )
+
+
+TOTAL_COUNT = "How many match over every page (after is ignored): one count, made only when asked."
+
+
+async def total_count(page: Page[Any]) -> int:
+    if page.count is None:
+        raise NotImplementedError("this listing is not counted")  # every connection's page is
+    return await page.count()

@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from strawberry.permission import BasePermission
+from strawberry import Schema
+from strawberry.permission import BasePermission, PermissionExtension
+from strawberry.types.base import StrawberryObjectDefinition
 
 from keyplane.auth.principal import AuthKind, Principal
 from keyplane.context import Info
@@ -73,3 +75,37 @@ class HasAnyScope(BasePermission):
             names = " or ".join(sorted(self.scopes))
             raise Forbidden(f"This needs the {names} scope.")
         return True
+
+
+REFUSAL = "refusal"
+
+
+def may_refuse(reason: str) -> dict[str, str]:
+    """The metadata of a field whose resolver may refuse the caller (FORBIDDEN, NOT_FOUND)
+    though it declares no permission: `reason` says why.
+
+    A refused field answers null with its error and nothing else is lost, so every guarded
+    field (this marker, or a permission extension) is nullable; `guarded_fields` lists them
+    and tests/test_partial_data.py fails on one that is not."""
+    return {REFUSAL: reason}
+
+
+def guarded_fields(schema: Schema) -> dict[tuple[str, str], str]:
+    """Every field of the schema that can refuse its caller, as (type, field) -> why: those
+    that carry a permission extension, and those marked `may_refuse`."""
+    found: dict[tuple[str, str], str] = {}
+    names = schema.config.name_converter
+    for entry in schema.schema_converter.type_map.values():
+        definition = entry.definition
+        if not isinstance(definition, StrawberryObjectDefinition):
+            continue
+        for field in definition.fields:
+            key = (definition.name, names.get_graphql_name(field))
+            if REFUSAL in field.metadata:
+                found[key] = field.metadata[REFUSAL]
+            elif any(
+                isinstance(extension, PermissionExtension) and extension.permissions
+                for extension in field.extensions
+            ):
+                found[key] = "declares a permission"
+    return found

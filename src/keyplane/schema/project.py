@@ -17,6 +17,8 @@ from keyplane.resolvers import api_key as api_key_resolvers
 from keyplane.resolvers import project as project_resolvers
 from keyplane.resolvers import usage as usage_resolvers
 from keyplane.resolvers.usage import Granularity
+from keyplane.schema.node import Node
+from keyplane.schema.permissions import may_refuse
 from keyplane.schema.usage import UsagePoint
 
 if TYPE_CHECKING:
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
 
 
 @strawberry.type(description="A project: a set of environments and the members who use them.")
-class Project:
+class Project(Node):
     id: strawberry.ID = strawberry.field(description="Opaque project id.")
     name: str = strawberry.field(description="1 to 64 characters; unique per creator.")
     created_at: datetime = strawberry.field(description="When the project was created.")
@@ -40,7 +42,7 @@ class Project:
 
 
 @strawberry.type(description="An environment (development, staging, a client...): keys live here.")
-class Environment:
+class Environment(Node):
     id: strawberry.ID = strawberry.field(description="Opaque environment id.")
     name: str = strawberry.field(description="1 to 64 characters; unique within its project.")
     created_at: datetime = strawberry.field(description="When the environment was created.")
@@ -55,8 +57,11 @@ class Environment:
             project_id=environment.project_id,  # type: ignore[union-attr]
         )
 
-    @strawberry.field(description="The project this environment belongs to.")
-    async def project(self, info: Info) -> Project:
+    @strawberry.field(
+        description="The project this environment belongs to.",
+        metadata=may_refuse("NOT_FOUND when the project is gone"),
+    )
+    async def project(self, info: Info) -> Project | None:
         project = await models.Project.get_or_none(id=self.project_id)
         if project is None:
             raise NotFound()
@@ -64,7 +69,8 @@ class Environment:
 
     @strawberry.field(
         description="This environment's API keys, newest first. Needs MANAGE_PROJECT or "
-        "VIEW_ANALYTICS here."
+        "VIEW_ANALYTICS here.",
+        metadata=may_refuse("needs MANAGE_PROJECT or VIEW_ANALYTICS here (resolvers/api_key.py)"),
     )
     async def api_keys(
         self,
@@ -76,7 +82,7 @@ class Environment:
         status: Annotated[
             ApiKeyStatus | None, strawberry.argument(description="Only keys in this status.")
         ] = None,
-    ) -> Annotated[ApiKeyConnection, strawberry.lazy("keyplane.schema.api_key")]:
+    ) -> Annotated[ApiKeyConnection, strawberry.lazy("keyplane.schema.api_key")] | None:
         from keyplane.schema.api_key import ApiKeyConnection
 
         page = await api_key_resolvers.list_api_keys(
@@ -98,12 +104,14 @@ class Environment:
                 id=self.id, project_id=self.project_id, name=self.name, created_at=self.created_at
             ),
             creators={user.id: user for user in creators if user is not None},
+            emails=await info.context.access.reads_emails(self.id),
         )
         return connection
 
     @strawberry.field(
         description="Requests and refusals of all this environment's keys over time. Needs "
-        "MANAGE_PROJECT or VIEW_ANALYTICS here."
+        "MANAGE_PROJECT or VIEW_ANALYTICS here.",
+        metadata=may_refuse("needs MANAGE_PROJECT or VIEW_ANALYTICS here (resolvers/usage.py)"),
     )
     async def usage(
         self,
@@ -113,7 +121,7 @@ class Environment:
         granularity: Annotated[
             Granularity, strawberry.argument(description="Period of each point.")
         ] = Granularity.HOUR,
-    ) -> list[UsagePoint]:
+    ) -> list[UsagePoint] | None:
         points = await usage_resolvers.environment_usage(
             info.context.access,
             info.context.services.usage,

@@ -18,11 +18,12 @@ over 16k characters are not kept, so 128 bodies of 2 MiB cannot pin their syntax
 errors are never changed: whoever needs another message or other extensions makes a new error.
 
 The cost is counted in objects, GitHub-style: every object a field returns costs 1, a list
-multiplies what it holds by its length, and nothing is divided. A connection's `edges` are as
-long as its `first`; a usage series (or an analytics range's `periods`) as long as its number of
-points; any other list of objects is estimated at 10. Lengths are capped at what the server
-serves (a page holds at most 100 items, a series 10,000 points), beyond which the resolver
-refuses the argument with its own BAD_USER_INPUT. Each mutation root field weighs 10 more.
+multiplies what it holds by its length, and nothing is divided. A connection's `edges` (and
+its `nodes`) are as long as its `first`, and its `totalCount` is a number (free); `nodes(ids)`
+is as long as its ids; a usage series (or an analytics range's `periods`) as long as its
+number of points; any other list of objects is estimated at 10. Lengths are capped at what
+the server serves (a page holds at most 100 items, a series 10,000 points), beyond which the
+resolver refuses the argument with its own BAD_USER_INPUT. Each mutation root field weighs 10 more.
 The shape is worked out once per document; only the arguments that come from variables are
 read again on each request.
 """
@@ -50,6 +51,7 @@ from graphql import (
     GraphQLSyntaxError,
     InlineFragmentNode,
     IntValueNode,
+    ListValueNode,
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
@@ -66,6 +68,7 @@ from graphql.type.introspection import SchemaMetaFieldDef, TypeMetaFieldDef
 from keyplane.resolvers.analytics import MAX_RANGE
 from keyplane.resolvers.usage import MAX_POINTS
 from keyplane.resolvers.validate import PAGE_MAX
+from keyplane.schema.node import MAX_NODE_IDS
 from keyplane.settings import QueryLimits
 
 # Root fields that also cost one from the client's IP bucket, whoever calls them.
@@ -146,6 +149,23 @@ def _page_size(field: FieldNode, default: object) -> Amount:
         except ValueError:  # over 4,300 digits: validation refuses it anyway
             return 0
     return bounded(None)
+
+
+def _ids_length(field: FieldNode) -> Amount:
+    """How many objects `nodes(ids: ...)` returns: one per id, capped at what it serves."""
+    node = _argument(field, "ids")
+
+    def bounded(ids: object) -> int:
+        # More ids than served is BAD_USER_INPUT: nothing is fetched.
+        size = len(ids) if isinstance(ids, list) else 1
+        return size if size <= MAX_NODE_IDS else 0
+
+    if isinstance(node, VariableNode):
+        name = node.name.value
+        return lambda v: bounded(v.get(name))
+    if isinstance(node, ListValueNode):
+        return bounded(list(node.values))
+    return 1  # a single id is a list of one
 
 
 def _literal(node: ValueNode | None) -> Callable[[Variables], object]:
@@ -474,6 +494,8 @@ class _Walker:
                 size = points
             elif name in ("edges", "nodes") and page is not None:
                 size = page
+            elif "ids" in arguments:
+                size = _ids_length(field)
             else:
                 size = UNBOUNDED_LIST_ESTIMATE
         below = self.shape(

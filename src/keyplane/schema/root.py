@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import functools
+import inspect
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import strawberry
 from strawberry.permission import BasePermission, PermissionExtension
 from strawberry.schema.config import StrawberryConfig
+from strawberry.types.base import get_object_definition
 
 from keyplane import models
 from keyplane.auth.principal import AuthKind
 from keyplane.context import Info
+from keyplane.errors import NotFound
 from keyplane.models.activity import ActivityKind
 from keyplane.permissions.scopes import Scope
 from keyplane.resolvers import (
@@ -26,7 +30,7 @@ from keyplane.resolvers import (
     user,
 )
 from keyplane.resolvers.analytics import AnalyticsGranularity
-from keyplane.schema.activity import ActivityEventConnection
+from keyplane.schema.activity import ActivityEvent, ActivityEventConnection
 from keyplane.schema.analytics import Analytics, GenerateReportInput, Report
 from keyplane.schema.api_key import (
     ApiKey,
@@ -45,6 +49,7 @@ from keyplane.schema.member import (
     Member,
     UpdateMemberInput,
 )
+from keyplane.schema.node import Node, NodeLookup, find_node, find_nodes, permissions_of
 from keyplane.schema.permissions import HasAnyScope, IsAuthenticated, IsUser, open_to_anyone
 from keyplane.schema.project import (
     CreateEnvironmentInput,
@@ -59,7 +64,7 @@ from keyplane.schema.template import (
     UpdateTemplateInput,
 )
 from keyplane.schema.user import AuthPayload, LogInInput, SignUpInput, User
-from keyplane.schema.viewer import Viewer
+from keyplane.schema.viewer import Viewer, viewer_user
 
 MANAGE = HasAnyScope(Scope.MANAGE_PROJECT)
 READ_KEYS = HasAnyScope(Scope.MANAGE_PROJECT, Scope.VIEW_ANALYTICS)
@@ -79,7 +84,7 @@ def _grant(result: user.SessionGrant) -> AuthPayload:
     return AuthPayload(
         access_token=result.access_token,
         expires_at=result.expires_at,
-        user=User.from_model(result.user),
+        user=User.from_model(result.user, email_visible=True),  # their own
     )
 
 
@@ -97,7 +102,7 @@ class Query:
         description="Projects the caller belongs to (for a key: its own).",
         extensions=guarded(IsAuthenticated()),
     )
-    async def projects(self, info: Info) -> list[Project]:
+    async def projects(self, info: Info) -> list[Project] | None:
         found = await project.list_projects(info.context.access)
         return [Project.from_model(p) for p in found]
 
@@ -154,7 +159,7 @@ class Query:
         self,
         info: Info,
         project_id: Annotated[strawberry.ID, strawberry.argument(description="The project.")],
-    ) -> list[Member]:
+    ) -> list[Member] | None:
         found = await member.list_members(info.context.access, project_id=str(project_id))
         return [Member.from_record(record) for record in found]
 
@@ -266,6 +271,84 @@ class Query:
             granularity=granularity,
         )
         return Analytics.from_figures(figures)
+
+    @strawberry.field(
+        description="The object with this id, answered as its typed lookup answers it (`project`, "
+        "`environment`, `apiKey`, `template`, `document`; a member as `members`, an event as "
+        "`activity`, a user as `viewer.user`): null and NOT_FOUND outside your reach or for an "
+        "id that names nothing, the same permission errors. An invitation is not read back.",
+        extensions=guarded(IsAuthenticated()),
+    )
+    async def node(
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="Any object's id.")],
+    ) -> Node | None:
+        return await find_node(info, str(id), NODE_LOOKUPS)  # type: ignore[return-value]
+
+    @strawberry.field(
+        description="Up to 100 objects by id, in order, each answered as `node(id)` answers it: "
+        "an id refused or not found is null with its own error, the others are unharmed. More "
+        "than 100 ids: BAD_USER_INPUT.",
+        # Open, and not a refusal of the whole list: each id is checked as `node` checks it
+        # (authentication included), and a refused one nulls its own item only.
+        metadata=open_to_anyone(),
+    )
+    async def nodes(
+        self,
+        info: Info,
+        ids: Annotated[list[strawberry.ID], strawberry.argument(description="At most 100 ids.")],
+    ) -> list[Node | None]:
+        return await find_nodes(info, [str(i) for i in ids], NODE_LOOKUPS)  # type: ignore[return-value]
+
+
+def _typed_lookup(name: str) -> NodeLookup:
+    """The lookup of the root field `name` (`id` its only argument), its permissions first."""
+    [field] = [f for f in get_object_definition(Query, strict=True).fields if f.python_name == name]
+    assert field.base_resolver is not None
+    # The method as written in Query (Strawberry types it loosely: a static or class method
+    # would do too).
+    resolve = cast(Callable[..., Awaitable[object]], field.base_resolver.wrapped_func)
+
+    async def find(info: Info, node_id: str) -> object:
+        return await resolve(None, info, strawberry.ID(node_id))
+
+    return NodeLookup(permissions_of(field), find)
+
+
+def _root_permissions(name: str) -> tuple[BasePermission, ...]:
+    [field] = [f for f in get_object_definition(Query, strict=True).fields if f.python_name == name]
+    return permissions_of(field)
+
+
+async def _find_member(info: Info, node_id: str) -> object:
+    return Member.from_record(await member.get_member(info.context.access, member_id=node_id))
+
+
+async def _find_event(info: Info, node_id: str) -> object:
+    found = await activity.get_activity_event(info.context.access, event_id=node_id)
+    return ActivityEvent.from_model(found)
+
+
+async def _find_user(info: Info, node_id: str) -> object:
+    # Users are reached as `viewer.user` only: your own account, or a key's creator.
+    if info.context.principal.user_id != node_id:
+        raise NotFound()
+    found = viewer_user(info)
+    return await found if inspect.isawaitable(found) else found
+
+
+# Which lookup answers `node(id)`, by the id's prefix (models/*.py make the ids).
+NODE_LOOKUPS: dict[str, NodeLookup] = {
+    "prj": _typed_lookup("project"),
+    "env": _typed_lookup("environment"),
+    "key": _typed_lookup("api_key"),
+    "tpl": _typed_lookup("template"),
+    "doc": _typed_lookup("document"),
+    "mem": NodeLookup(_root_permissions("members"), _find_member),
+    "evt": NodeLookup(_root_permissions("activity"), _find_event),
+    "usr": NodeLookup((), _find_user),
+}
 
 
 @strawberry.type(description="Write operations.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import strawberry
 from strawberry.relay import PageInfo
@@ -13,7 +14,9 @@ from keyplane.errors import NotFound
 from keyplane.models.template import TemplateFormat
 from keyplane.resolvers import template as template_resolvers
 from keyplane.resolvers.pagination import Page, encode_cursor
-from keyplane.schema.pagination import page_info
+from keyplane.schema.node import Node
+from keyplane.schema.pagination import TOTAL_COUNT, page_info, total_count
+from keyplane.schema.permissions import may_refuse
 from keyplane.schema.user import User
 
 strawberry.enum(
@@ -29,22 +32,29 @@ class TemplateVersion:
     content: str = strawberry.field(description="The Jinja2 source frozen at publishing.")
     published_at: datetime = strawberry.field(description="When it was published.")
     published_by_id: strawberry.Private[str]
+    environment_id: strawberry.Private[str]
 
     @classmethod
-    def from_model(cls, version: models.TemplateVersion) -> TemplateVersion:
+    def from_model(cls, version: models.TemplateVersion, *, environment_id: str) -> TemplateVersion:
         return cls(
+            environment_id=environment_id,
             version=version.version,
             content=version.content,
             published_at=version.published_at,
             published_by_id=version.published_by_id,  # type: ignore[attr-defined]
         )
 
-    @strawberry.field(description="The user who published it (for a key: the key's creator).")
-    async def published_by(self, info: Info) -> User:
+    @strawberry.field(
+        description="The user who published it (for a key: the key's creator).",
+        metadata=may_refuse("NOT_FOUND when the account is gone"),
+    )
+    async def published_by(self, info: Info) -> User | None:
         user = await info.context.loaders.user.load(self.published_by_id)
         if user is None:
             raise NotFound()
-        return User.from_model(user)
+        access = info.context.access
+        visible = access.owns(user.id) or await access.reads_emails(self.environment_id)
+        return User.from_model(user, email_visible=visible)
 
 
 @strawberry.type(
@@ -52,7 +62,7 @@ class TemplateVersion:
     "draft; publishing freezes it as a numbered version, and documents are generated from the "
     "published version only."
 )
-class Template:
+class Template(Node):
     id: strawberry.ID = strawberry.field(description="Opaque template id (`tpl_...`).")
     name: str = strawberry.field(description="1 to 64 characters, unique in its environment.")
     format: TemplateFormat = strawberry.field(description="HTML, MARKDOWN or TEXT; fixed.")
@@ -74,6 +84,7 @@ class Template:
         description="When the draft, the name or the publication last changed."
     )
     preloaded_versions: strawberry.Private[list[models.TemplateVersion] | None]
+    environment_id: strawberry.Private[str]
 
     @classmethod
     def from_model(
@@ -90,6 +101,7 @@ class Template:
             created_at=template.created_at,
             updated_at=template.updated_at,
             preloaded_versions=versions,
+            environment_id=template.environment_id,  # type: ignore[attr-defined]
         )
 
     @strawberry.field(description="Every published version, newest first.")
@@ -97,7 +109,10 @@ class Template:
         found = self.preloaded_versions
         if found is None:
             found = await template_resolvers.template_versions(self.id)
-        return [TemplateVersion.from_model(version) for version in found]
+        return [
+            TemplateVersion.from_model(version, environment_id=self.environment_id)
+            for version in found
+        ]
 
 
 @strawberry.type(description="One template in a page, with the cursor that points at it.")
@@ -110,6 +125,14 @@ class TemplateEdge:
 class TemplateConnection:
     edges: list[TemplateEdge] = strawberry.field(description="The templates of this page.")
     page_info: PageInfo = strawberry.field(description="Where this page stands.")
+    nodes: list[Template] = strawberry.field(
+        description="The templates of this page (the nodes of its edges)."
+    )
+    page: strawberry.Private[Page[Any]]
+
+    @strawberry.field(description=TOTAL_COUNT)
+    async def total_count(self) -> int:
+        return await total_count(self.page)
 
     @classmethod
     def from_page(cls, page: Page[models.Template]) -> TemplateConnection:
@@ -123,6 +146,8 @@ class TemplateConnection:
         return cls(
             edges=edges,
             page_info=page_info(page, [edge.cursor for edge in edges]),
+            nodes=[edge.node for edge in edges],
+            page=page,
         )
 
 

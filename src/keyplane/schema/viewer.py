@@ -28,6 +28,32 @@ class RateLimit:
     )
 
 
+def _reads_email(info: Info) -> bool:
+    """A person reads their own email; a key holder is not its creator, and reads the
+    creator's email only with MANAGE_PROJECT in the key's environment."""
+    key = info.context.principal.key
+    if key is None:
+        return True
+    return bool(info.context.access.known_email_right(key.environment_id))
+
+
+def viewer_user(info: Info) -> User | None:
+    """`viewer.user`: sync when this process already holds the user (no task per request);
+    else an awaitable that graphql-core awaits."""
+    user_id = info.context.principal.user_id
+    if user_id is None:
+        return None
+    known = info.context.services.records.known_user(user_id)
+    if known is not None:
+        return User.from_model(known, email_visible=_reads_email(info))
+    return _load_user(info, user_id)  # type: ignore[return-value]
+
+
+async def _load_user(info: Info, user_id: str) -> User | None:
+    user = await info.context.loaders.user.load(user_id)
+    return None if user is None else User.from_model(user, email_visible=_reads_email(info))
+
+
 @strawberry.type(description="The caller of this request.")
 class Viewer:
     kind: AuthKind = strawberry.field(description="How the caller authenticated.")
@@ -55,19 +81,7 @@ class Viewer:
 
     @strawberry.field(description="The signed-in user, or the user who created the calling key.")
     def user(self, info: Info) -> User | None:
-        user_id = info.context.principal.user_id
-        if user_id is None:
-            return None
-        # Sync when this process already holds the user (no task per request); else an
-        # awaitable that graphql-core awaits.
-        known = info.context.services.records.known_user(user_id)
-        if known is not None:
-            return User.from_model(known)
-        return self._load_user(info, user_id)  # type: ignore[return-value]
-
-    async def _load_user(self, info: Info, user_id: str) -> User | None:
-        user = await info.context.loaders.user.load(user_id)
-        return None if user is None else User.from_model(user)
+        return viewer_user(info)
 
     @strawberry.field(description="The calling API key, if a key authenticated this request.")
     def api_key(self, info: Info) -> ApiKey | None:
