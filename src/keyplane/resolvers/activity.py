@@ -10,10 +10,8 @@ from keyplane.access import Access
 from keyplane.auth.principal import AuthKind, Principal
 from keyplane.models import ActivityEvent
 from keyplane.models.activity import ActivityKind
-from keyplane.permissions.scopes import Scope
+from keyplane.permissions.rules import rule
 from keyplane.resolvers.pagination import Page, newest_first
-
-READ_ACTIVITY = frozenset({Scope.MANAGE_PROJECT, Scope.VIEW_ANALYTICS})
 
 
 def actor_label(principal: Principal) -> str:
@@ -59,7 +57,7 @@ async def list_activity(
     after: str | None,
     kinds: list[ActivityKind] | None,
 ) -> Page[ActivityEvent]:
-    environment, _ = await access.environment(environment_id, any_of=READ_ACTIVITY)
+    environment, _ = await access.require(rule("Query.activity"), environment_id=environment_id)
     query = ActivityEvent.filter(
         Q(environment_id=environment.id)
         | Q(

@@ -2,6 +2,7 @@
 
 They read `info.context.principal` only. Whether the principal reaches a given environment,
 and holds a scope *there*, is decided by the resolver through `Access`, since that needs data.
+Every root field's check, and its description's last sentence, come from its rule (`ruled`).
 """
 
 from __future__ import annotations
@@ -9,11 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from strawberry.permission import BasePermission
+from strawberry.permission import BasePermission, PermissionExtension
 
+from keyplane.access import check_credential
 from keyplane.auth.principal import AuthKind, Principal
 from keyplane.context import Info
 from keyplane.errors import Forbidden, Unauthenticated
+from keyplane.permissions import rules
+from keyplane.permissions.rules import Reach, Rule
 from keyplane.permissions.scopes import Scope
 
 
@@ -73,3 +77,34 @@ class HasAnyScope(BasePermission):
             names = " or ".join(sorted(self.scopes))
             raise Forbidden(f"This needs the {names} scope.")
         return True
+
+
+RULE = "rule"  # the metadata key naming a field's rule ("Query.apiKey")
+
+
+class MeetsRule(BasePermission):
+    """The credential side of a field's rule (permissions/rules.py): its kind and its own
+    scopes. Reach, and the scopes held there, are the resolver's `Access.require`."""
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
+
+    def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
+        check_credential(self.rule, _principal(info))
+        return True
+
+
+def ruled(field: str, description: str) -> dict[str, Any]:
+    """A field's description, metadata and (for a root field) permission extension, derived
+    from its rule: `@strawberry.field(**ruled("Query.apiKey", "One API key."))`."""
+    rule = rules.rule(field)
+    text = f"{description} {rule.needs()}"
+    metadata: dict[str, Any] = {RULE: rule.field}
+    if rule.reach is Reach.OPEN:
+        return {"description": text, "metadata": open_to_anyone() | metadata}
+    if field.partition(".")[0] not in rules.ROOT_TYPES:
+        return {"description": text, "metadata": metadata}
+    extension = PermissionExtension(
+        permissions=[MeetsRule(rule)], fail_silently=False, use_directives=False
+    )
+    return {"description": text, "metadata": metadata, "extensions": [extension]}

@@ -17,6 +17,7 @@ from keyplane.resolvers import api_key as api_key_resolvers
 from keyplane.resolvers import project as project_resolvers
 from keyplane.resolvers import usage as usage_resolvers
 from keyplane.resolvers.usage import Granularity
+from keyplane.schema.permissions import ruled
 from keyplane.schema.usage import UsagePoint
 
 if TYPE_CHECKING:
@@ -62,10 +63,7 @@ class Environment:
             raise NotFound()
         return Project.from_model(project)
 
-    @strawberry.field(
-        description="This environment's API keys, newest first. Needs MANAGE_PROJECT or "
-        "VIEW_ANALYTICS here."
-    )
+    @strawberry.field(**ruled("Environment.apiKeys", "This environment's API keys, newest first."))
     async def api_keys(
         self,
         info: Info,
@@ -102,8 +100,9 @@ class Environment:
         return connection
 
     @strawberry.field(
-        description="Requests and refusals of all this environment's keys over time. Needs "
-        "MANAGE_PROJECT or VIEW_ANALYTICS here."
+        **ruled(
+            "Environment.usage", "Requests and refusals of all this environment's keys over time."
+        )
     )
     async def usage(
         self,

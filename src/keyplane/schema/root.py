@@ -11,7 +11,6 @@ from strawberry.permission import BasePermission, PermissionExtension
 from strawberry.schema.config import StrawberryConfig
 
 from keyplane import models
-from keyplane.auth.principal import AuthKind
 from keyplane.context import Info
 from keyplane.models.activity import ActivityKind
 from keyplane.permissions.scopes import Scope
@@ -45,7 +44,7 @@ from keyplane.schema.member import (
     Member,
     UpdateMemberInput,
 )
-from keyplane.schema.permissions import HasAnyScope, IsAuthenticated, IsUser, open_to_anyone
+from keyplane.schema.permissions import HasAnyScope, ruled
 from keyplane.schema.project import (
     CreateEnvironmentInput,
     CreateProjectInput,
@@ -86,46 +85,60 @@ def _grant(result: user.SessionGrant) -> AuthPayload:
 @strawberry.type(description="Read operations.")
 class Query:
     @strawberry.field(
-        description="Who is calling: kind, user, key, environment and scopes.",
-        metadata=open_to_anyone(),
+        **ruled(
+            "Query.viewer",
+            "Who is calling: kind, user, key, environment and scopes.",
+        )
     )
     def viewer(self, info: Info) -> Viewer:
         principal = info.context.principal
         return Viewer(kind=principal.kind, scopes=sorted(principal.token_scopes))
 
     @strawberry.field(
-        description="Projects the caller belongs to (for a key: its own).",
-        extensions=guarded(IsAuthenticated()),
+        **ruled(
+            "Query.projects",
+            "Projects the caller belongs to (for a key: its own).",
+        )
     )
     async def projects(self, info: Info) -> list[Project]:
         found = await project.list_projects(info.context.access)
         return [Project.from_model(p) for p in found]
 
-    @strawberry.field(description="One project.", extensions=guarded(IsAuthenticated()))
+    @strawberry.field(
+        **ruled(
+            "Query.project",
+            "One project.",
+        )
+    )
     async def project(self, info: Info, id: strawberry.ID) -> Project | None:
         found = await project.get_project(info.context.access, project_id=str(id))
         return Project.from_model(found)
 
     @strawberry.field(
-        description="One environment the caller can reach.", extensions=guarded(IsAuthenticated())
+        **ruled(
+            "Query.environment",
+            "One environment the caller can reach.",
+        )
     )
     async def environment(self, info: Info, id: strawberry.ID) -> Environment | None:
         found = await project.get_environment(info.context.access, environment_id=str(id))
         return Environment.from_model(found)
 
     @strawberry.field(
-        description="One API key. Needs MANAGE_PROJECT or VIEW_ANALYTICS in its environment "
-        "(a key may always read itself).",
-        extensions=guarded(IsAuthenticated()),
+        **ruled(
+            "Query.apiKey",
+            "One API key.",
+        )
     )
     async def api_key(self, info: Info, id: strawberry.ID) -> ApiKey | None:
         found = await api_key.get_api_key(info.context.access, key_id=str(id))
         return await ApiKey.load(found, context=info.context)
 
     @strawberry.field(
-        description="An environment's activity log, newest first (with project-wide member "
-        "events). Needs MANAGE_PROJECT or VIEW_ANALYTICS there.",
-        extensions=guarded(HasAnyScope(Scope.MANAGE_PROJECT, Scope.VIEW_ANALYTICS)),
+        **ruled(
+            "Query.activity",
+            "An environment's activity log, newest first (with project-wide member events).",
+        )
     )
     async def activity(
         self,
@@ -145,10 +158,10 @@ class Query:
         return ActivityEventConnection.from_page(page)
 
     @strawberry.field(
-        description="The members of a project. Needs MANAGE_PROJECT across the project (a "
-        "MANAGE_PROJECT key: the members who reach its environment); VIEW_ANALYTICS is not "
-        "enough, as members' emails are shown.",
-        extensions=guarded(MANAGE),
+        **ruled(
+            "Query.members",
+            "The members of a project. VIEW_ANALYTICS is not enough, as members' emails are shown.",
+        )
     )
     async def members(
         self,
@@ -159,9 +172,10 @@ class Query:
         return [Member.from_record(record) for record in found]
 
     @strawberry.field(
-        description="An environment's templates, newest first. Needs MANAGE_TEMPLATES or "
-        "GENERATE_DOCUMENTS there.",
-        extensions=guarded(HasAnyScope(Scope.MANAGE_TEMPLATES, Scope.GENERATE_DOCUMENTS)),
+        **ruled(
+            "Query.templates",
+            "An environment's templates, newest first.",
+        )
     )
     async def templates(
         self,
@@ -191,9 +205,10 @@ class Query:
         return TemplateConnection.from_page(page)
 
     @strawberry.field(
-        description="One template. Needs MANAGE_TEMPLATES or GENERATE_DOCUMENTS in its "
-        "environment.",
-        extensions=guarded(HasAnyScope(Scope.MANAGE_TEMPLATES, Scope.GENERATE_DOCUMENTS)),
+        **ruled(
+            "Query.template",
+            "One template.",
+        )
     )
     async def template(
         self,
@@ -204,9 +219,10 @@ class Query:
         return Template.from_model(found)
 
     @strawberry.field(
-        description="An environment's generated documents, newest first. Needs "
-        "GENERATE_DOCUMENTS or VIEW_ANALYTICS there.",
-        extensions=guarded(HasAnyScope(Scope.GENERATE_DOCUMENTS, Scope.VIEW_ANALYTICS)),
+        **ruled(
+            "Query.documents",
+            "An environment's generated documents, newest first.",
+        )
     )
     async def documents(
         self,
@@ -225,9 +241,10 @@ class Query:
         return DocumentConnection.from_page(page)
 
     @strawberry.field(
-        description="One generated document. Needs GENERATE_DOCUMENTS or VIEW_ANALYTICS in its "
-        "environment.",
-        extensions=guarded(HasAnyScope(Scope.GENERATE_DOCUMENTS, Scope.VIEW_ANALYTICS)),
+        **ruled(
+            "Query.document",
+            "One generated document.",
+        )
     )
     async def document(
         self,
@@ -238,10 +255,12 @@ class Query:
         return Document.from_model(found)
 
     @strawberry.field(
-        description="Documents generated and failed (per period, per template) and API requests "
-        "and refusals (per period, per key) of one environment over `[from, to)`, at most 366 "
-        "days. Needs VIEW_ANALYTICS there.",
-        extensions=guarded(HasAnyScope(Scope.VIEW_ANALYTICS)),
+        **ruled(
+            "Query.analytics",
+            "Documents generated and failed (per period, per template) and API requests "
+            "and refusals (per period, per key) of one environment over `[from, to)`, at most 366 "
+            "days.",
+        )
     )
     async def analytics(
         self,
@@ -271,7 +290,10 @@ class Query:
 @strawberry.type(description="Write operations.")
 class Mutation:
     @strawberry.mutation(
-        description="Create a dashboard account and sign in.", metadata=open_to_anyone()
+        **ruled(
+            "Mutation.signUp",
+            "Create a dashboard account and sign in.",
+        )
     )
     async def sign_up(self, info: Info, input: SignUpInput) -> AuthPayload | None:
         services = info.context.services
@@ -286,8 +308,10 @@ class Mutation:
         )
 
     @strawberry.mutation(
-        description="Sign in; returns a short-lived dashboard token.",
-        metadata=open_to_anyone(),
+        **ruled(
+            "Mutation.logIn",
+            "Sign in; returns a short-lived dashboard token.",
+        )
     )
     async def log_in(self, info: Info, input: LogInInput) -> AuthPayload | None:
         services = info.context.services
@@ -298,9 +322,11 @@ class Mutation:
         )
 
     @strawberry.mutation(
-        description="End this dashboard session: its token is refused from the next request on.",
         # Only a dashboard JWT is a session; an OAuth token or a key is refused as FORBIDDEN.
-        extensions=guarded(IsUser(AuthKind.JWT)),
+        **ruled(
+            "Mutation.logOut",
+            "End this dashboard session: its token is refused from the next request on.",
+        )
     )
     async def log_out(self, info: Info) -> bool | None:
         return await user.log_out(
@@ -310,16 +336,20 @@ class Mutation:
         )
 
     @strawberry.mutation(
-        description="Create a project; the caller becomes its OWNER.",
-        extensions=guarded(IsUser(), MANAGE),
+        **ruled(
+            "Mutation.createProject",
+            "Create a project; the caller becomes its OWNER.",
+        )
     )
     async def create_project(self, info: Info, input: CreateProjectInput) -> Project | None:
         created = await project.create_project(info.context.access, name=input.name)
         return Project.from_model(created)
 
     @strawberry.mutation(
-        description="Create an environment; needs MANAGE_PROJECT across the project.",
-        extensions=guarded(IsUser(), MANAGE),
+        **ruled(
+            "Mutation.createEnvironment",
+            "Create an environment.",
+        )
     )
     async def create_environment(
         self, info: Info, input: CreateEnvironmentInput
@@ -330,8 +360,10 @@ class Mutation:
         return Environment.from_model(created)
 
     @strawberry.mutation(
-        description="Issue an API key; its secret is in the payload, this once only.",
-        extensions=guarded(MANAGE),
+        **ruled(
+            "Mutation.createApiKey",
+            "Issue an API key; its secret is in the payload, this once only.",
+        )
     )
     async def create_api_key(
         self, info: Info, input: CreateApiKeyInput
@@ -349,7 +381,10 @@ class Mutation:
         return await CreateApiKeyPayload.from_issued(issued, context=info.context)
 
     @strawberry.mutation(
-        description="Rename a key or change its scopes.", extensions=guarded(MANAGE)
+        **ruled(
+            "Mutation.updateApiKey",
+            "Rename a key or change its scopes.",
+        )
     )
     async def update_api_key(self, info: Info, input: UpdateApiKeyInput) -> ApiKey | None:
         updated = await api_key.update_api_key(
@@ -365,7 +400,10 @@ class Mutation:
         return await ApiKey.load(updated, context=info.context)
 
     @strawberry.mutation(
-        description="Revoke a key now: its next request gets HTTP 401.", extensions=guarded(MANAGE)
+        **ruled(
+            "Mutation.revokeApiKey",
+            "Revoke a key now: its next request gets HTTP 401.",
+        )
     )
     async def revoke_api_key(self, info: Info, id: strawberry.ID) -> ApiKey | None:
         revoked = await api_key.revoke_api_key(
@@ -377,7 +415,10 @@ class Mutation:
         return await ApiKey.load(revoked, context=info.context)
 
     @strawberry.mutation(
-        description="Delete a key for good; returns what it was.", extensions=guarded(MANAGE)
+        **ruled(
+            "Mutation.deleteApiKey",
+            "Delete a key for good; returns what it was.",
+        )
     )
     async def delete_api_key(self, info: Info, id: strawberry.ID) -> ApiKey | None:
         deleted = await api_key.delete_api_key(
@@ -389,8 +430,10 @@ class Mutation:
         return await ApiKey.load(deleted, context=info.context)
 
     @strawberry.mutation(
-        description="Issue a replacement key and expire the old one after an overlap.",
-        extensions=guarded(MANAGE),
+        **ruled(
+            "Mutation.rotateApiKey",
+            "Issue a replacement key and expire the old one after an overlap.",
+        )
     )
     async def rotate_api_key(
         self, info: Info, input: RotateApiKeyInput
@@ -405,12 +448,13 @@ class Mutation:
         return await RotateApiKeyPayload.from_issued(issued, context=info.context)
 
     @strawberry.mutation(
-        description="Invite someone by email to a project, valid 7 days; the token is in the "
-        "payload, this once only. Needs MANAGE_PROJECT across the project, or a MANAGE_PROJECT "
-        "key (which grants only its own environment and at most ADMIN). Nobody grants a role "
-        "above their own (FORBIDDEN); an email that is already a member: CONFLICT. Inviting an "
-        "email again replaces its pending invitation.",
-        extensions=guarded(MANAGE),
+        **ruled(
+            "Mutation.inviteMember",
+            "Invite someone by email to a project, valid 7 days; the token is in the "
+            "payload, this once only. A key grants only its own environment and at most ADMIN. "
+            "Nobody grants a role above their own (FORBIDDEN); an email that is already a member: "
+            "CONFLICT. Inviting an email again replaces its pending invitation.",
+        )
     )
     async def invite_member(
         self, info: Info, input: InviteMemberInput
@@ -426,11 +470,13 @@ class Mutation:
         return InviteMemberPayload.from_issued(issued)
 
     @strawberry.mutation(
-        description="Join a project with an invitation token, as the signed-in user the "
-        "invitation was sent to (a dashboard session, or an OAuth token with project:manage). "
-        "A token that is unknown, malformed, used, expired or for another email is NOT_FOUND, "
-        "all alike; already a member: CONFLICT.",
-        extensions=guarded(IsUser(), MANAGE),
+        **ruled(
+            "Mutation.acceptInvitation",
+            "Join a project with an invitation token, as the signed-in user the "
+            "invitation was sent to (a dashboard session, or an OAuth token with project:manage). "
+            "A token that is unknown, malformed, used, expired or for another email is NOT_FOUND, "
+            "all alike; already a member: CONFLICT.",
+        )
     )
     async def accept_invitation(
         self,
@@ -445,10 +491,12 @@ class Mutation:
         return Member.from_record(record)
 
     @strawberry.mutation(
-        description="Change a member's role or environments; effective from the next request. "
-        "Same rights as inviteMember; a member ranked above you is FORBIDDEN; demoting or "
-        "narrowing the project's last OWNER of every environment is a CONFLICT.",
-        extensions=guarded(MANAGE),
+        **ruled(
+            "Mutation.updateMember",
+            "Change a member's role or environments; effective from the next request. "
+            "A member ranked above you is FORBIDDEN; demoting or narrowing the project's last "
+            "OWNER of every environment is a CONFLICT.",
+        )
     )
     async def update_member(self, info: Info, input: UpdateMemberInput) -> Member | None:
         record = await member.update_member(
@@ -464,12 +512,13 @@ class Mutation:
         return Member.from_record(record)
 
     @strawberry.mutation(
-        description="Remove a member (yourself included); effective from the next request. "
-        "Same rights as updateMember; removing the last OWNER of every environment is a "
-        "CONFLICT. The API keys the member created in the project are revoked with it (each "
-        "logged as KEY_REVOKED), unless keepApiKeys hands them to you. Returns what the "
-        "membership was.",
-        extensions=guarded(MANAGE),
+        **ruled(
+            "Mutation.removeMember",
+            "Remove a member (yourself included); effective from the next request. "
+            "Removing the last OWNER of every environment is a CONFLICT. The API keys the member "
+            "created in the project are revoked with it (each logged as KEY_REVOKED), unless "
+            "keepApiKeys hands them to you. Returns what the membership was.",
+        )
     )
     async def remove_member(
         self,
@@ -494,10 +543,12 @@ class Mutation:
         return Member.from_record(record)
 
     @strawberry.mutation(
-        description="Create a template (a draft: publish it to generate documents). Needs "
-        "MANAGE_TEMPLATES in the environment. A syntax error is BAD_USER_INPUT on `content`, "
-        "naming the line; a name already used there is a CONFLICT.",
-        extensions=guarded(HasAnyScope(Scope.MANAGE_TEMPLATES)),
+        **ruled(
+            "Mutation.createTemplate",
+            "Create a template (a draft: publish it to generate documents). A syntax "
+            "error is BAD_USER_INPUT on `content`, naming the line; a name already used there is a "
+            "CONFLICT.",
+        )
     )
     async def create_template(self, info: Info, input: CreateTemplateInput) -> Template | None:
         created = await template.create_template(
@@ -511,10 +562,11 @@ class Mutation:
         return Template.from_model(created, versions=[])
 
     @strawberry.mutation(
-        description="Rename a template or edit its draft; the published version, and the "
-        "documents generated from it, are unchanged until the next publish. Needs "
-        "MANAGE_TEMPLATES.",
-        extensions=guarded(HasAnyScope(Scope.MANAGE_TEMPLATES)),
+        **ruled(
+            "Mutation.updateTemplate",
+            "Rename a template or edit its draft; the published version, and the "
+            "documents generated from it, are unchanged until the next publish.",
+        )
     )
     async def update_template(self, info: Info, input: UpdateTemplateInput) -> Template | None:
         updated = await template.update_template(
@@ -527,9 +579,10 @@ class Mutation:
         return Template.from_model(updated)
 
     @strawberry.mutation(
-        description="Delete a template and its versions (its documents stay); returns what it "
-        "was. Needs MANAGE_TEMPLATES.",
-        extensions=guarded(HasAnyScope(Scope.MANAGE_TEMPLATES)),
+        **ruled(
+            "Mutation.deleteTemplate",
+            "Delete a template and its versions (its documents stay); returns what it was.",
+        )
     )
     async def delete_template(
         self,
@@ -540,9 +593,11 @@ class Mutation:
         return Template.from_model(deleted, versions=versions)
 
     @strawberry.mutation(
-        description="Freeze the draft as the next numbered version (1 first) and generate "
-        "documents from it. An unchanged draft is not frozen twice. Needs MANAGE_TEMPLATES.",
-        extensions=guarded(HasAnyScope(Scope.MANAGE_TEMPLATES)),
+        **ruled(
+            "Mutation.publishTemplate",
+            "Freeze the draft as the next numbered version (1 first) and generate "
+            "documents from it. An unchanged draft is not frozen twice.",
+        )
     )
     async def publish_template(
         self,
@@ -555,9 +610,11 @@ class Mutation:
         return Template.from_model(published)
 
     @strawberry.mutation(
-        description="Stop generating documents from this template (generateDocument then "
-        "answers CONFLICT); versions and draft are kept. Needs MANAGE_TEMPLATES.",
-        extensions=guarded(HasAnyScope(Scope.MANAGE_TEMPLATES)),
+        **ruled(
+            "Mutation.unpublishTemplate",
+            "Stop generating documents from this template (generateDocument then "
+            "answers CONFLICT); versions and draft are kept.",
+        )
     )
     async def unpublish_template(
         self,
@@ -568,12 +625,14 @@ class Mutation:
         return Template.from_model(unpublished)
 
     @strawberry.mutation(
-        description="Render a template's published version with `data` into a document of the "
-        "template's environment. Needs GENERATE_DOCUMENTS there. No published version: "
-        "CONFLICT. Rendering runs in a sandbox bounded in time and output size; whatever fails "
-        "there (undefined value, sandbox refusal, time or size limit...) is BAD_USER_INPUT "
-        "with a clear message, recorded as DOCUMENT_FAILED.",
-        extensions=guarded(HasAnyScope(Scope.GENERATE_DOCUMENTS)),
+        **ruled(
+            "Mutation.generateDocument",
+            "Render a template's published version with `data` into a document of the "
+            "template's environment. No published version: CONFLICT. Rendering runs in a sandbox "
+            "bounded in time and output size; whatever fails there (undefined value, sandbox "
+            "refusal, time or size limit...) is BAD_USER_INPUT with a clear message, recorded as "
+            "DOCUMENT_FAILED.",
+        )
     )
     async def generate_document(self, info: Info, input: GenerateDocumentInput) -> Document | None:
         generated = await document.generate_document(
@@ -586,9 +645,11 @@ class Mutation:
         return Document.from_model(generated)
 
     @strawberry.mutation(
-        description="The figures of `analytics` as a CSV or JSON document to download (layout in "
-        "the `ReportFormat` description). Needs VIEW_ANALYTICS in the environment.",
-        extensions=guarded(HasAnyScope(Scope.VIEW_ANALYTICS)),
+        **ruled(
+            "Mutation.generateReport",
+            "The figures of `analytics` as a CSV or JSON document to download (layout in "
+            "the `ReportFormat` description).",
+        )
     )
     async def generate_report(self, info: Info, input: GenerateReportInput) -> Report | None:
         report = await analytics.generate_report(
