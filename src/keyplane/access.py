@@ -261,12 +261,16 @@ class Access:
             environment_id = key.environment_id
         if environment_id is None:
             return self._refusal(rule, self.principal.token_scopes)
+        if rule.reach is Reach.PROJECT:
+            # The environment names its project; seeing the project is what counts.
+            [environment] = await self._records.environments([environment_id])
+            if environment is None or not await self.can_see_project(environment.project_id):
+                return NotFound()
+            return self._refusal(rule, await self._project_held(environment.project_id))
         try:
-            environment, held = await self.environment(environment_id)
+            _, held = await self.environment(environment_id)
         except KeyplaneError as error:
             return error
-        if rule.reach is Reach.PROJECT:
-            held = await self._project_held(environment.project_id)
         return self._refusal(rule, held)
 
     def _refusal(self, rule: Rule, held: frozenset[Scope]) -> KeyplaneError | None:

@@ -64,7 +64,12 @@ class Rule:
             else "any credential"
         )
         if not self.scopes:
-            sentence = f"Needs {who}."
+            reach = {
+                Reach.TOKEN: "",
+                Reach.PROJECT: " that sees the project",
+                Reach.ENVIRONMENT: " that reaches the environment",
+            }[self.reach]
+            sentence = f"Needs {who}{reach}."
         else:
             names = " or ".join(self.scopes)
             where = {
@@ -96,8 +101,8 @@ RULES: dict[str, Rule] = _rules(
     # Query
     Rule("Query.viewer", reach=Reach.OPEN),
     Rule("Query.projects", reach=Reach.TOKEN),
-    Rule("Query.project", reach=Reach.TOKEN),
-    Rule("Query.environment", reach=Reach.TOKEN),
+    Rule("Query.project", reach=Reach.PROJECT),
+    Rule("Query.environment"),
     Rule("Query.apiKey", READ_KEYS, self_read=True),
     Rule("Query.activity", READ_KEYS),
     Rule("Query.members", MANAGE_PROJECT, Reach.PROJECT, note=MEMBERS_NOTE),

@@ -38,7 +38,8 @@ async def list_projects(access: Access) -> list[Project]:
 
 
 async def get_project(access: Access, *, project_id: str) -> Project:
-    return await access.project(project_id)
+    project, _ = await access.require_project(rule("Query.project"), project_id)
+    return project
 
 
 async def project_environments(access: Access, project_id: str) -> list[Environment]:
@@ -56,5 +57,5 @@ async def create_environment(access: Access, *, project_id: str, name: str) -> E
 
 
 async def get_environment(access: Access, *, environment_id: str) -> EnvironmentRecord:
-    environment, _ = await access.environment(environment_id)
+    environment, _ = await access.require(rule("Query.environment"), environment_id=environment_id)
     return environment

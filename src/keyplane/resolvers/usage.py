@@ -120,7 +120,7 @@ UNUSED_AFTER = timedelta(days=30)
 async def scopes_used(buffer: UsageBuffer, *, key_id: str) -> dict[Scope, datetime]:
     """When the key last used each scope: as flushed, and as this process has not yet."""
     stored = await ApiKeyScopeUse.filter(key_id=key_id).values_list("scope", "last_used_at")
-    used: dict[str, datetime] = {str(scope): at for scope, at in stored}  # type: ignore[misc]
+    used: dict[str, datetime] = {str(scope): at for scope, at in stored}
     for scope, at in buffer.pending_scope_uses(key_id).items():
         used[scope] = max(at, used.get(scope, at))
     known = {scope.value for scope in Scope}

@@ -310,11 +310,12 @@ class UsageBuffer:
             return
         p = self._p
         # Only keys that still exist: one deleted since is skipped, not a foreign-key failure.
-        existing = set(
+        rows = (
             await ApiKey.filter(id__in={k for k, _ in taken.scope_uses})
             .using_db(connection)
             .values_list("id", flat=True)
         )
+        existing = {str(key_id) for key_id in rows}
         for (key_id, scope), at in taken.scope_uses.items():
             if key_id not in existing:
                 continue
