@@ -507,6 +507,50 @@ def answer(outcome: Outcome) -> tuple[str, list[str]]:
     return OK, []
 
 
+async def visible_environments(world: World, credential: str | None) -> dict[str, list[str]]:
+    """{project id: [environment ids]} as `projects` lists them to the caller."""
+    outcome = await execute(
+        world.app, "{ projects { id environments { id } } }", credential=credential
+    )
+    if outcome.data is None:
+        return {}
+    return {
+        project["id"]: sorted(e["id"] for e in project["environments"])
+        for project in outcome.data["projects"]
+    }
+
+
+def expected_environments(world: World, caller: Caller) -> dict[str, list[str]]:
+    """Lists are filtered by reach exactly as single objects are."""
+    if caller.kind == "anonymous" or (caller.kind != "key" and caller.role is None):
+        return {}
+    if caller.kind == "key":
+        if caller.key_in_p:
+            return {world.project_id: [world.e1]}
+        return {world.q_project_id: [world.q_environment]}
+    if not caller.all_environments:
+        return {world.project_id: [world.e2]}
+    return {world.project_id: sorted([world.e1, world.e2])}
+
+
+# Rows whose target, out of reach, must answer exactly as an id that names nothing.
+OUT_OF_REACH_LOOKS_MISSING = {
+    "Query.environment": "env",
+    "Query.apiKey": "key",
+    "Query.template": "tpl",
+    "Query.document": "doc",
+}
+
+
+async def assert_same_as_missing(world: World, name: str, credential: str | None) -> None:
+    document, variables = OPERATIONS[name]
+    real = await variables(world)
+    missing = {key: new_id(OUT_OF_REACH_LOOKS_MISSING[name]) for key in real}
+    first = await execute(world.app, document, real, credential=credential)
+    second = await execute(world.app, document, missing, credential=credential)
+    assert first == second, name
+
+
 def test_every_guarded_field_has_a_row() -> None:
     assert set(OPERATIONS) == set(RULES)
 
@@ -518,6 +562,11 @@ async def test_each_caller_gets_what_each_rule_says(
     # given
     world = await build_world(app, oauth_issuer)
     credential = await credential_of(world, caller)
+
+    visible = await visible_environments(world, credential)
+    for name in OUT_OF_REACH_LOOKS_MISSING:  # before logOut ends the caller's session
+        if expected_row(name, caller)[0] == NF:
+            await assert_same_as_missing(world, name, credential)
 
     # when
     answers: dict[str, tuple[str, list[str]]] = {}
@@ -536,6 +585,7 @@ async def test_each_caller_gets_what_each_rule_says(
 
     # then
     assert answers == {name: expected_row(name, caller) for name in OPERATIONS}
+    assert visible == expected_environments(world, caller)
     for field_name, decision in decisions.items():
         code, required = answers[field_name]
         assert decision["allowed"] == (code == OK), field_name

@@ -75,7 +75,7 @@ class HasAnyScope(BasePermission):
             raise Unauthenticated()
         if not principal.token_scopes & self.scopes:
             names = " or ".join(sorted(self.scopes))
-            raise Forbidden(f"This needs the {names} scope.")
+            raise Forbidden(f"This needs the {names} scope.", required_scopes=self.scopes)
         return True
 
 
