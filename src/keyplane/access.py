@@ -44,7 +44,9 @@ _WHERE = {
 def missing_scopes(rule: Rule) -> Forbidden:
     names = " or ".join(rule.scopes)
     return Forbidden(
-        f"This needs the {names} scope{_WHERE[rule.reach]}.", required_scopes=rule.scopes
+        f"This needs the {names} scope{_WHERE[rule.reach]}.",
+        required_scopes=rule.scopes,
+        reason="MISSING_SCOPE",
     )
 
 
@@ -55,9 +57,9 @@ def credential_refusal(rule: Rule, principal: Principal) -> KeyplaneError | None
     if not principal.is_authenticated:
         return Unauthenticated()
     if rule.sessions_only and principal.kind is not AuthKind.JWT:
-        return Forbidden("This operation is for dashboard sessions.", reason="people only")
+        return Forbidden("This operation is for dashboard sessions.", reason="SESSIONS_ONLY")
     if rule.people_only and principal.key is not None:
-        return Forbidden("This operation is for signed-in users.", reason="people only")
+        return Forbidden("This operation is for signed-in users.", reason="PEOPLE_ONLY")
     if rule.scopes and not rule.self_read and not principal.token_scopes & rule.any_of:
         return missing_scopes(rule)
     return None
@@ -170,7 +172,7 @@ class Access:
         if scopes is None:
             raise NotFound()
         if any_of is not None and not scopes & any_of:
-            raise Forbidden()
+            raise Forbidden(required_scopes=any_of, reason="MISSING_SCOPE")
         return environment, scopes
 
     # -- rules -------------------------------------------------------------------------------

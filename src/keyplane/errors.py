@@ -62,7 +62,8 @@ class InvalidCredentials(Unauthenticated):
 
 class Forbidden(KeyplaneError):
     """`required_scopes`: the scopes that would have allowed the call (none for an operation
-    only people may call, or a refusal no scope lifts), shown as `extensions.requiredScopes`."""
+    only people may call, or a refusal no scope lifts), shown as `extensions.requiredScopes`;
+    `reason`, when given, a stable word for why (MISSING_SCOPE, PEOPLE_ONLY, SESSIONS_ONLY)."""
 
     code = "FORBIDDEN"
     default_message = "You are not allowed to do this."
