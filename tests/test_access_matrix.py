@@ -25,7 +25,7 @@ from keyplane.permissions.rules import RULES, Reach, Rule
 from keyplane.permissions.scopes import ROLE_SCOPES, Role, Scope
 from keyplane.services import Services
 from tests import factories
-from tests.helpers import OAuthIssuer
+from tests.helpers import Api, OAuthIssuer, new_tenant
 from tests.schema_client import Outcome, execute
 
 OK, UA, FB, NF = "OK", "UNAUTHENTICATED", "FORBIDDEN", "NOT_FOUND"
@@ -605,4 +605,23 @@ async def test_viewer_can_refuses_an_unknown_operation(app: Starlette) -> None:
     assert outcome.data is None
     assert [e["extensions"] for e in outcome.errors] == [
         {"code": "BAD_USER_INPUT", "field": "operation"}
+    ]
+
+
+async def test_over_http_a_forbidden_names_the_scopes_and_the_reason(api: Api) -> None:
+    # given
+    tenant = await new_tenant(api)
+    _, secret = await api.create_key(tenant.token, tenant.environment_id, ["VIEW_ANALYTICS"])
+
+    # when
+    result = await api.gql(
+        "mutation($i: CreateApiKeyInput!) { createApiKey(input: $i) { secret } }",
+        {"i": {"environmentId": tenant.environment_id, "name": "x", "scopes": ["VIEW_ANALYTICS"]}},
+        token=secret,
+    )
+
+    # then
+    assert result.status == 200
+    assert [e["extensions"] for e in result.errors] == [
+        {"code": "FORBIDDEN", "requiredScopes": ["MANAGE_PROJECT"], "reason": "MISSING_SCOPE"}
     ]
