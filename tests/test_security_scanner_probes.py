@@ -71,7 +71,7 @@ async def test_introspection_is_closed_to_anonymous_callers(api: Api, query: str
     assert body["errors"] == [
         {
             "message": "Introspection is open to dashboard sessions only.",
-            "extensions": {"code": "FORBIDDEN"},
+            "extensions": {"code": "FORBIDDEN", "requiredScopes": []},
         }
     ]
 

@@ -1,18 +1,74 @@
 """What the calling principal may reach: environments, projects and the scopes it holds there.
 
 Tenancy is a filter: anything outside the principal's reach answers NOT_FOUND, exactly as a
-missing object would, so that existence never leaks.
+missing object would, so that existence never leaks. What each field needs is its `Rule`
+(`permissions/rules.py`): the resolvers ask `require(rule, ...)` or `reachable(row, rule)`, and
+`viewer.can` asks `decide(rule, ...)`, which answers the same without running anything.
+
+The order of the answers is fixed: no credential (UNAUTHENTICATED); a credential of the wrong
+kind, or whose own scopes hold none of the rule's (FORBIDDEN); out of reach (NOT_FOUND); none
+of the rule's scopes held there (FORBIDDEN). Every FORBIDDEN names the scopes that would have
+allowed the call. A key admitted by a scope has that use recorded (ApiKey.scopesUsed).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol, TypeVar
 
-from keyplane.auth.principal import Principal
-from keyplane.errors import Forbidden, NotFound, Unauthenticated
+from keyplane.auth.principal import AuthKind, Principal
+from keyplane.errors import Forbidden, KeyplaneError, NotFound, Unauthenticated
 from keyplane.models import Environment, Project
+from keyplane.permissions.rules import Reach, Rule
 from keyplane.permissions.scopes import ROLE_SCOPES, Role, Scope
 from keyplane.records import EnvironmentRecord, Lookups, RecordLoaders
+
+R = TypeVar("R")  # a row that lives in one environment: a key, a template, a document
+
+
+class ScopeUses(Protocol):
+    """Where admitted scopes are recorded (usage/buffer.py `UsageBuffer`)."""
+
+    def scope_used(self, key_id: str, scope: str, at: datetime) -> None: ...
+
+
+_WHERE = {
+    Reach.OPEN: "",
+    Reach.TOKEN: "",
+    Reach.PROJECT: " across the project",
+    Reach.ENVIRONMENT: " here",
+}
+
+
+def missing_scopes(rule: Rule) -> Forbidden:
+    names = " or ".join(rule.scopes)
+    return Forbidden(
+        f"This needs the {names} scope{_WHERE[rule.reach]}.",
+        required_scopes=rule.scopes,
+        reason="MISSING_SCOPE",
+    )
+
+
+def credential_refusal(rule: Rule, principal: Principal) -> KeyplaneError | None:
+    """What the credential alone refuses, before any data is read (None: nothing)."""
+    if rule.reach is Reach.OPEN:
+        return None
+    if not principal.is_authenticated:
+        return Unauthenticated()
+    if rule.sessions_only and principal.kind is not AuthKind.JWT:
+        return Forbidden("This operation is for dashboard sessions.", reason="SESSIONS_ONLY")
+    if rule.people_only and principal.key is not None:
+        return Forbidden("This operation is for signed-in users.", reason="PEOPLE_ONLY")
+    if rule.scopes and not rule.self_read and not principal.token_scopes & rule.any_of:
+        return missing_scopes(rule)
+    return None
+
+
+def check_credential(rule: Rule, principal: Principal) -> None:
+    refusal = credential_refusal(rule, principal)
+    if refusal is not None:
+        raise refusal
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,13 +86,21 @@ class Access:
     """Per-request view of the principal's reach; memberships are read once per project."""
 
     def __init__(
-        self, principal: Principal, *, records: RecordLoaders, ip: str = "unknown"
+        self,
+        principal: Principal,
+        *,
+        records: RecordLoaders,
+        ip: str = "unknown",
+        uses: ScopeUses | None = None,
+        now: datetime | None = None,
     ) -> None:
         self.principal = principal
         self.ip = ip  # the client address, for the activity log
         self._records = records
         self._memberships: dict[str, Membership | None] = {}
         self._email_rights: dict[str, bool] = {}
+        self._uses = uses
+        self._now = now
 
     @property
     def lookups(self) -> Lookups:
@@ -149,8 +213,115 @@ class Access:
         if scopes is None:
             raise NotFound()
         if any_of is not None and not scopes & any_of:
-            raise Forbidden()
+            raise Forbidden(required_scopes=any_of, reason="MISSING_SCOPE")
         return environment, scopes
+
+    # -- rules -------------------------------------------------------------------------------
+
+    def admit(self, rule: Rule, held: frozenset[Scope], *, record: bool = True) -> Scope | None:
+        """The scope of `held` that admits the call (None for a rule without scopes), recorded
+        for a key; FORBIDDEN, naming the rule's scopes, when none does."""
+        if not rule.scopes:
+            return None
+        scope = rule.admitting(held)
+        if scope is None:
+            raise missing_scopes(rule)
+        key = self.principal.key
+        if record and key is not None and self._uses is not None:
+            self._uses.scope_used(key.key_id, scope, self._now or datetime.now(UTC))
+        return scope
+
+    def require_token(self, rule: Rule) -> Principal:
+        """A rule that reaches the credential alone (TOKEN)."""
+        check_credential(rule, self.principal)
+        self.admit(rule, self.principal.token_scopes)
+        return self.principal
+
+    async def require(
+        self, rule: Rule, *, environment_id: str
+    ) -> tuple[EnvironmentRecord, frozenset[Scope]]:
+        """A reachable environment where the rule is met, and the scopes held there."""
+        check_credential(rule, self.principal)
+        environment, held = await self.environment(environment_id)
+        self.admit(rule, held)
+        return environment, held
+
+    async def require_project(
+        self, rule: Rule, project_id: str
+    ) -> tuple[Project, frozenset[Scope]]:
+        """A visible project where the rule is met across every environment (a key: its own
+        scopes, in its own environment), and the scopes held."""
+        check_credential(rule, self.principal)
+        project = await self.project(project_id)
+        held = await self._project_held(project.id)
+        self.admit(rule, held)
+        return project, held
+
+    async def _project_held(self, project_id: str) -> frozenset[Scope]:
+        key = self.principal.key
+        if key is not None:
+            return key.scopes
+        return await self.project_scopes(project_id) or frozenset()
+
+    async def reachable(self, row: R | None, rule: Rule) -> tuple[R, frozenset[Scope]]:
+        """The row (read by the caller) if its environment is in reach, else NOT_FOUND as if
+        missing; FORBIDDEN unless the rule is met there (or the row is the calling key and the
+        rule lets a key read itself)."""
+        check_credential(rule, self.principal)
+        if row is None:
+            raise NotFound()
+        environment_id: str = row.environment_id  # type: ignore[attr-defined]
+        key = self.principal.key
+        if key is not None and key.environment_id != environment_id:
+            raise NotFound()
+        held = await self._held_in(environment_id)
+        if held is None:
+            raise NotFound()
+        if not (rule.self_read and key is not None and key.key_id == row.id):  # type: ignore[attr-defined]
+            self.admit(rule, held)
+        return row, held
+
+    async def _held_in(self, environment_id: str) -> frozenset[Scope] | None:
+        [environment] = await self._records.environments([environment_id])
+        if environment is None:
+            return None
+        return await self.scopes_in(
+            project_id=environment.project_id, environment_id=environment.id
+        )
+
+    async def decide(self, rule: Rule, *, environment_id: str | None) -> KeyplaneError | None:
+        """What the rule answers the caller in an environment, without running the field or
+        recording anything: None when allowed, else the error it would raise. Without an
+        environment (and for a key, whose environment is its own), the credential's own
+        scopes decide."""
+        refusal = credential_refusal(rule, self.principal)
+        if refusal is not None or rule.reach in (Reach.OPEN, Reach.TOKEN):
+            if refusal is None and rule.reach is Reach.TOKEN:
+                return self._refusal(rule, self.principal.token_scopes)
+            return refusal
+        key = self.principal.key
+        if environment_id is None and key is not None:
+            environment_id = key.environment_id
+        if environment_id is None:
+            return self._refusal(rule, self.principal.token_scopes)
+        if rule.reach is Reach.PROJECT:
+            # The environment names its project; seeing the project is what counts.
+            [environment] = await self._records.environments([environment_id])
+            if environment is None or not await self.can_see_project(environment.project_id):
+                return NotFound()
+            return self._refusal(rule, await self._project_held(environment.project_id))
+        try:
+            _, held = await self.environment(environment_id)
+        except KeyplaneError as error:
+            return error
+        return self._refusal(rule, held)
+
+    def _refusal(self, rule: Rule, held: frozenset[Scope]) -> KeyplaneError | None:
+        try:
+            self.admit(rule, held, record=False)
+        except KeyplaneError as error:
+            return error
+        return None
 
     async def project(self, project_id: str) -> Project:
         self.require_authenticated()

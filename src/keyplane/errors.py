@@ -20,6 +20,7 @@ Resolvers raise these; graphql-core copies `extensions` onto the GraphQL error, 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 
@@ -60,8 +61,30 @@ class InvalidCredentials(Unauthenticated):
 
 
 class Forbidden(KeyplaneError):
+    """`required_scopes`: the scopes that would have allowed the call (none for an operation
+    only people may call, or a refusal no scope lifts), shown as `extensions.requiredScopes`;
+    `reason`, when given, a stable word for why (MISSING_SCOPE, PEOPLE_ONLY, SESSIONS_ONLY)."""
+
     code = "FORBIDDEN"
     default_message = "You are not allowed to do this."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        required_scopes: Iterable[str] = (),
+        reason: str | None = None,
+    ) -> None:
+        self.required_scopes = sorted(str(scope) for scope in required_scopes)
+        self.reason = reason
+        super().__init__(message)
+
+    @property
+    def extensions(self) -> dict[str, Any]:
+        extensions: dict[str, Any] = {"code": self.code, "requiredScopes": self.required_scopes}
+        if self.reason is not None:
+            extensions["reason"] = self.reason
+        return extensions
 
 
 class NotFound(KeyplaneError):

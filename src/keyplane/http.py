@@ -243,16 +243,19 @@ class GraphQLView(GraphQL[Context, None]):
     async def get_context(self, request: Request, response: Any) -> Context:  # type: ignore[override]
         services = self.services
         principal: Principal = request.scope.get("state", {}).get("principal", ANONYMOUS)
+        now = services.clock()
         return Context(
             request=request,
             response=response,
             principal=principal,
             services=services,
-            now=services.clock(),
+            now=now,
             access=Access(
                 principal,
                 records=services.records,
                 ip=client_ip(request.scope, services.settings.trusted_proxies),
+                uses=services.usage,
+                now=now,
             ),
             loaders=Loaders(services.records, services.counters),
         )

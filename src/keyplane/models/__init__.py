@@ -6,12 +6,13 @@ from keyplane.models.document import Document
 from keyplane.models.member import Invitation, Member, MemberEnvironment
 from keyplane.models.project import Environment, Project
 from keyplane.models.template import Template, TemplateVersion
-from keyplane.models.usage import UsageBucket
+from keyplane.models.usage import ApiKeyScopeUse, UsageBucket
 from keyplane.models.user import LoginFailure, OAuthIdentity, Session, User
 
 __all__ = [
     "ActivityEvent",
     "ApiKey",
+    "ApiKeyScopeUse",
     "Document",
     "Environment",
     "Invitation",

@@ -6,6 +6,8 @@ from __future__ import annotations
 from tortoise import fields
 from tortoise.models import Model
 
+from keyplane.models.api_key import ApiKey
+
 
 class UsageBucket(Model):
     id = fields.BigIntField(primary_key=True)
@@ -21,3 +23,19 @@ class UsageBucket(Model):
         table = "usage_bucket"
         unique_together = (("key_id", "minute"),)
         indexes = (("environment_id", "minute"),)
+
+
+class ApiKeyScopeUse(Model):
+    """When a key last used each scope: the scope that admitted a field (`Access.require`),
+    written by the usage flush. Deleted with its key."""
+
+    id = fields.BigIntField(primary_key=True)
+    key: fields.ForeignKeyRelation[ApiKey] = fields.ForeignKeyField(
+        "keyplane.ApiKey", related_name="scope_uses", on_delete=fields.CASCADE
+    )
+    scope = fields.CharField(max_length=64)
+    last_used_at = fields.DatetimeField()
+
+    class Meta:
+        table = "api_key_scope_use"
+        unique_together = (("key_id", "scope"),)

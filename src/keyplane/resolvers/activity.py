@@ -11,10 +11,8 @@ from keyplane.auth.principal import AuthKind, Principal
 from keyplane.errors import Forbidden, NotFound
 from keyplane.models import ActivityEvent
 from keyplane.models.activity import ActivityKind
-from keyplane.permissions.scopes import Scope
+from keyplane.permissions.rules import rule
 from keyplane.resolvers.pagination import Page, newest_first
-
-READ_ACTIVITY = frozenset({Scope.MANAGE_PROJECT, Scope.VIEW_ANALYTICS})
 
 
 def actor_label(principal: Principal) -> str:
@@ -60,7 +58,7 @@ async def list_activity(
     after: str | None,
     kinds: list[ActivityKind] | None,
 ) -> Page[ActivityEvent]:
-    environment, _ = await access.environment(environment_id, any_of=READ_ACTIVITY)
+    environment, _ = await access.require(rule("Query.activity"), environment_id=environment_id)
     query = ActivityEvent.filter(
         Q(environment_id=environment.id)
         | Q(
@@ -76,12 +74,13 @@ async def list_activity(
 async def get_activity_event(access: Access, *, event_id: str) -> ActivityEvent:
     """One event, to whoever reads it in an environment's log (`list_activity`): a project-wide
     event shows in every environment of its project, so one readable environment suffices."""
+    read = rule("Query.activity")
     access.require_authenticated()
     event = await ActivityEvent.get_or_none(id=event_id)
     if event is None:
         raise NotFound()
     if event.environment_id is not None:  # type: ignore[attr-defined]
-        await access.environment(event.environment_id, any_of=READ_ACTIVITY)  # type: ignore[attr-defined]
+        await access.require(read, environment_id=event.environment_id)  # type: ignore[attr-defined]
         return event
     project_id: str = event.project_id  # type: ignore[attr-defined]
     reached = await access.visible_environments(project_id)
@@ -89,6 +88,6 @@ async def get_activity_event(access: Access, *, event_id: str) -> ActivityEvent:
         raise NotFound()
     for environment in reached:
         held = await access.scopes_in(project_id=project_id, environment_id=environment.id)
-        if held is not None and held & READ_ACTIVITY:
+        if held is not None and held & read.any_of:
             return event
-    raise Forbidden()
+    raise Forbidden(required_scopes=read.scopes, reason="MISSING_SCOPE")

@@ -41,11 +41,10 @@ from keyplane.access import Access
 from keyplane.errors import BadUserInput
 from keyplane.models import ActivityEvent, ApiKey, Document, Template, UsageBucket
 from keyplane.models.activity import ActivityKind
-from keyplane.permissions.scopes import Scope
+from keyplane.permissions.rules import rule
 from keyplane.resolvers import validate
 from keyplane.usage.buffer import Counts, UsageBuffer, minute_of
 
-VIEW_ANALYTICS = frozenset({Scope.VIEW_ANALYTICS})
 MAX_RANGE = timedelta(days=366)
 # DOCUMENT_FAILED targets read `template:tpl_… v3 Name: reason`; the first word names it.
 TEMPLATE_TARGET = "template:"
@@ -298,7 +297,7 @@ async def environment_analytics(
     granularity: AnalyticsGranularity,
 ) -> Analytics:
     """The figures of one environment; needs VIEW_ANALYTICS there (NOT_FOUND out of reach)."""
-    environment, _ = await access.environment(environment_id, any_of=VIEW_ANALYTICS)
+    environment, _ = await access.require(rule("Query.analytics"), environment_id=environment_id)
     start, end = check_range(start, end)
     env_id = environment.id
     documents = await _documents(env_id, start, end, granularity)

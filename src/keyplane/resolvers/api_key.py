@@ -11,10 +11,11 @@ from tortoise.queryset import QuerySet
 from keyplane.access import Access
 from keyplane.auth import api_key as key_format
 from keyplane.auth.verified import VerifiedCredentials
-from keyplane.errors import BadUserInput, Conflict, Forbidden, NotFound
+from keyplane.errors import BadUserInput, Conflict, Forbidden
 from keyplane.models import ApiKey
 from keyplane.models.activity import ActivityKind
 from keyplane.models.api_key import ApiKeyStatus
+from keyplane.permissions.rules import Rule, rule
 from keyplane.permissions.scopes import Scope, encode_scopes
 from keyplane.ratelimit.tiers import MAX_KEY_LIMIT, MIN_KEY_LIMIT
 from keyplane.records import KeyRecord
@@ -23,8 +24,6 @@ from keyplane.resolvers.activity import record_event
 from keyplane.resolvers.pagination import Page, decode_cursor, page_of
 from keyplane.usage.counters import Counters, KeyCounters
 
-READ_KEYS = frozenset({Scope.MANAGE_PROJECT, Scope.VIEW_ANALYTICS})
-MANAGE_KEYS = frozenset({Scope.MANAGE_PROJECT})
 MAX_ROTATION_OVERLAP = timedelta(days=7)
 
 
@@ -40,7 +39,9 @@ def _no_escalation(wanted: frozenset[Scope], held: frozenset[Scope]) -> None:
     missing = wanted - held
     if missing:
         names = ", ".join(sorted(missing))
-        raise Forbidden(f"You cannot grant scopes you do not hold here: {names}.")
+        raise Forbidden(
+            f"You cannot grant scopes you do not hold here: {names}.", required_scopes=missing
+        )
 
 
 def _key_limit(value: int | None) -> int | None:
@@ -94,7 +95,9 @@ async def create_api_key(
     rate_limit_per_minute: int | None = None,
     credentials: VerifiedCredentials,
 ) -> IssuedKey:
-    environment, held = await access.environment(environment_id, any_of=MANAGE_KEYS)
+    environment, held = await access.require(
+        rule("Mutation.createApiKey"), environment_id=environment_id
+    )
     name = validate.name(name)
     wanted = validate.scopes(scopes)
     limit = _key_limit(rate_limit_per_minute)
@@ -135,27 +138,15 @@ async def _log(kind: ActivityKind, access: Access, key: ApiKey, now: datetime) -
 
 
 async def _reachable_key(
-    access: Access, key_id: str, *, any_of: frozenset[Scope]
+    access: Access, key_id: str, key_rule: Rule
 ) -> tuple[ApiKey, frozenset[Scope]]:
     access.require_authenticated()
-    key = await ApiKey.get_or_none(id=key_id)
-    if key is None:
-        raise NotFound()
-    held = await access.scopes_in(
-        project_id=key.project_id,  # type: ignore[attr-defined]
-        environment_id=key.environment_id,  # type: ignore[attr-defined]
-    )
-    if held is None:
-        raise NotFound()
-    own_key = access.principal.key is not None and access.principal.key.key_id == key.id
-    if not held & any_of and not (own_key and any_of == READ_KEYS):
-        raise Forbidden()
-    return key, held
+    return await access.reachable(await ApiKey.get_or_none(id=key_id), key_rule)
 
 
 async def get_api_key(access: Access, *, key_id: str) -> ApiKey:
     """The key, if the caller may read it (its usage counters: usage/counters.py)."""
-    key, _ = await _reachable_key(access, key_id, any_of=READ_KEYS)
+    key, _ = await _reachable_key(access, key_id, rule("Query.apiKey"))
     return key
 
 
@@ -171,11 +162,7 @@ async def list_api_keys(
     counters: Counters,
 ) -> Page[tuple[KeyRecord, KeyCounters]]:
     """A page of keys, each with its usage counters (read with it: no second query)."""
-    held = await access.scopes_in(project_id=project_id, environment_id=environment_id)
-    if held is None:
-        raise NotFound()
-    if not held & READ_KEYS:
-        raise Forbidden("Reading keys needs MANAGE_PROJECT or VIEW_ANALYTICS here.")
+    await access.require(rule("Environment.apiKeys"), environment_id=environment_id)
     first = validate.page_size(first)
     keys = await counters.page(
         lambda: access.lookups.key_page(
@@ -214,7 +201,7 @@ async def update_api_key(
     now: datetime,
     credentials: VerifiedCredentials,
 ) -> ApiKey:
-    key, held = await _reachable_key(access, key_id, any_of=MANAGE_KEYS)
+    key, held = await _reachable_key(access, key_id, rule("Mutation.updateApiKey"))
     changes: dict[str, str | int | None] = {}
     if rate_limit_per_minute is not None and clear_rate_limit:
         raise BadUserInput(
@@ -241,7 +228,7 @@ async def update_api_key(
 async def revoke_api_key(
     access: Access, *, key_id: str, now: datetime, credentials: VerifiedCredentials
 ) -> ApiKey:
-    key, _ = await _reachable_key(access, key_id, any_of=MANAGE_KEYS)
+    key, _ = await _reachable_key(access, key_id, rule("Mutation.revokeApiKey"))
     if key.revoked_at is None:
         async with credentials.change():
             changed = await ApiKey.filter(id=key.id, revoked_at__isnull=True).update(revoked_at=now)
@@ -254,7 +241,7 @@ async def revoke_api_key(
 async def delete_api_key(
     access: Access, *, key_id: str, now: datetime, credentials: VerifiedCredentials
 ) -> ApiKey:
-    key, _ = await _reachable_key(access, key_id, any_of=MANAGE_KEYS)
+    key, _ = await _reachable_key(access, key_id, rule("Mutation.deleteApiKey"))
     async with credentials.change():
         await ApiKey.filter(id=key.id).delete()
         await _log(ActivityKind.KEY_DELETED, access, key, now)
@@ -274,7 +261,7 @@ async def rotate_api_key(
 
     A key that had an expiry gets the same lifetime again, counted from now.
     """
-    key, held = await _reachable_key(access, key_id, any_of=MANAGE_KEYS)
+    key, held = await _reachable_key(access, key_id, rule("Mutation.rotateApiKey"))
     overlap = validate.whole_range(
         expire_old_in_seconds,
         low=0,

@@ -9,10 +9,10 @@ from typing import Any
 from tortoise.transactions import in_transaction
 
 from keyplane.access import Access
-from keyplane.errors import BadUserInput, Forbidden, NotFound
+from keyplane.errors import BadUserInput
 from keyplane.models import Document
 from keyplane.models.activity import ActivityKind
-from keyplane.permissions.scopes import Scope
+from keyplane.permissions.rules import rule
 from keyplane.render.failure import FailureReason, RenderFailed
 from keyplane.render.pool import RenderPool
 from keyplane.resolvers.activity import record_event
@@ -23,9 +23,6 @@ from keyplane.resolvers.template import (
     published_version,
     reachable_template,
 )
-
-GENERATE_DOCUMENTS = frozenset({Scope.GENERATE_DOCUMENTS})
-READ_DOCUMENTS = frozenset({Scope.GENERATE_DOCUMENTS, Scope.VIEW_ANALYTICS})
 
 # Which input a failure points at: the data when the data did not fit the template's
 # expectations, else the template itself (its code ran into a limit or the sandbox).
@@ -59,7 +56,7 @@ async def generate_document(
     A failed rendering is recorded as DOCUMENT_FAILED and answered BAD_USER_INPUT, whatever
     the template did; input refused before rendering (data, no published version) is not.
     """
-    template = await reachable_template(access, template_id, any_of=GENERATE_DOCUMENTS)
+    template = await reachable_template(access, template_id, rule("Mutation.generateDocument"))
     text = data_json(data, max_bytes=renderer.limits.data_max_bytes)
     version = await published_version(template)
     try:
@@ -96,22 +93,13 @@ async def generate_document(
 async def get_document(access: Access, *, document_id: str) -> Document:
     access.require_authenticated()
     document = await Document.filter(id=document_id).select_related("environment").first()
-    if document is None:
-        raise NotFound()
-    held = await access.scopes_in(
-        project_id=document.environment.project_id,  # type: ignore[attr-defined]
-        environment_id=document.environment.id,
-    )
-    if held is None:
-        raise NotFound()
-    if not held & READ_DOCUMENTS:
-        raise Forbidden("Reading documents needs GENERATE_DOCUMENTS or VIEW_ANALYTICS here.")
-    return document
+    found, _ = await access.reachable(document, rule("Query.document"))
+    return found
 
 
 async def list_documents(
     access: Access, *, environment_id: str, first: int, after: str | None
 ) -> Page[Document]:
-    environment, _ = await access.environment(environment_id, any_of=READ_DOCUMENTS)
+    environment, _ = await access.require(rule("Query.documents"), environment_id=environment_id)
     query = Document.filter(environment_id=environment.id)
     return await newest_first(query, first=first, after=after)

@@ -50,6 +50,7 @@ from keyplane.models import (
     User,
 )
 from keyplane.models.activity import ActivityKind
+from keyplane.permissions.rules import rule
 from keyplane.permissions.scopes import ROLE_RANK, Role, Scope
 from keyplane.resolvers import validate
 from keyplane.resolvers.activity import record_event
@@ -59,6 +60,9 @@ INVITATION_TTL = timedelta(days=7)
 MAX_ENVIRONMENT_IDS = 100
 KEY_RANK = ROLE_RANK[Role.ADMIN]
 NO_INVITATION = "No pending invitation for your email matches this token."
+
+# members, inviteMember, updateMember and removeMember share their rule (permissions/rules.py).
+MANAGING = rule("Query.members")
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,15 +144,13 @@ async def _manager(access: Access, project_id: str) -> Manager:
     """The caller's power over members of a project it can see; FORBIDDEN when it has none."""
     key = access.principal.key
     if key is not None:
-        if Scope.MANAGE_PROJECT not in key.scopes:
-            raise Forbidden("Managing members needs the MANAGE_PROJECT scope.")
+        access.admit(MANAGING, key.scopes)
         return Manager(rank=KEY_RANK, environment_id=key.environment_id)
     membership = await access.membership(project_id)
     scopes = await access.project_scopes(project_id)
     if membership is None or scopes is None:
         raise NotFound()
-    if Scope.MANAGE_PROJECT not in scopes:
-        raise Forbidden("Managing members needs MANAGE_PROJECT across the whole project.")
+    access.admit(MANAGING, scopes)
     return Manager(rank=ROLE_RANK[membership.role], environment_id=None)
 
 

@@ -8,17 +8,16 @@ from tortoise.transactions import in_transaction
 from keyplane.access import Access
 from keyplane.errors import Conflict, Forbidden
 from keyplane.models import Environment, Member, Project
-from keyplane.permissions.scopes import Role, Scope
+from keyplane.permissions.rules import rule
+from keyplane.permissions.scopes import Role
 from keyplane.records import EnvironmentRecord
 from keyplane.resolvers import validate
 
 
 async def create_project(access: Access, *, name: str) -> Project:
-    principal = access.require_authenticated()
-    if not principal.is_user or principal.user_id is None:
+    principal = access.require_token(rule("Mutation.createProject"))
+    if principal.user_id is None:
         raise Forbidden("Only a signed-in user can create projects.")
-    if Scope.MANAGE_PROJECT not in principal.token_scopes:
-        raise Forbidden("Creating a project needs the MANAGE_PROJECT scope.")
     name = validate.name(name)
     try:
         async with in_transaction():
@@ -39,7 +38,8 @@ async def list_projects(access: Access) -> list[Project]:
 
 
 async def get_project(access: Access, *, project_id: str) -> Project:
-    return await access.project(project_id)
+    project, _ = await access.require_project(rule("Query.project"), project_id)
+    return project
 
 
 async def project_environments(access: Access, project_id: str) -> list[Environment]:
@@ -47,10 +47,7 @@ async def project_environments(access: Access, project_id: str) -> list[Environm
 
 
 async def create_environment(access: Access, *, project_id: str, name: str) -> Environment:
-    project = await access.project(project_id)
-    scopes = await access.project_scopes(project.id)
-    if scopes is None or Scope.MANAGE_PROJECT not in scopes:
-        raise Forbidden("Creating environments needs MANAGE_PROJECT across the whole project.")
+    project, _ = await access.require_project(rule("Mutation.createEnvironment"), project_id)
     name = validate.name(name)
     try:
         async with in_transaction():
@@ -60,5 +57,5 @@ async def create_environment(access: Access, *, project_id: str, name: str) -> E
 
 
 async def get_environment(access: Access, *, environment_id: str) -> EnvironmentRecord:
-    environment, _ = await access.environment(environment_id)
+    environment, _ = await access.require(rule("Query.environment"), environment_id=environment_id)
     return environment

@@ -8,19 +8,17 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from keyplane.access import Access
-from keyplane.errors import BadUserInput, Conflict, Forbidden, NotFound
+from keyplane.errors import BadUserInput, Conflict, NotFound
 from keyplane.models import Template, TemplateVersion
 from keyplane.models.activity import ActivityKind
 from keyplane.models.template import TemplateFormat
-from keyplane.permissions.scopes import Scope
+from keyplane.permissions.rules import Rule, rule
 from keyplane.render.failure import FailureReason, RenderFailed
 from keyplane.render.pool import RenderPool
 from keyplane.resolvers import validate
 from keyplane.resolvers.activity import record_event
 from keyplane.resolvers.pagination import Page, newest_first
 
-MANAGE_TEMPLATES = frozenset({Scope.MANAGE_TEMPLATES})
-READ_TEMPLATES = frozenset({Scope.MANAGE_TEMPLATES, Scope.GENERATE_DOCUMENTS})
 NAME_TAKEN = "This environment already has a template with this name."
 
 
@@ -62,24 +60,11 @@ async def _valid_content(
     return content
 
 
-async def reachable_template(
-    access: Access, template_id: str, *, any_of: frozenset[Scope]
-) -> Template:
+async def reachable_template(access: Access, template_id: str, template_rule: Rule) -> Template:
     """The template if the caller reaches its environment (else NOT_FOUND, as if missing)
-    and holds one of `any_of` there (else FORBIDDEN)."""
+    and meets the rule there (else FORBIDDEN)."""
     access.require_authenticated()
-    template = await Template.get_or_none(id=template_id)
-    if template is None:
-        raise NotFound()
-    held = await access.scopes_in(
-        project_id=template.project_id,  # type: ignore[attr-defined]
-        environment_id=template.environment_id,  # type: ignore[attr-defined]
-    )
-    if held is None:
-        raise NotFound()
-    if not held & any_of:
-        names = " or ".join(sorted(any_of))
-        raise Forbidden(f"This needs the {names} scope in the template's environment.")
+    template, _ = await access.reachable(await Template.get_or_none(id=template_id), template_rule)
     return template
 
 
@@ -99,7 +84,9 @@ async def create_template(
     content: str,
     template_format: TemplateFormat,
 ) -> Template:
-    environment, _ = await access.environment(environment_id, any_of=MANAGE_TEMPLATES)
+    environment, _ = await access.require(
+        rule("Mutation.createTemplate"), environment_id=environment_id
+    )
     name = validate.name(name)
     content = await _valid_content(renderer, content, template_format=template_format)
     try:
@@ -135,7 +122,7 @@ async def update_template(
 ) -> Template:
     """Edit the draft; the published version (and the documents made from it) stay as they are
     until the next publish."""
-    template = await reachable_template(access, template_id, any_of=MANAGE_TEMPLATES)
+    template = await reachable_template(access, template_id, rule("Mutation.updateTemplate"))
     if name is not None:
         name = validate.name(name)
     if content is not None:
@@ -167,7 +154,7 @@ async def publish_template(access: Access, *, template_id: str, now: datetime) -
     A draft equal to the latest version is not frozen twice: publishing then re-publishes that
     version (after an unpublish) or changes nothing (when it is already live).
     """
-    template = await reachable_template(access, template_id, any_of=MANAGE_TEMPLATES)
+    template = await reachable_template(access, template_id, rule("Mutation.publishTemplate"))
     try:
         async with in_transaction():
             current = await Template.select_for_update().get_or_none(id=template.id)
@@ -209,7 +196,7 @@ async def publish_template(access: Access, *, template_id: str, now: datetime) -
 
 async def unpublish_template(access: Access, *, template_id: str) -> Template:
     """Stop documents from being generated; the frozen versions and the draft stay."""
-    template = await reachable_template(access, template_id, any_of=MANAGE_TEMPLATES)
+    template = await reachable_template(access, template_id, rule("Mutation.unpublishTemplate"))
     if template.published_version is not None:
         async with in_transaction():
             await Template.filter(id=template.id).update(published_version=None)
@@ -223,7 +210,7 @@ async def delete_template(
     """Delete a template and its versions; its documents stay (they name it by id).
 
     Returns the template and its versions as they were, for the answer."""
-    template = await reachable_template(access, template_id, any_of=MANAGE_TEMPLATES)
+    template = await reachable_template(access, template_id, rule("Mutation.deleteTemplate"))
     versions = await template_versions(template.id)
     async with in_transaction():
         await Template.filter(id=template.id).delete()
@@ -231,7 +218,7 @@ async def delete_template(
 
 
 async def get_template(access: Access, *, template_id: str) -> Template:
-    return await reachable_template(access, template_id, any_of=READ_TEMPLATES)
+    return await reachable_template(access, template_id, rule("Query.template"))
 
 
 async def list_templates(
@@ -242,7 +229,7 @@ async def list_templates(
     after: str | None,
     published: bool | None,
 ) -> Page[Template]:
-    environment, _ = await access.environment(environment_id, any_of=READ_TEMPLATES)
+    environment, _ = await access.require(rule("Query.templates"), environment_id=environment_id)
     query = Template.filter(environment_id=environment.id)
     if published is not None:
         query = query.filter(published_version__isnull=not published)

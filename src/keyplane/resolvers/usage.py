@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
 from keyplane.access import Access
-from keyplane.errors import BadUserInput, Forbidden
+from keyplane.errors import BadUserInput
+from keyplane.models import ApiKey, ApiKeyScopeUse
 from keyplane.models.usage import UsageBucket
+from keyplane.permissions.rules import rule
+from keyplane.permissions.scopes import Scope
 from keyplane.resolvers import validate
-from keyplane.resolvers.api_key import READ_KEYS, get_api_key
 from keyplane.usage.buffer import Counts, UsageBuffer, minute_of
 
 MAX_POINTS = 10_000
@@ -105,12 +108,32 @@ async def key_usage(
     end: datetime,
     granularity: Granularity,
 ) -> list[UsagePoint]:
-    own = access.principal.key
-    if own is not None and own.key_id == key_id and not own.scopes & READ_KEYS:
-        # A key may read itself, but its usage needs a reading scope like any other key's.
-        raise Forbidden()
-    await get_api_key(access, key_id=key_id)
+    # A key may read itself, but its usage needs a reading scope like any other key's.
+    access.require_authenticated()
+    await access.reachable(await ApiKey.get_or_none(id=key_id), rule("ApiKey.usage"))
     return await usage_series(buffer, start=start, end=end, granularity=granularity, key_id=key_id)
+
+
+UNUSED_AFTER = timedelta(days=30)
+
+
+async def scopes_used(buffer: UsageBuffer, *, key_id: str) -> dict[Scope, datetime]:
+    """When the key last used each scope: as flushed, and as this process has not yet."""
+    stored = await ApiKeyScopeUse.filter(key_id=key_id).values_list("scope", "last_used_at")
+    used: dict[str, datetime] = {str(scope): at for scope, at in stored}
+    for scope, at in buffer.pending_scope_uses(key_id).items():
+        used[scope] = max(at, used.get(scope, at))
+    known = {scope.value for scope in Scope}
+    return {Scope(scope): at for scope, at in used.items() if scope in known}
+
+
+def unused_scopes(
+    granted: Iterable[Scope], used: dict[Scope, datetime], *, now: datetime
+) -> list[Scope]:
+    """The granted scopes not used within UNUSED_AFTER of `now`."""
+    return sorted(
+        scope for scope in granted if scope not in used or now - used[scope] > UNUSED_AFTER
+    )
 
 
 async def environment_usage(
@@ -122,7 +145,7 @@ async def environment_usage(
     end: datetime,
     granularity: Granularity,
 ) -> list[UsagePoint]:
-    await access.environment(environment_id, any_of=READ_KEYS)
+    await access.require(rule("Environment.usage"), environment_id=environment_id)
     return await usage_series(
         buffer, start=start, end=end, granularity=granularity, environment_id=environment_id
     )

@@ -24,7 +24,7 @@ from keyplane.resolvers.pagination import Page, encode_cursor
 from keyplane.resolvers.usage import Granularity
 from keyplane.schema.node import Node
 from keyplane.schema.pagination import TOTAL_COUNT, page_info, total_count
-from keyplane.schema.permissions import may_refuse
+from keyplane.schema.permissions import ruled
 from keyplane.schema.usage import UsagePoint
 from keyplane.schema.user import User
 from keyplane.usage.counters import KeyCounters
@@ -60,6 +60,14 @@ def _last_used(counters: KeyCounters) -> datetime | None:
 
 def _total(counters: KeyCounters) -> int:
     return counters.total_requests
+
+
+@strawberry.type(description="When a key last used one of its scopes.")
+class ScopeUse:
+    scope: Scope = strawberry.field(description="The scope.")
+    last_used_at: datetime = strawberry.field(
+        description="When it last admitted a field for the key (to the flush interval)."
+    )
 
 
 @strawberry.type(description="An API key. Its secret is never shown here, only its prefix.")
@@ -100,9 +108,23 @@ class ApiKey(Node):
     )
 
     @strawberry.field(
-        description="Requests and refusals over time. Needs MANAGE_PROJECT or "
-        "VIEW_ANALYTICS in the key's environment.",
-        metadata=may_refuse("needs MANAGE_PROJECT or VIEW_ANALYTICS there (resolvers/usage.py)"),
+        description="Which scopes the key has used, each with when it last admitted a field "
+        "(the scope that allowed it, when several could)."
+    )
+    async def scopes_used(self, info: Info) -> list[ScopeUse]:
+        used = await usage_resolvers.scopes_used(info.context.services.usage, key_id=self.id)
+        return [ScopeUse(scope=scope, last_used_at=at) for scope, at in sorted(used.items())]
+
+    @strawberry.field(
+        description="The key's scopes it has not used in the last 30 days (a new key: all of "
+        "them): candidates to remove, for least privilege."
+    )
+    async def unused_scopes(self, info: Info) -> list[Scope]:
+        used = await usage_resolvers.scopes_used(info.context.services.usage, key_id=self.id)
+        return usage_resolvers.unused_scopes(self.scopes, used, now=info.context.now)
+
+    @strawberry.field(
+        **ruled("ApiKey.usage", "Requests and refusals over time, in the key's environment.")
     )
     async def usage(
         self,

@@ -2,6 +2,7 @@
 
 They read `info.context.principal` only. Whether the principal reaches a given environment,
 and holds a scope *there*, is decided by the resolver through `Access`, since that needs data.
+Every root field's check, and its description's last sentence, come from its rule (`ruled`).
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from strawberry import Schema
 from strawberry.permission import BasePermission, PermissionExtension
 from strawberry.types.base import StrawberryObjectDefinition
 
+from keyplane.access import check_credential
 from keyplane.auth.principal import AuthKind, Principal
 from keyplane.context import Info
 from keyplane.errors import Forbidden, Unauthenticated
+from keyplane.permissions import rules
+from keyplane.permissions.rules import Reach, Rule
 from keyplane.permissions.scopes import Scope
 
 
@@ -73,7 +77,7 @@ class HasAnyScope(BasePermission):
             raise Unauthenticated()
         if not principal.token_scopes & self.scopes:
             names = " or ".join(sorted(self.scopes))
-            raise Forbidden(f"This needs the {names} scope.")
+            raise Forbidden(f"This needs the {names} scope.", required_scopes=self.scopes)
         return True
 
 
@@ -103,9 +107,44 @@ def guarded_fields(schema: Schema) -> dict[tuple[str, str], str]:
             key = (definition.name, names.get_graphql_name(field))
             if REFUSAL in field.metadata:
                 found[key] = field.metadata[REFUSAL]
+            elif (
+                RULE in field.metadata and rules.rule(field.metadata[RULE]).reach is not Reach.OPEN
+            ):
+                found[key] = rules.rule(field.metadata[RULE]).needs()
             elif any(
                 isinstance(extension, PermissionExtension) and extension.permissions
                 for extension in field.extensions
             ):
                 found[key] = "declares a permission"
     return found
+
+
+RULE = "rule"  # the metadata key naming a field's rule ("Query.apiKey")
+
+
+class MeetsRule(BasePermission):
+    """The credential side of a field's rule (permissions/rules.py): its kind and its own
+    scopes. Reach, and the scopes held there, are the resolver's `Access.require`."""
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
+
+    def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
+        check_credential(self.rule, _principal(info))
+        return True
+
+
+def ruled(field: str, description: str) -> dict[str, Any]:
+    """A field's description, metadata and (for a root field) permission extension, derived
+    from its rule: `@strawberry.field(**ruled("Query.apiKey", "One API key."))`."""
+    rule = rules.rule(field)
+    text = f"{description} {rule.needs()}"
+    metadata: dict[str, Any] = {RULE: rule.field}
+    if rule.reach is Reach.OPEN:
+        return {"description": text, "metadata": open_to_anyone() | metadata}
+    if field.partition(".")[0] not in rules.ROOT_TYPES:
+        return {"description": text, "metadata": metadata}
+    extension = PermissionExtension(
+        permissions=[MeetsRule(rule)], fail_silently=False, use_directives=False
+    )
+    return {"description": text, "metadata": metadata, "extensions": [extension]}

@@ -18,7 +18,7 @@ from keyplane.resolvers import project as project_resolvers
 from keyplane.resolvers import usage as usage_resolvers
 from keyplane.resolvers.usage import Granularity
 from keyplane.schema.node import Node
-from keyplane.schema.permissions import may_refuse
+from keyplane.schema.permissions import may_refuse, ruled
 from keyplane.schema.usage import UsagePoint
 
 if TYPE_CHECKING:
@@ -67,11 +67,7 @@ class Environment(Node):
             raise NotFound()
         return Project.from_model(project)
 
-    @strawberry.field(
-        description="This environment's API keys, newest first. Needs MANAGE_PROJECT or "
-        "VIEW_ANALYTICS here.",
-        metadata=may_refuse("needs MANAGE_PROJECT or VIEW_ANALYTICS here (resolvers/api_key.py)"),
-    )
+    @strawberry.field(**ruled("Environment.apiKeys", "This environment's API keys, newest first."))
     async def api_keys(
         self,
         info: Info,
@@ -109,9 +105,9 @@ class Environment(Node):
         return connection
 
     @strawberry.field(
-        description="Requests and refusals of all this environment's keys over time. Needs "
-        "MANAGE_PROJECT or VIEW_ANALYTICS here.",
-        metadata=may_refuse("needs MANAGE_PROJECT or VIEW_ANALYTICS here (resolvers/usage.py)"),
+        **ruled(
+            "Environment.usage", "Requests and refusals of all this environment's keys over time."
+        )
     )
     async def usage(
         self,

@@ -14,7 +14,6 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types.base import get_object_definition
 
 from keyplane import models
-from keyplane.auth.principal import AuthKind
 from keyplane.context import Info
 from keyplane.errors import NotFound
 from keyplane.models.activity import ActivityKind
@@ -50,7 +49,7 @@ from keyplane.schema.member import (
     UpdateMemberInput,
 )
 from keyplane.schema.node import Node, NodeLookup, find_node, find_nodes, permissions_of
-from keyplane.schema.permissions import HasAnyScope, IsAuthenticated, IsUser, open_to_anyone
+from keyplane.schema.permissions import HasAnyScope, ruled
 from keyplane.schema.project import (
     CreateEnvironmentInput,
     CreateProjectInput,
@@ -91,46 +90,60 @@ def _grant(result: user.SessionGrant) -> AuthPayload:
 @strawberry.type(description="Read operations.")
 class Query:
     @strawberry.field(
-        description="Who is calling: kind, user, key, environment and scopes.",
-        metadata=open_to_anyone(),
+        **ruled(
+            "Query.viewer",
+            "Who is calling: kind, user, key, environment and scopes.",
+        )
     )
     def viewer(self, info: Info) -> Viewer:
         principal = info.context.principal
         return Viewer(kind=principal.kind, scopes=sorted(principal.token_scopes))
 
     @strawberry.field(
-        description="Projects the caller belongs to (for a key: its own).",
-        extensions=guarded(IsAuthenticated()),
+        **ruled(
+            "Query.projects",
+            "Projects the caller belongs to (for a key: its own).",
+        )
     )
     async def projects(self, info: Info) -> list[Project] | None:
         found = await project.list_projects(info.context.access)
         return [Project.from_model(p) for p in found]
 
-    @strawberry.field(description="One project.", extensions=guarded(IsAuthenticated()))
+    @strawberry.field(
+        **ruled(
+            "Query.project",
+            "One project.",
+        )
+    )
     async def project(self, info: Info, id: strawberry.ID) -> Project | None:
         found = await project.get_project(info.context.access, project_id=str(id))
         return Project.from_model(found)
 
     @strawberry.field(
-        description="One environment the caller can reach.", extensions=guarded(IsAuthenticated())
+        **ruled(
+            "Query.environment",
+            "One environment the caller can reach.",
+        )
     )
     async def environment(self, info: Info, id: strawberry.ID) -> Environment | None:
         found = await project.get_environment(info.context.access, environment_id=str(id))
         return Environment.from_model(found)
 
     @strawberry.field(
-        description="One API key. Needs MANAGE_PROJECT or VIEW_ANALYTICS in its environment "
-        "(a key may always read itself).",
-        extensions=guarded(IsAuthenticated()),
+        **ruled(
+            "Query.apiKey",
+            "One API key.",
+        )
     )
     async def api_key(self, info: Info, id: strawberry.ID) -> ApiKey | None:
         found = await api_key.get_api_key(info.context.access, key_id=str(id))
         return await ApiKey.load(found, context=info.context)
 
     @strawberry.field(
-        description="An environment's activity log, newest first (with project-wide member "
-        "events). Needs MANAGE_PROJECT or VIEW_ANALYTICS there.",
-        extensions=guarded(HasAnyScope(Scope.MANAGE_PROJECT, Scope.VIEW_ANALYTICS)),
+        **ruled(
+            "Query.activity",
+            "An environment's activity log, newest first (with project-wide member events).",
+        )
     )
     async def activity(
         self,
@@ -150,10 +163,10 @@ class Query:
         return ActivityEventConnection.from_page(page)
 
     @strawberry.field(
-        description="The members of a project. Needs MANAGE_PROJECT across the project (a "
-        "MANAGE_PROJECT key: the members who reach its environment); VIEW_ANALYTICS is not "
-        "enough, as members' emails are shown.",
-        extensions=guarded(MANAGE),
+        **ruled(
+            "Query.members",
+            "The members of a project. VIEW_ANALYTICS is not enough, as members' emails are shown.",
+        )
     )
     async def members(
         self,
@@ -164,9 +177,10 @@ class Query:
         return [Member.from_record(record) for record in found]
 
     @strawberry.field(
-        description="An environment's templates, newest first. Needs MANAGE_TEMPLATES or "
-        "GENERATE_DOCUMENTS there.",
-        extensions=guarded(HasAnyScope(Scope.MANAGE_TEMPLATES, Scope.GENERATE_DOCUMENTS)),
+        **ruled(
+            "Query.templates",
+            "An environment's templates, newest first.",
+        )
     )
     async def templates(
         self,
@@ -196,9 +210,10 @@ class Query:
         return TemplateConnection.from_page(page)
 
     @strawberry.field(
-        description="One template. Needs MANAGE_TEMPLATES or GENERATE_DOCUMENTS in its "
-        "environment.",
-        extensions=guarded(HasAnyScope(Scope.MANAGE_TEMPLATES, Scope.GENERATE_DOCUMENTS)),
+        **ruled(
+            "Query.template",
+            "One template.",
+        )
     )
     async def template(
         self,
@@ -209,9 +224,10 @@ class Query:
         return Template.from_model(found)
 
     @strawberry.field(
-        description="An environment's generated documents, newest first. Needs "
-        "GENERATE_DOCUMENTS or VIEW_ANALYTICS there.",
-        extensions=guarded(HasAnyScope(Scope.GENERATE_DOCUMENTS, Scope.VIEW_ANALYTICS)),
+        **ruled(
+            "Query.documents",
+            "An environment's generated documents, newest first.",
+        )
     )
     async def documents(
         self,
@@ -230,9 +246,10 @@ class Query:
         return DocumentConnection.from_page(page)
 
     @strawberry.field(
-        description="One generated document. Needs GENERATE_DOCUMENTS or VIEW_ANALYTICS in its "
-        "environment.",
-        extensions=guarded(HasAnyScope(Scope.GENERATE_DOCUMENTS, Scope.VIEW_ANALYTICS)),
+        **ruled(
+            "Query.document",
+            "One generated document.",
+        )
     )
     async def document(
         self,
@@ -243,10 +260,12 @@ class Query:
         return Document.from_model(found)
 
     @strawberry.field(
-        description="Documents generated and failed (per period, per template) and API requests "
-        "and refusals (per period, per key) of one environment over `[from, to)`, at most 366 "
-        "days. Needs VIEW_ANALYTICS there.",
-        extensions=guarded(HasAnyScope(Scope.VIEW_ANALYTICS)),
+        **ruled(
+            "Query.analytics",
+            "Documents generated and failed (per period, per template) and API requests "
+            "and refusals (per period, per key) of one environment over `[from, to)`, at most 366 "
+            "days.",
+        )
     )
     async def analytics(
         self,
@@ -273,11 +292,14 @@ class Query:
         return Analytics.from_figures(figures)
 
     @strawberry.field(
-        description="The object with this id, answered as its typed lookup answers it (`project`, "
-        "`environment`, `apiKey`, `template`, `document`; a member as `members`, an event as "
-        "`activity`, a user as `viewer.user`): null and NOT_FOUND outside your reach or for an "
-        "id that names nothing, the same permission errors. An invitation is not read back.",
-        extensions=guarded(IsAuthenticated()),
+        **ruled(
+            "Query.node",
+            "The object with this id, answered as its typed lookup answers it (`project`, "
+            "`environment`, `apiKey`, `template`, `document`; a member as `members`, an event as "
+            "`activity`, a user as `viewer.user`): null and NOT_FOUND outside your reach or for "
+            "an id that names nothing, the same permission errors. An invitation is not read "
+            "back.",
+        )
     )
     async def node(
         self,
@@ -286,13 +308,15 @@ class Query:
     ) -> Node | None:
         return await find_node(info, str(id), NODE_LOOKUPS)  # type: ignore[return-value]
 
+    # Open, and not a refusal of the whole list: each id is checked as `node` checks it
+    # (authentication included), and a refused one nulls its own item only.
     @strawberry.field(
-        description="Up to 100 objects by id, in order, each answered as `node(id)` answers it: "
-        "an id refused or not found is null with its own error, the others are unharmed. More "
-        "than 100 ids: BAD_USER_INPUT.",
-        # Open, and not a refusal of the whole list: each id is checked as `node` checks it
-        # (authentication included), and a refused one nulls its own item only.
-        metadata=open_to_anyone(),
+        **ruled(
+            "Query.nodes",
+            "Up to 100 objects by id, in order, each answered as `node(id)` answers it: an id "
+            "refused or not found is null with its own error, the others are unharmed. More "
+            "than 100 ids: BAD_USER_INPUT.",
+        )
     )
     async def nodes(
         self,
@@ -354,7 +378,10 @@ NODE_LOOKUPS: dict[str, NodeLookup] = {
 @strawberry.type(description="Write operations.")
 class Mutation:
     @strawberry.mutation(
-        description="Create a dashboard account and sign in.", metadata=open_to_anyone()
+        **ruled(
+            "Mutation.signUp",
+            "Create a dashboard account and sign in.",
+        )
     )
     async def sign_up(self, info: Info, input: SignUpInput) -> AuthPayload | None:
         services = info.context.services
@@ -369,8 +396,10 @@ class Mutation:
         )
 
     @strawberry.mutation(
-        description="Sign in; returns a short-lived dashboard token.",
-        metadata=open_to_anyone(),
+        **ruled(
+            "Mutation.logIn",
+            "Sign in; returns a short-lived dashboard token.",
+        )
     )
     async def log_in(self, info: Info, input: LogInInput) -> AuthPayload | None:
         services = info.context.services
@@ -381,9 +410,11 @@ class Mutation:
         )
 
     @strawberry.mutation(
-        description="End this dashboard session: its token is refused from the next request on.",
         # Only a dashboard JWT is a session; an OAuth token or a key is refused as FORBIDDEN.
-        extensions=guarded(IsUser(AuthKind.JWT)),
+        **ruled(
+            "Mutation.logOut",
+            "End this dashboard session: its token is refused from the next request on.",
+        )
     )
     async def log_out(self, info: Info) -> bool | None:
         return await user.log_out(
@@ -393,16 +424,20 @@ class Mutation:
         )
 
     @strawberry.mutation(
-        description="Create a project; the caller becomes its OWNER.",
-        extensions=guarded(IsUser(), MANAGE),
+        **ruled(
+            "Mutation.createProject",
+            "Create a project; the caller becomes its OWNER.",
+        )
     )
     async def create_project(self, info: Info, input: CreateProjectInput) -> Project | None:
         created = await project.create_project(info.context.access, name=input.name)
         return Project.from_model(created)
 
     @strawberry.mutation(
-        description="Create an environment; needs MANAGE_PROJECT across the project.",
-        extensions=guarded(IsUser(), MANAGE),
+        **ruled(
+            "Mutation.createEnvironment",
+            "Create an environment.",
+        )
     )
     async def create_environment(
         self, info: Info, input: CreateEnvironmentInput
@@ -413,8 +448,10 @@ class Mutation:
         return Environment.from_model(created)
 
     @strawberry.mutation(
-        description="Issue an API key; its secret is in the payload, this once only.",
-        extensions=guarded(MANAGE),
+        **ruled(
+            "Mutation.createApiKey",
+            "Issue an API key; its secret is in the payload, this once only.",
+        )
     )
     async def create_api_key(
         self, info: Info, input: CreateApiKeyInput
@@ -432,7 +469,10 @@ class Mutation:
         return await CreateApiKeyPayload.from_issued(issued, context=info.context)
 
     @strawberry.mutation(
-        description="Rename a key or change its scopes.", extensions=guarded(MANAGE)
+        **ruled(
+            "Mutation.updateApiKey",
+            "Rename a key or change its scopes.",
+        )
     )
     async def update_api_key(self, info: Info, input: UpdateApiKeyInput) -> ApiKey | None:
         updated = await api_key.update_api_key(
@@ -448,7 +488,10 @@ class Mutation:
         return await ApiKey.load(updated, context=info.context)
 
     @strawberry.mutation(
-        description="Revoke a key now: its next request gets HTTP 401.", extensions=guarded(MANAGE)
+        **ruled(
+            "Mutation.revokeApiKey",
+            "Revoke a key now: its next request gets HTTP 401.",
+        )
     )
     async def revoke_api_key(self, info: Info, id: strawberry.ID) -> ApiKey | None:
         revoked = await api_key.revoke_api_key(
@@ -460,7 +503,10 @@ class Mutation:
         return await ApiKey.load(revoked, context=info.context)
 
     @strawberry.mutation(
-        description="Delete a key for good; returns what it was.", extensions=guarded(MANAGE)
+        **ruled(
+            "Mutation.deleteApiKey",
+            "Delete a key for good; returns what it was.",
+        )
     )
     async def delete_api_key(self, info: Info, id: strawberry.ID) -> ApiKey | None:
         deleted = await api_key.delete_api_key(
@@ -472,8 +518,10 @@ class Mutation:
         return await ApiKey.load(deleted, context=info.context)
 
     @strawberry.mutation(
-        description="Issue a replacement key and expire the old one after an overlap.",
-        extensions=guarded(MANAGE),
+        **ruled(
+            "Mutation.rotateApiKey",
+            "Issue a replacement key and expire the old one after an overlap.",
+        )
     )
     async def rotate_api_key(
         self, info: Info, input: RotateApiKeyInput
@@ -488,12 +536,13 @@ class Mutation:
         return await RotateApiKeyPayload.from_issued(issued, context=info.context)
 
     @strawberry.mutation(
-        description="Invite someone by email to a project, valid 7 days; the token is in the "
-        "payload, this once only. Needs MANAGE_PROJECT across the project, or a MANAGE_PROJECT "
-        "key (which grants only its own environment and at most ADMIN). Nobody grants a role "
-        "above their own (FORBIDDEN); an email that is already a member: CONFLICT. Inviting an "
-        "email again replaces its pending invitation.",
-        extensions=guarded(MANAGE),
+        **ruled(
+            "Mutation.inviteMember",
+            "Invite someone by email to a project, valid 7 days; the token is in the "
+            "payload, this once only. A key grants only its own environment and at most ADMIN. "
+            "Nobody grants a role above their own (FORBIDDEN); an email that is already a member: "
+            "CONFLICT. Inviting an email again replaces its pending invitation.",
+        )
     )
     async def invite_member(
         self, info: Info, input: InviteMemberInput
@@ -509,11 +558,13 @@ class Mutation:
         return InviteMemberPayload.from_issued(issued)
 
     @strawberry.mutation(
-        description="Join a project with an invitation token, as the signed-in user the "
-        "invitation was sent to (a dashboard session, or an OAuth token with project:manage). "
-        "A token that is unknown, malformed, used, expired or for another email is NOT_FOUND, "
-        "all alike; already a member: CONFLICT.",
-        extensions=guarded(IsUser(), MANAGE),
+        **ruled(
+            "Mutation.acceptInvitation",
+            "Join a project with an invitation token, as the signed-in user the "
+            "invitation was sent to (a dashboard session, or an OAuth token with project:manage). "
+            "A token that is unknown, malformed, used, expired or for another email is NOT_FOUND, "
+            "all alike; already a member: CONFLICT.",
+        )
     )
     async def accept_invitation(
         self,
@@ -528,10 +579,12 @@ class Mutation:
         return Member.from_record(record)
 
     @strawberry.mutation(
-        description="Change a member's role or environments; effective from the next request. "
-        "Same rights as inviteMember; a member ranked above you is FORBIDDEN; demoting or "
-        "narrowing the project's last OWNER of every environment is a CONFLICT.",
-        extensions=guarded(MANAGE),
+        **ruled(
+            "Mutation.updateMember",
+            "Change a member's role or environments; effective from the next request. "
+            "A member ranked above you is FORBIDDEN; demoting or narrowing the project's last "
+            "OWNER of every environment is a CONFLICT.",
+        )
     )
     async def update_member(self, info: Info, input: UpdateMemberInput) -> Member | None:
         record = await member.update_member(
@@ -547,12 +600,13 @@ class Mutation:
         return Member.from_record(record)
 
     @strawberry.mutation(
-        description="Remove a member (yourself included); effective from the next request. "
-        "Same rights as updateMember; removing the last OWNER of every environment is a "
-        "CONFLICT. The API keys the member created in the project are revoked with it (each "
-        "logged as KEY_REVOKED), unless keepApiKeys hands them to you. Returns what the "
-        "membership was.",
-        extensions=guarded(MANAGE),
+        **ruled(
+            "Mutation.removeMember",
+            "Remove a member (yourself included); effective from the next request. "
+            "Removing the last OWNER of every environment is a CONFLICT. The API keys the member "
+            "created in the project are revoked with it (each logged as KEY_REVOKED), unless "
+            "keepApiKeys hands them to you. Returns what the membership was.",
+        )
     )
     async def remove_member(
         self,
@@ -577,10 +631,12 @@ class Mutation:
         return Member.from_record(record)
 
     @strawberry.mutation(
-        description="Create a template (a draft: publish it to generate documents). Needs "
-        "MANAGE_TEMPLATES in the environment. A syntax error is BAD_USER_INPUT on `content`, "
-        "naming the line; a name already used there is a CONFLICT.",
-        extensions=guarded(HasAnyScope(Scope.MANAGE_TEMPLATES)),
+        **ruled(
+            "Mutation.createTemplate",
+            "Create a template (a draft: publish it to generate documents). A syntax "
+            "error is BAD_USER_INPUT on `content`, naming the line; a name already used there is a "
+            "CONFLICT.",
+        )
     )
     async def create_template(self, info: Info, input: CreateTemplateInput) -> Template | None:
         created = await template.create_template(
@@ -594,10 +650,11 @@ class Mutation:
         return Template.from_model(created, versions=[])
 
     @strawberry.mutation(
-        description="Rename a template or edit its draft; the published version, and the "
-        "documents generated from it, are unchanged until the next publish. Needs "
-        "MANAGE_TEMPLATES.",
-        extensions=guarded(HasAnyScope(Scope.MANAGE_TEMPLATES)),
+        **ruled(
+            "Mutation.updateTemplate",
+            "Rename a template or edit its draft; the published version, and the "
+            "documents generated from it, are unchanged until the next publish.",
+        )
     )
     async def update_template(self, info: Info, input: UpdateTemplateInput) -> Template | None:
         updated = await template.update_template(
@@ -610,9 +667,10 @@ class Mutation:
         return Template.from_model(updated)
 
     @strawberry.mutation(
-        description="Delete a template and its versions (its documents stay); returns what it "
-        "was. Needs MANAGE_TEMPLATES.",
-        extensions=guarded(HasAnyScope(Scope.MANAGE_TEMPLATES)),
+        **ruled(
+            "Mutation.deleteTemplate",
+            "Delete a template and its versions (its documents stay); returns what it was.",
+        )
     )
     async def delete_template(
         self,
@@ -623,9 +681,11 @@ class Mutation:
         return Template.from_model(deleted, versions=versions)
 
     @strawberry.mutation(
-        description="Freeze the draft as the next numbered version (1 first) and generate "
-        "documents from it. An unchanged draft is not frozen twice. Needs MANAGE_TEMPLATES.",
-        extensions=guarded(HasAnyScope(Scope.MANAGE_TEMPLATES)),
+        **ruled(
+            "Mutation.publishTemplate",
+            "Freeze the draft as the next numbered version (1 first) and generate "
+            "documents from it. An unchanged draft is not frozen twice.",
+        )
     )
     async def publish_template(
         self,
@@ -638,9 +698,11 @@ class Mutation:
         return Template.from_model(published)
 
     @strawberry.mutation(
-        description="Stop generating documents from this template (generateDocument then "
-        "answers CONFLICT); versions and draft are kept. Needs MANAGE_TEMPLATES.",
-        extensions=guarded(HasAnyScope(Scope.MANAGE_TEMPLATES)),
+        **ruled(
+            "Mutation.unpublishTemplate",
+            "Stop generating documents from this template (generateDocument then "
+            "answers CONFLICT); versions and draft are kept.",
+        )
     )
     async def unpublish_template(
         self,
@@ -651,12 +713,14 @@ class Mutation:
         return Template.from_model(unpublished)
 
     @strawberry.mutation(
-        description="Render a template's published version with `data` into a document of the "
-        "template's environment. Needs GENERATE_DOCUMENTS there. No published version: "
-        "CONFLICT. Rendering runs in a sandbox bounded in time and output size; whatever fails "
-        "there (undefined value, sandbox refusal, time or size limit...) is BAD_USER_INPUT "
-        "with a clear message, recorded as DOCUMENT_FAILED.",
-        extensions=guarded(HasAnyScope(Scope.GENERATE_DOCUMENTS)),
+        **ruled(
+            "Mutation.generateDocument",
+            "Render a template's published version with `data` into a document of the "
+            "template's environment. No published version: CONFLICT. Rendering runs in a sandbox "
+            "bounded in time and output size; whatever fails there (undefined value, sandbox "
+            "refusal, time or size limit...) is BAD_USER_INPUT with a clear message, recorded as "
+            "DOCUMENT_FAILED.",
+        )
     )
     async def generate_document(self, info: Info, input: GenerateDocumentInput) -> Document | None:
         generated = await document.generate_document(
@@ -669,9 +733,11 @@ class Mutation:
         return Document.from_model(generated)
 
     @strawberry.mutation(
-        description="The figures of `analytics` as a CSV or JSON document to download (layout in "
-        "the `ReportFormat` description). Needs VIEW_ANALYTICS in the environment.",
-        extensions=guarded(HasAnyScope(Scope.VIEW_ANALYTICS)),
+        **ruled(
+            "Mutation.generateReport",
+            "The figures of `analytics` as a CSV or JSON document to download (layout in "
+            "the `ReportFormat` description).",
+        )
     )
     async def generate_report(self, info: Info, input: GenerateReportInput) -> Report | None:
         report = await analytics.generate_report(

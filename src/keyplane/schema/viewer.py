@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated
 
 import strawberry
 
 import keyplane.schema.enums  # noqa: F401  (registers enum descriptions first)
 from keyplane.auth.principal import AuthKind
 from keyplane.context import Info
+from keyplane.errors import BadUserInput, Forbidden, Unauthenticated
+from keyplane.permissions.rules import root_rule
 from keyplane.permissions.scopes import Scope
 from keyplane.schema.api_key import ApiKey
 from keyplane.schema.project import Environment
@@ -105,3 +108,51 @@ class Viewer:
     async def _load_environment(self, info: Info, environment_id: str) -> Environment | None:
         environment = await info.context.loaders.environment.load(environment_id)
         return None if environment is None else Environment.from_model(environment)
+
+    @strawberry.field(
+        description="Whether the caller may call a root operation (`apiKey`, `createApiKey`...) "
+        "in an environment, answered from the operation's rule without running it. Without "
+        "`environmentId`, a key is asked about its own environment, anyone else about its "
+        "credential's scopes alone. An unknown operation is BAD_USER_INPUT."
+    )
+    async def can(
+        self,
+        info: Info,
+        operation: Annotated[
+            str, strawberry.argument(description="A root field's name, such as `createApiKey`.")
+        ],
+        environment_id: Annotated[
+            strawberry.ID | None, strawberry.argument(description="Where it would act.")
+        ] = None,
+    ) -> Decision:
+        rule = root_rule(operation)
+        if rule is None:
+            raise BadUserInput(f"No operation is named {operation!r}.", field="operation")
+        refusal = await info.context.access.decide(
+            rule, environment_id=None if environment_id is None else str(environment_id)
+        )
+        if refusal is None:
+            return Decision(allowed=True, reason=None, required_scopes=[])
+        if isinstance(refusal, Forbidden):
+            required = refusal.required_scopes
+        elif isinstance(refusal, Unauthenticated):
+            required = list(rule.scopes)
+        else:
+            required = []  # out of reach: no scope would help
+        return Decision(
+            allowed=False,
+            reason=f"{refusal.code}: {refusal.message}",
+            required_scopes=[Scope(scope) for scope in required],
+        )
+
+
+@strawberry.type(description="What an operation's rule answers the caller (Viewer.can).")
+class Decision:
+    allowed: bool = strawberry.field(description="Whether the call would pass the rule.")
+    reason: str | None = strawberry.field(
+        description="Why not: the error code the call would get, a colon, and its message."
+    )
+    required_scopes: list[Scope] = strawberry.field(
+        description="The scopes that would allow it (as FORBIDDEN's `requiredScopes`); empty "
+        "when allowed, when only people may call it, or when the target is out of reach."
+    )

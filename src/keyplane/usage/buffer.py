@@ -96,6 +96,8 @@ class _Pending:
     # What the activity log needs to name a refused key, taken when it was refused, so the
     # event survives the key's deletion before the next flush.
     refused_keys: dict[str, RefusedKey] = field(default_factory=dict)
+    # When each (key, scope) last admitted a field (`Access.require`), for ApiKey.scopesUsed.
+    scope_uses: dict[tuple[str, str], datetime] = field(default_factory=dict)
 
 
 class UsageBuffer:
@@ -126,6 +128,9 @@ class UsageBuffer:
     def admitted(self, key_id: str, environment_id: str, at: datetime) -> None:
         self._pending.totals[key_id].add(1, at)
         self._pending.buckets[(key_id, environment_id, minute_of(at))].requests += 1
+
+    def scope_used(self, key_id: str, scope: str, at: datetime) -> None:
+        self._pending.scope_uses[(key_id, scope)] = at
 
     def refused(
         self,
@@ -183,6 +188,15 @@ class UsageBuffer:
             if (total := totals.get(key_id)) is not None
         }
 
+    def pending_scope_uses(self, key_id: str) -> dict[str, datetime]:
+        """The scopes this process saw `key_id` use and has not committed, with when."""
+        found: dict[str, datetime] = {}
+        for pending in self._unwritten():
+            for (k, scope), at in pending.scope_uses.items():
+                if k == key_id:
+                    found[scope] = max(at, found.get(scope, at))
+        return found
+
     def pending_buckets(
         self, *, key_id: str | None = None, environment_id: str | None = None
     ) -> list[tuple[datetime, Counts]]:
@@ -234,7 +248,7 @@ class UsageBuffer:
     async def flush(self) -> None:
         async with self._flush_lock:
             taken, self._pending = self._pending, _Pending()
-            if not taken.totals and not taken.buckets:
+            if not taken.totals and not taken.buckets and not taken.scope_uses:
                 return
             self._flushing = taken
             self._writes += 1
@@ -255,6 +269,8 @@ class UsageBuffer:
             self._pending.refusal_ips.setdefault(where, ip)
         for key_id, known in taken.refused_keys.items():
             self._pending.refused_keys.setdefault(key_id, known)
+        for use, at in taken.scope_uses.items():
+            self._pending.scope_uses[use] = max(at, self._pending.scope_uses.get(use, at))
 
     async def _write(self, taken: _Pending) -> None:
         p = self._p
@@ -286,7 +302,30 @@ class UsageBuffer:
                         c.rate_limited,
                     ],
                 )
+            await self._write_scope_uses(connection, taken)
             await self._write_events(connection, taken)
+
+    async def _write_scope_uses(self, connection: BaseDBAsyncClient, taken: _Pending) -> None:
+        if not taken.scope_uses:
+            return
+        p = self._p
+        # Only keys that still exist: one deleted since is skipped, not a foreign-key failure.
+        rows = (
+            await ApiKey.filter(id__in={k for k, _ in taken.scope_uses})
+            .using_db(connection)
+            .values_list("id", flat=True)
+        )
+        existing = {str(key_id) for key_id in rows}
+        for (key_id, scope), at in taken.scope_uses.items():
+            if key_id not in existing:
+                continue
+            await connection.execute_query(
+                "INSERT INTO api_key_scope_use (key_id, scope, last_used_at) VALUES "
+                f"({p(1)}, {p(2)}, {p(3)}) ON CONFLICT (key_id, scope) DO UPDATE SET "
+                "last_used_at = CASE WHEN api_key_scope_use.last_used_at < excluded.last_used_at "
+                "THEN excluded.last_used_at ELSE api_key_scope_use.last_used_at END",
+                [key_id, scope, at],
+            )
 
     async def _write_events(self, connection: BaseDBAsyncClient, taken: _Pending) -> None:
         """AUTH_FAILED and RATE_LIMITED in the activity log: one row per key and minute,
