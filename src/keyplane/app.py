@@ -15,6 +15,7 @@ from tortoise.contrib.starlette import RegisterTortoise
 from keyplane.auth.dashboard import utcnow
 from keyplane.auth.oauth import JwksCache
 from keyplane.auth.passwords import Passwords
+from keyplane.cors import cors_middleware
 from keyplane.db import apply_migrations, tortoise_config
 from keyplane.edge import Edge
 from keyplane.http import AuthenticationMiddleware, GraphQLView, healthz, metrics, readyz
@@ -106,7 +107,9 @@ def create_app(
         ],
         lifespan=lifespan,
         middleware=[
-            # Request id, in-flight limit and body limit, in one layer, outermost.
+            # CORS, when origins are listed: outside everything that counts or refuses.
+            *cors_middleware(settings.cors_origins),
+            # Request id, in-flight limit and body limit, in one layer.
             Middleware(Edge, max_in_flight=settings.max_in_flight),
         ],
     )
