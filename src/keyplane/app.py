@@ -15,7 +15,6 @@ from tortoise.contrib.starlette import RegisterTortoise
 from keyplane.auth.dashboard import utcnow
 from keyplane.auth.oauth import JwksCache
 from keyplane.auth.passwords import Passwords
-from keyplane.cors import cors_middleware
 from keyplane.db import apply_migrations, tortoise_config
 from keyplane.edge import Edge
 from keyplane.http import AuthenticationMiddleware, GraphQLView, healthz, metrics, readyz
@@ -107,10 +106,10 @@ def create_app(
         ],
         lifespan=lifespan,
         middleware=[
-            # CORS, when origins are listed: outside everything that counts or refuses.
-            *cors_middleware(settings.cors_origins),
-            # Request id, in-flight limit and body limit, in one layer.
-            Middleware(Edge, max_in_flight=settings.max_in_flight),
+            # Request id, CORS, in-flight limit and body limit, in one layer, outermost.
+            Middleware(
+                Edge, max_in_flight=settings.max_in_flight, cors_origins=settings.cors_origins
+            ),
         ],
     )
     application.state.schema = schema  # its query cache, for tests and tools

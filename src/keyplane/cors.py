@@ -1,22 +1,30 @@
-"""Browser pages on other origins (KEYPLANE_CORS_ORIGINS): Starlette's CORSMiddleware, outermost.
+"""Browser pages on other origins (KEYPLANE_CORS_ORIGINS), answered in edge.py's layer.
 
-Outermost, so that it answers a preflight before anything else sees it (a preflight carries no
-credentials: it is never authenticated, charged to a rate-limit bucket, counted in flight or
-refused as not a POST), and so that its headers go on every answer, the refusals included
-(edge.py's 503 and 413, the 401 of refused credentials, the 429): a page can read a 429's
-`Retry-After` only from an answer that lets it.
+edge.py is outermost, so a preflight is answered before anything else sees it (a preflight
+carries no credentials: it is never authenticated, charged to a rate-limit bucket, counted in
+flight or refused as not a POST), and the CORS headers go on every answer, the refusals
+included (edge.py's own 503 and 413, the 401 of refused credentials, the 429): a page can read
+a 429's `Retry-After` only from an answer that lets it.
+
+Starlette's CORSMiddleware answers the preflights (its checks of the origin, the method and
+the requested headers). As a layer of its own it cost 56-74k instructions of a keyed `viewer`
+query's 1.06M (5-7 %, bench/instructions.py; about 25 µs a request) even for requests with no
+`Origin`, as it parses and rewrites headers on every answer; so the answers' headers are made
+once here and appended as they are.
 
 Origins are listed exactly; no `*` (settings.py refuses it) and no credentials mode: callers
-authenticate with the `Authorization` header, never with cookies. With no origins listed the
-layer is not there at all, and answers carry no CORS header.
+authenticate with the `Authorization` header, never with cookies. With no origins listed,
+nothing here runs and answers carry no CORS header.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from starlette.middleware import Middleware
+from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
+from starlette.types import Scope
 
 ALLOWED_METHODS = ("POST", "GET")
 # What the app reads from a request (besides the headers every page may send: Accept,
@@ -36,18 +44,55 @@ EXPOSED_HEADERS = (
 # How long a browser may reuse a preflight's answer (Chromium keeps it two hours at most).
 MAX_AGE_SECONDS = 3600
 
+RawHeaders = tuple[tuple[bytes, bytes], ...]
+# An answer depends on the request's Origin: caches must keep one per origin, even the
+# answers to requests without one.
+VARY: RawHeaders = ((b"vary", b"Origin"),)
 
-def cors_middleware(origins: Sequence[str]) -> list[Middleware]:
-    """The CORS layer for these origins, or none when none are listed."""
-    if not origins:
-        return []
-    return [
-        Middleware(
-            CORSMiddleware,
+
+class Cors:
+    """What to add to each answer, and the answers to preflights, for the listed origins."""
+
+    def __init__(self, origins: Sequence[str]) -> None:
+        exposed = (b"access-control-expose-headers", ", ".join(EXPOSED_HEADERS).encode())
+        self.allowed: dict[bytes, RawHeaders] = {
+            origin.encode("latin-1"): (
+                (b"access-control-allow-origin", origin.encode("latin-1")),
+                exposed,
+                *VARY,
+            )
+            for origin in origins
+        }
+
+        async def unused(scope: Scope, receive: object, send: object) -> None:
+            raise AssertionError("only its preflight answers are used")
+
+        self.preflights = CORSMiddleware(
+            unused,
             allow_origins=tuple(origins),
             allow_methods=ALLOWED_METHODS,
             allow_headers=ALLOWED_HEADERS,
             expose_headers=EXPOSED_HEADERS,
             max_age=MAX_AGE_SECONDS,
         )
-    ]
+
+    def answer_headers(self, origin: bytes | None) -> RawHeaders:
+        """The headers an answer to a request from `origin` carries (a listed one is echoed)."""
+        if origin is None:
+            return VARY
+        return self.allowed.get(origin, VARY)
+
+    def preflight(self, scope: Scope) -> Response | None:
+        """The answer to a preflight (200, or 400 naming what is not allowed), or None when the
+        request is no preflight. Called for OPTIONS requests that carry an Origin."""
+        headers = Headers(scope=scope)
+        if "access-control-request-method" not in headers:
+            return None
+        return self.preflights.preflight_response(request_headers=headers)
+
+
+def origin_of(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    for name, value in headers:  # ASGI header names are lower-case bytes
+        if name == b"origin":
+            return value
+    return None
