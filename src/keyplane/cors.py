@@ -6,8 +6,8 @@ flight or refused as not a POST), and the CORS headers go on every answer, the r
 included (edge.py's own 503 and 413, the 401 of refused credentials, the 429): a page can read
 a 429's `Retry-After` only from an answer that lets it.
 
-Starlette's CORSMiddleware answers the preflights (its checks of the origin, the method and
-the requested headers). As a layer of its own it cost 56-74k instructions of a keyed `viewer`
+Starlette's CORSMiddleware answers the preflights (its `preflight_response`: the checks of
+the origin, the method and the requested headers; tests/test_cors.py holds its answers). As a layer of its own it cost 56-74k instructions of a keyed `viewer`
 query's 1.06M (5-7 %, bench/instructions.py; about 25 µs a request) even for requests with no
 `Origin`, as it parses and rewrites headers on every answer; so the answers' headers are made
 once here and appended as they are.
