@@ -8,7 +8,8 @@ GraphQL over HTTP (the current draft): a request that accepts `application/graph
 before `application/json` gets that media type back, and a request error (a document that does
 not parse or validate, variables that do not fit, an operation refused before it ran: no `data`)
 answers 400 without a `data` entry; `application/json` keeps the 200 every GraphQL answer has. A
-mutation sent with GET answers 405 with `Allow: POST`, before it is priced.
+mutation sent with GET answers 405 with `Allow: POST` before it is priced or run (charged one
+unit, like every refused request).
 """
 
 from __future__ import annotations
@@ -325,7 +326,10 @@ class GraphQLView(GraphQL[Context, None]):
             # Strawberry's own refusals (bad JSON, batch too large, ...) and ours as typed JSON
             # errors, charged one unit like any request, so they carry the rate-limit headers too.
             headers = {}
-            if exc.status_code == 405:  # a mutation sent with GET
+            graphql_response = wants_graphql_response(request.scope)
+            # 405: a mutation sent with GET (the router, or post_only.py in production, answers
+            # every method but GET and POST before the view).
+            if exc.status_code == 405:
                 extensions: dict[str, Any] = MUTATION_OVER_GET.extensions
                 headers["Allow"] = "POST"
             elif exc.status_code == 404:
@@ -335,11 +339,11 @@ class GraphQLView(GraphQL[Context, None]):
             error = {"message": exc.reason, "extensions": extensions}
             media_type = JSON
             body: dict[str, Any] = {"data": None, "errors": [error]}
-            if exc.status_code == 405 or wants_graphql_response(request.scope):
+            if exc.status_code == 405 or graphql_response:
                 # A request error: nothing ran, so the answer has no `data` (as production's
                 # transport refusals, post_only.py).
                 del body["data"]
-                if wants_graphql_response(request.scope):
+                if graphql_response:
                     media_type = GRAPHQL_RESPONSE
             try:
                 decision = await self._refusal_decision(request)
@@ -360,12 +364,13 @@ class GraphQLView(GraphQL[Context, None]):
         notes it on the sub-response): under `application/graphql-response+json` a request
         error has no `data`, and answers 400 when it is not part of a batch."""
         if sub_response.media_type == GRAPHQL_RESPONSE:
-            items = response_data if isinstance(response_data, list) else [response_data]
-            for item in items:
-                if _is_request_error(item):
-                    del item["data"]
-                    if item is response_data:
-                        sub_response.status_code = 400
+            if isinstance(response_data, list):
+                for item in response_data:
+                    if _is_request_error(item):
+                        del item["data"]
+            elif _is_request_error(response_data):
+                del response_data["data"]
+                sub_response.status_code = 400
         response = super().create_response(response_data, sub_response)
         if sub_response.media_type == GRAPHQL_RESPONSE:
             response.headers["content-type"] = GRAPHQL_RESPONSE
