@@ -10,6 +10,7 @@ bench/run.py for what a client sees.
 
     .venv/bin/python bench/instructions.py                    # every scenario, ~6 minutes
     .venv/bin/python bench/instructions.py --only viewer      # some of them
+    .venv/bin/python bench/instructions.py --cors-origin https://app.example --send-origin
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ SCENARIOS: dict[str, tuple[str, str, str]] = {
 }
 BATCH = 25  # operations in each request of a "batch" scenario
 ISSUER_DIR = "KEYPLANE_BENCH_ISSUER_DIR"  # where main() left the OAuth issuer's key and JWKS
+CORS_ORIGIN = "KEYPLANE_BENCH_CORS_ORIGIN"  # listed in KEYPLANE_CORS_ORIGINS (--cors-origin)
+SEND_ORIGIN = "KEYPLANE_BENCH_SEND_ORIGIN"  # "1": every request carries it (--send-origin)
 CONCURRENCY = 16
 LIMITS = "api_key=1000000/second;oauth=1000000/second;jwt=1000000/second;anonymous=1000000/second"
 
@@ -211,6 +214,9 @@ async def _inner(side: str, scenario: str, requests: int) -> None:
             "KEYPLANE_JWT_SECRET": "bench-secret-" + "x" * 32,
             "KEYPLANE_RATE_LIMITS": LIMITS,
         }
+        origin = os.environ.get(CORS_ORIGIN, "")
+        if origin:
+            environ["KEYPLANE_CORS_ORIGINS"] = origin
         issuer = _issuer(data) if credential == "oauth" else None
         if issuer is not None:
             environ |= issuer.environ()
@@ -222,6 +228,8 @@ async def _inner(side: str, scenario: str, requests: int) -> None:
         if credential:
             value = secret if credential == "key" else token
             headers = [(b"authorization", f"Bearer {value}".encode())]
+        if origin and os.environ.get(SEND_ORIGIN) == "1":
+            headers.append((b"origin", origin.encode()))
         variables = {"e": environment}
     if query == "PAGE":
         query = KEY_PAGE % 20
@@ -274,8 +282,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="run only scenarios whose name contains this text")
     parser.add_argument("--requests", type=int, default=320, help="the long run's requests")
+    parser.add_argument("--cors-origin", help="list this origin in KEYPLANE_CORS_ORIGINS")
+    parser.add_argument(
+        "--send-origin", action="store_true", help="send it on every request, as a browser does"
+    )
     parser.add_argument("--inner", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.cors_origin:
+        os.environ[CORS_ORIGIN] = args.cors_origin
+        os.environ[SEND_ORIGIN] = "1" if args.send_origin else ""
     sys.path.insert(0, str(BENCH_DIR))
     if args.inner:
         side, scenario, requests = args.inner

@@ -109,8 +109,10 @@ def create_app(
         ],
         lifespan=lifespan,
         middleware=[
-            # Request id, in-flight limit and body limit, in one layer, outermost.
-            Middleware(Edge, max_in_flight=settings.max_in_flight),
+            # Request id, CORS, in-flight limit and body limit, in one layer, outermost.
+            Middleware(
+                Edge, max_in_flight=settings.max_in_flight, cors_origins=settings.cors_origins
+            ),
         ],
     )
     application.state.schema = schema  # its query cache, for tests and tools

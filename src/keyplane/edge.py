@@ -1,4 +1,4 @@
-"""What every HTTP request meets first, in one ASGI layer: its request id, the per-worker
+"""What every HTTP request meets first, in one ASGI layer: its request id, CORS, the per-worker
 in-flight limit and the body limit.
 
 They were three middlewares; each layer costs every request a coroutine and an await (about
@@ -7,6 +7,8 @@ comparisons of work. Each keeps its own module for its rules:
 
 - request_id.py: `X-Request-Id` on every answer (this layer is outermost, so the body limit's
   413 and the router's 404 and 405 carry it too), and the id for the error log;
+- cors.py, when KEYPLANE_CORS_ORIGINS lists origins: preflights answered before anything
+  counts or refuses them, and the CORS headers on every answer;
 - unavailable.py: more than `max_in_flight` requests in progress on this worker get an
   immediate 503 (requests, not connections: an idle keep-alive connection never counts;
   health probes are never refused);
@@ -17,19 +19,28 @@ comparisons of work. Each keeps its own module for its rules:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyplane.body_limit import MAX_BODY_BYTES, declared_length
+from keyplane.cors import Cors, origin_of
 from keyplane.request_id import HEADER, current_request_id, request_id_of
 from keyplane.unavailable import EXEMPT_PATHS, busy_messages
 
 
 class Edge:
     def __init__(
-        self, app: ASGIApp, *, max_in_flight: int, max_body_size: int = MAX_BODY_BYTES
+        self,
+        app: ASGIApp,
+        *,
+        max_in_flight: int,
+        max_body_size: int = MAX_BODY_BYTES,
+        cors_origins: Sequence[str] = (),
     ) -> None:
         self.app = app
+        self.cors = Cors(cors_origins) if cors_origins else None
         self.max_in_flight = max_in_flight
         self.max_body_size = max_body_size
         self.limited = RequestBodyLimitMiddleware(app, max_body_size=max_body_size)
@@ -43,12 +54,24 @@ class Edge:
         headers = scope["headers"]
         request_id = request_id_of(headers)
         header = (HEADER, request_id.encode("ascii"))
+        added: tuple[tuple[bytes, bytes], ...] = (header,)
+        preflight = None
+        cors = self.cors
+        if cors is not None:
+            origin = origin_of(headers)
+            if origin is not None and scope["method"] == "OPTIONS":
+                preflight = cors.preflight(scope)
+            if preflight is None:
+                added = (header, *cors.answer_headers(origin))
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), header]
+                message["headers"] = [*message.get("headers", ()), *added]
             await send(message)
 
+        if preflight is not None:  # answered here: nothing counts, charges or refuses it
+            await preflight(scope, receive, send_with_id)
+            return
         token = current_request_id.set(request_id)
         try:
             exempt = scope["path"] in EXEMPT_PATHS  # health probes are never refused as busy

@@ -3,21 +3,30 @@
 Data flows one way: AuthenticationMiddleware resolves the caller (401 on refused credentials,
 charged to the client IP's bucket); the view prices the operation(s), asks the limiter (429,
 nothing runs), meters the key's usage and only then executes.
+
+GraphQL over HTTP (the current draft): a request that accepts `application/graphql-response+json`
+before `application/json` gets that media type back, and a request error (a document that does
+not parse or validate, variables that do not fit, an operation refused before it ran: no `data`)
+answers 400 without a `data` entry; `application/json` keeps the 200 every GraphQL answer has. A
+mutation sent with GET answers 405 with `Allow: POST` before it is priced or run (charged one
+unit, like every refused request).
 """
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import time
 from typing import Any
 
 from cross_web import HTTPException
+from graphql import OperationType
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.asgi import GraphQL
-from strawberry.http import GraphQLRequestData
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.schema import BaseSchema
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET
@@ -27,7 +36,7 @@ from keyplane.access import Access
 from keyplane.auth.principal import ANONYMOUS, Principal
 from keyplane.context import Context
 from keyplane.db import database_fault
-from keyplane.errors import InvalidCredentials, ServiceUnavailable
+from keyplane.errors import InvalidCredentials, MethodNotAllowed, ServiceUnavailable
 from keyplane.graphiql.page import graphiql_page
 from keyplane.loaders import Loaders
 from keyplane.post_only import transport_refusal
@@ -58,6 +67,9 @@ UNAUTHORIZED_BODY = {
     ],
 }
 UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+JSON = "application/json"
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+MUTATION_OVER_GET = MethodNotAllowed("A mutation must be sent with POST.")
 
 
 def services_of(scope: Scope) -> Services:
@@ -171,6 +183,50 @@ def _codes(result: ExecutionResult | list[ExecutionResult] | Any) -> set[object]
     }
 
 
+@functools.lru_cache(maxsize=64)
+def _prefers_graphql_response(accept: bytes) -> bool:
+    """Whether an Accept header ranks `application/graphql-response+json` above
+    `application/json` (and `*/*`, which means JSON): by quality, then by order."""
+    ranked: list[tuple[float, int, bool]] = []
+    for position, item in enumerate(accept.decode("latin-1").lower().split(",")):
+        media_type, *parameters = (part.strip() for part in item.split(";"))
+        if media_type not in (GRAPHQL_RESPONSE, JSON, "application/*", "*/*"):
+            continue
+        quality = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if quality > 0:
+            ranked.append((-quality, position, media_type == GRAPHQL_RESPONSE))
+    return bool(ranked) and min(ranked)[2]
+
+
+def wants_graphql_response(scope: Scope) -> bool:
+    for name, value in scope["headers"]:  # ASGI header names are lower-case bytes
+        if name == b"accept":
+            return _prefers_graphql_response(value)
+    return False
+
+
+def _is_request_error(response: GraphQLHTTPResponse) -> bool:
+    """Whether a GraphQL answer reports a request error: nothing ran, so nothing has a path
+    (a field error always has one, even when it nulls the whole `data`), and no timeout (the
+    operation ran, and was stopped)."""
+    errors: list[dict[str, Any]] = response.get("errors") or []  # type: ignore[assignment]
+    return (
+        response.get("data") is None
+        and bool(errors)
+        and all(
+            "path" not in error and (error.get("extensions") or {}).get("code") != "TIMEOUT"
+            for error in errors
+        )
+    )
+
+
 def _check_body(value: object, *, escapes: bool) -> None:
     """A GraphQL POST body is an object, or a non-empty list of objects, of valid text.
 
@@ -275,11 +331,28 @@ class GraphQLView(GraphQL[Context, None]):
             # The client went away before sending its whole body: nobody is left to answer.
             return Response(status_code=400)
         except HTTPException as exc:
-            # Strawberry's own refusals (bad JSON, batch too large, ...) as typed JSON errors,
-            # charged one unit like any request, so they carry the rate-limit headers too.
-            code = "NOT_FOUND" if exc.status_code == 404 else "BAD_USER_INPUT"
-            extensions = {"code": code} | ({"field": "body"} if code == "BAD_USER_INPUT" else {})
-            body = {"data": None, "errors": [{"message": exc.reason, "extensions": extensions}]}
+            # Strawberry's own refusals (bad JSON, batch too large, ...) and ours as typed JSON
+            # errors, charged one unit like any request, so they carry the rate-limit headers too.
+            headers = {}
+            graphql_response = wants_graphql_response(request.scope)
+            # 405: a mutation sent with GET (the router, or post_only.py in production, answers
+            # every method but GET and POST before the view).
+            if exc.status_code == 405:
+                extensions: dict[str, Any] = MUTATION_OVER_GET.extensions
+                headers["Allow"] = "POST"
+            elif exc.status_code == 404:
+                extensions = {"code": "NOT_FOUND"}
+            else:
+                extensions = {"code": "BAD_USER_INPUT", "field": "body"}
+            error = {"message": exc.reason, "extensions": extensions}
+            media_type = JSON
+            body: dict[str, Any] = {"data": None, "errors": [error]}
+            if exc.status_code == 405 or graphql_response:
+                # A request error: nothing ran, so the answer has no `data` (as production's
+                # transport refusals, post_only.py).
+                del body["data"]
+                if graphql_response:
+                    media_type = GRAPHQL_RESPONSE
             try:
                 decision = await self._refusal_decision(request)
             except LimiterUnavailable:
@@ -287,7 +360,29 @@ class GraphQLView(GraphQL[Context, None]):
             now = time.time()
             if not decision.allowed:
                 return too_many_requests(decision, now)
-            return JSONResponse(body, exc.status_code, headers=rate_headers(decision, now))
+            headers |= rate_headers(decision, now)
+            return JSONResponse(body, exc.status_code, headers=headers, media_type=media_type)
+
+    def create_response(
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: Response,
+    ) -> Response:
+        """Strawberry's answer, in the media type the request asked for (`execute_operation`
+        notes it on the sub-response): under `application/graphql-response+json` a request
+        error has no `data`, and answers 400 when it is not part of a batch."""
+        if sub_response.media_type == GRAPHQL_RESPONSE:
+            if isinstance(response_data, list):
+                for item in response_data:
+                    if _is_request_error(item):
+                        del item["data"]
+            elif _is_request_error(response_data):
+                del response_data["data"]
+                sub_response.status_code = 400
+        response = super().create_response(response_data, sub_response)
+        if sub_response.media_type == GRAPHQL_RESPONSE:
+            response.headers["content-type"] = GRAPHQL_RESPONSE
+        return response
 
     async def _refusal_decision(self, request: Request) -> Decision:
         state = request.scope.setdefault("state", {})
@@ -310,6 +405,7 @@ class GraphQLView(GraphQL[Context, None]):
     ) -> Any:
         items = request_data if isinstance(request_data, list) else [request_data]
         units = ip_units = 0
+        over_get = request.scope["method"] == "GET"
         for item in items:
             operation = self._parsed(item.query, context).operation(item.operation_name)
             if operation == AMBIGUOUS:
@@ -320,6 +416,8 @@ class GraphQLView(GraphQL[Context, None]):
             if not isinstance(operation, Operation):  # unparsable, or no such operation
                 units += 1
                 continue
+            if over_get and operation.node.operation is OperationType.MUTATION:
+                raise HTTPException(405, MUTATION_OVER_GET.message)
             if len(items) > 1 and operation.is_subscription:
                 raise HTTPException(400, "Subscriptions cannot be sent in a batch.")
             units += operation.units
@@ -341,6 +439,8 @@ class GraphQLView(GraphQL[Context, None]):
                 )
             raise RateLimitExceeded(decision)
         sub_response.raw_headers.extend(raw_rate_headers(decision, time.time()))
+        if wants_graphql_response(request.scope):
+            sub_response.media_type = GRAPHQL_RESPONSE  # read by create_response
         if key is not None:
             usage.admitted(key.key_id, key.environment_id, context.now)
         result = await super().execute_operation(

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from starlette.datastructures import Secret
 
@@ -117,6 +118,8 @@ class Settings:
     request_head_timeout: int = 10
     # Requests one worker processes at once; more get an immediate 503.
     max_in_flight: int = 64
+    # Browser origins allowed to call the API (cors.py); empty: no CORS headers at all.
+    cors_origins: tuple[str, ...] = ()
 
     @property
     def development(self) -> bool:
@@ -152,6 +155,7 @@ class Settings:
         credential_cache = _int(env, "KEYPLANE_CREDENTIAL_CACHE_SECONDS", 30, 0, 3600, problems)
         head_timeout = _int(env, "KEYPLANE_REQUEST_HEAD_TIMEOUT", 10, 1, 300, problems)
         max_in_flight = _int(env, "KEYPLANE_MAX_IN_FLIGHT", 64, 1, 100_000, problems)
+        cors_origins = parse_origins(env.get("KEYPLANE_CORS_ORIGINS", ""), problems)
 
         secret_text = env.get("KEYPLANE_JWT_SECRET")
         if secret_text is not None:
@@ -222,6 +226,7 @@ class Settings:
             metrics_token=Secret(metrics_text) if metrics_text else None,
             request_head_timeout=head_timeout,
             max_in_flight=max_in_flight,
+            cors_origins=cors_origins,
         )
 
 
@@ -239,6 +244,54 @@ def database_url_from(env: Mapping[str, str], problems: list[str]) -> str:
             "KEYPLANE_DATABASE_URL must start with sqlite://, postgres:// or asyncpg://"
         )
     return database_url
+
+
+def parse_origins(text: str, problems: list[str]) -> tuple[str, ...]:
+    """KEYPLANE_CORS_ORIGINS: comma-separated origins, each exactly as a browser sends it in
+    its `Origin` header (`https://app.example.com`, `http://localhost:5173`). A browser sends
+    nothing else, so anything else could never match: it is reported, not silently ignored."""
+    origins: list[str] = []
+    for item in text.split(","):
+        origin = item.strip()
+        if not origin:
+            continue
+        if origin == "*":
+            problems.append(
+                "KEYPLANE_CORS_ORIGINS may not be '*': list each origin that may call the API "
+                "from a browser, such as https://app.example.com"
+            )
+            continue
+        why = _origin_problem(origin)
+        if why is not None:
+            problems.append(
+                f"KEYPLANE_CORS_ORIGINS: {origin!r} is not an origin ({why}); write it as "
+                "scheme://host or scheme://host:port, such as https://app.example.com"
+            )
+        elif origin not in origins:
+            origins.append(origin)
+    return tuple(origins)
+
+
+def _origin_problem(origin: str) -> str | None:
+    """Why `origin` is not one a browser would send, or None."""
+    try:
+        parts = urlsplit(origin)
+        port = parts.port
+    except ValueError:
+        return "it does not parse as scheme://host:port"
+    if parts.scheme not in ("http", "https"):
+        return "the scheme must be http or https"
+    if not parts.hostname or parts.netloc.endswith(":"):
+        return "it needs a host, and a port when it has a colon"
+    if "@" in parts.netloc:
+        return "it may not hold a user name"
+    if parts.path or parts.query or parts.fragment or origin.endswith(("?", "#")):
+        return "it may not have a path, not even a trailing slash"
+    if origin != origin.lower():
+        return "browsers send it in lower case"
+    if port == {"http": 80, "https": 443}[parts.scheme]:
+        return f"browsers leave out the default port {port}"
+    return None
 
 
 def _check_secret(name: str, value: str, production: bool, problems: list[str]) -> None:
