@@ -15,6 +15,7 @@ from keyplane.errors import NotFound
 from keyplane.models.template import TemplateFormat
 from keyplane.resolvers.pagination import Page, encode_cursor
 from keyplane.schema.enums import AuthKind
+from keyplane.schema.idempotency import idempotency_key_field
 from keyplane.schema.pagination import page_info
 from keyplane.schema.user import User
 
@@ -98,3 +99,4 @@ class GenerateDocumentInput:
         description="A JSON object whose keys are the template's variables; at most 1 MiB of "
         "JSON by default."
     )
+    idempotency_key: str | None = idempotency_key_field()
