@@ -399,7 +399,10 @@ class Mutation:
         return await ApiKey.load(deleted, context=info.context)
 
     @strawberry.mutation(
-        description="Issue a replacement key and expire the old one after an overlap.",
+        description="Issue a replacement key and expire the old one after an overlap; the "
+        "replacement keeps the old key's own lifetime (none if it had no expiry). A key is "
+        "replaced once: rotating it again is a CONFLICT naming the replacement in "
+        "`extensions.replacedBy`.",
         extensions=guarded(MANAGE),
     )
     async def rotate_api_key(
