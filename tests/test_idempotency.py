@@ -195,6 +195,26 @@ async def test_idempotency_keys_belong_to_their_caller(api: Api) -> None:
     assert other["createApiKey"]["apiKey"]["id"] != first["createApiKey"]["apiKey"]["id"]
 
 
+async def test_a_retry_after_the_key_was_deleted_is_a_conflict(api: Api) -> None:
+    # given
+    owner = await new_tenant(api)
+    first = (await api.gql(CREATE_KEY, key_input(owner.environment_id), token=owner.token)).ok()
+    deleted = await api.gql(
+        "mutation($id: ID!) { deleteApiKey(id: $id) { id } }",
+        {"id": first["createApiKey"]["apiKey"]["id"]},
+        token=owner.token,
+    )
+
+    # when
+    retried = await api.gql(CREATE_KEY, key_input(owner.environment_id), token=owner.token)
+
+    # then
+    deleted.ok()
+    assert retried.data == {"createApiKey": None}
+    assert retried.codes == ["CONFLICT"]
+    assert await key_ids(api, owner.token, owner.environment_id) == []
+
+
 async def test_a_call_that_failed_leaves_its_idempotency_key_unused(api: Api) -> None:
     # given: the first call fails inside its transaction (the project name is taken)
     owner = await new_tenant(api)
