@@ -131,6 +131,8 @@ PARENT = {
     "Environment.apiKeys": "Query.environment",
     "Environment.usage": "Query.environment",
     "ApiKey.usage": "Query.apiKey",
+    "ApiKey.rotatedFrom": "Query.apiKey",
+    "ApiKey.replacedBy": "Query.apiKey",
 }
 
 
@@ -490,6 +492,14 @@ OPERATIONS: dict[str, tuple[str, Variables]] = {
         "query($id: ID!, $from: DateTime!, $to: DateTime!) "
         "{ apiKey(id: $id) { usage(from: $from, to: $to) { at } } }",
         lambda w: _const({"id": w.key_in_e1, **SPAN}),
+    ),
+    "ApiKey.rotatedFrom": (
+        "query($id: ID!) { apiKey(id: $id) { rotatedFrom { id } } }",
+        key_in_e1,
+    ),
+    "ApiKey.replacedBy": (
+        "query($id: ID!) { apiKey(id: $id) { replacedBy { id } } }",
+        key_in_e1,
     ),
     # Last: it ends the session it is called with.
     "Mutation.logOut": ("mutation { logOut }", nothing),

@@ -109,6 +109,15 @@ class Conflict(KeyplaneError):
     code = "CONFLICT"
     default_message = "This conflicts with an existing object."
 
+    def __init__(self, message: str | None = None, **details: str) -> None:
+        # Ids that name what is in the way (e.g. `replacedBy`), shown in `extensions`.
+        self.details = details
+        super().__init__(message)
+
+    @property
+    def extensions(self) -> dict[str, Any]:
+        return {"code": self.code, **self.details}
+
 
 class RateLimited(KeyplaneError):
     code = "RATE_LIMITED"

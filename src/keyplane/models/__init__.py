@@ -3,6 +3,7 @@
 from keyplane.models.activity import ActivityEvent
 from keyplane.models.api_key import ApiKey
 from keyplane.models.document import Document
+from keyplane.models.idempotency import IdempotentRequest
 from keyplane.models.member import Invitation, Member, MemberEnvironment
 from keyplane.models.project import Environment, Project
 from keyplane.models.template import Template, TemplateVersion
@@ -15,6 +16,7 @@ __all__ = [
     "ApiKeyScopeUse",
     "Document",
     "Environment",
+    "IdempotentRequest",
     "Invitation",
     "LoginFailure",
     "Member",

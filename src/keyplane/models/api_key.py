@@ -42,6 +42,10 @@ class ApiKey(Model):
     total_requests = fields.BigIntField(default=0)
     # Overrides the API-key tier's per-minute limit for this key when set (1 to 10,000).
     rate_limit_per_minute = fields.IntField(null=True)
+    # The key this one replaced (rotateApiKey); unique, so a key has at most one replacement.
+    rotated_from: fields.OneToOneNullableRelation[ApiKey] = fields.OneToOneField(
+        "keyplane.ApiKey", related_name="replaced_by", on_delete=fields.SET_NULL, null=True
+    )
 
     class Meta:
         table = "api_key"

@@ -140,6 +140,8 @@ RULES: dict[str, Rule] = _rules(
     Rule("Environment.apiKeys", READ_KEYS),
     Rule("Environment.usage", READ_KEYS),
     Rule("ApiKey.usage", READ_KEYS),
+    Rule("ApiKey.rotatedFrom", READ_KEYS),
+    Rule("ApiKey.replacedBy", READ_KEYS),
 )
 
 ROOT_TYPES = ("Query", "Mutation")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.queryset import QuerySet
 
@@ -19,7 +20,7 @@ from keyplane.permissions.rules import Rule, rule
 from keyplane.permissions.scopes import Scope, encode_scopes
 from keyplane.ratelimit.tiers import MAX_KEY_LIMIT, MIN_KEY_LIMIT
 from keyplane.records import KeyRecord
-from keyplane.resolvers import validate
+from keyplane.resolvers import idempotency, validate
 from keyplane.resolvers.activity import record_event
 from keyplane.resolvers.pagination import Page, decode_cursor, page_of
 from keyplane.usage.counters import Counters, KeyCounters
@@ -29,10 +30,25 @@ MAX_ROTATION_OVERLAP = timedelta(days=7)
 
 @dataclass(frozen=True, slots=True)
 class IssuedKey:
-    """A key together with its secret: the only moment the secret exists outside the caller."""
+    """A key together with its secret: the only moment the secret exists outside the caller.
+
+    A replay (resolvers/idempotency.py) answers with the key an earlier call issued, and no
+    secret: it was never stored."""
 
     api_key: ApiKey
-    secret: str
+    secret: str | None
+    replayed: bool = False
+
+
+async def _replayed(key_id: str) -> IssuedKey:
+    key = await ApiKey.get_or_none(id=key_id)
+    if key is None:
+        raise idempotency.gone()
+    return IssuedKey(api_key=key, secret=None, replayed=True)
+
+
+def _made(issued: IssuedKey) -> str:
+    return issued.api_key.id
 
 
 def _no_escalation(wanted: frozenset[Scope], held: frozenset[Scope]) -> None:
@@ -68,6 +84,7 @@ async def _new_key(
     created_by_id: str,
     expires_at: datetime | None,
     rate_limit_per_minute: int | None,
+    rotated_from_id: str | None = None,
 ) -> IssuedKey:
     secret = key_format.generate_secret()
     key = await ApiKey.create(
@@ -80,6 +97,7 @@ async def _new_key(
         created_by_id=created_by_id,
         expires_at=expires_at,
         rate_limit_per_minute=rate_limit_per_minute,
+        rotated_from_id=rotated_from_id,
     )
     return IssuedKey(api_key=key, secret=secret)
 
@@ -94,10 +112,23 @@ async def create_api_key(
     now: datetime,
     rate_limit_per_minute: int | None = None,
     credentials: VerifiedCredentials,
+    idempotency_key: str | None = None,
 ) -> IssuedKey:
     environment, held = await access.require(
         rule("Mutation.createApiKey"), environment_id=environment_id
     )
+    retry = idempotency.retry_of(
+        access,
+        "createApiKey",
+        idempotency_key,
+        environment_id=environment_id,
+        name=name,
+        scopes=scopes,
+        expires_at=expires_at,
+        rate_limit_per_minute=rate_limit_per_minute,
+    )
+    if (made := await idempotency.earlier(retry, now=now)) is not None:
+        return await _replayed(made)
     name = validate.name(name)
     wanted = validate.scopes(scopes)
     limit = _key_limit(rate_limit_per_minute)
@@ -107,7 +138,8 @@ async def create_api_key(
         else validate.future_instant(expires_at, now=now, field="expiresAt")
     )
     _no_escalation(wanted, held)
-    async with credentials.change():
+
+    async def issue() -> IssuedKey:
         issued = await _new_key(
             environment_id=environment.id,
             project_id=environment.project_id,
@@ -118,7 +150,11 @@ async def create_api_key(
             rate_limit_per_minute=limit,
         )
         await _log(ActivityKind.KEY_CREATED, access, issued.api_key, now)
-    return issued
+        return issued
+
+    return await idempotency.once(
+        retry, now=now, work=issue, made=_made, replay=_replayed, transaction=credentials.change
+    )
 
 
 def describe(key: ApiKey) -> str:
@@ -148,6 +184,20 @@ async def get_api_key(access: Access, *, key_id: str) -> ApiKey:
     """The key, if the caller may read it (its usage counters: usage/counters.py)."""
     key, _ = await _reachable_key(access, key_id, rule("Query.apiKey"))
     return key
+
+
+async def rotated_from(access: Access, *, key_id: str) -> ApiKey | None:
+    """The key this one replaced, if any and the caller may read it (as `get_api_key`)."""
+    access.require_authenticated()
+    found = await ApiKey.filter(replaced_by__id=key_id).first()
+    return None if found is None else (await access.reachable(found, rule("ApiKey.rotatedFrom")))[0]
+
+
+async def replaced_by(access: Access, *, key_id: str) -> ApiKey | None:
+    """The key that replaced this one, if any and the caller may read it (as `get_api_key`)."""
+    access.require_authenticated()
+    found = await ApiKey.filter(rotated_from_id=key_id).first()
+    return None if found is None else (await access.reachable(found, rule("ApiKey.replacedBy")))[0]
 
 
 async def list_api_keys(
@@ -255,13 +305,26 @@ async def rotate_api_key(
     expire_old_in_seconds: int,
     now: datetime,
     credentials: VerifiedCredentials,
+    idempotency_key: str | None = None,
 ) -> IssuedKey:
     """Stripe-style roll: a new key with the same name, scopes and environment; the old one
     keeps working for `expire_old_in_seconds` (0 to 7 days) so deployments can switch over.
 
-    A key that had an expiry gets the same lifetime again, counted from now.
+    The new key's lifetime is the old key's own, never the overlap: a key without an expiry
+    is replaced by a key without one, and a key with an expiry by a key with the same lifetime
+    (expiresAt - createdAt), counted from now. A key is replaced once (the new key's
+    `rotated_from` is unique): rotating it again is a CONFLICT naming its replacement.
     """
     key, held = await _reachable_key(access, key_id, rule("Mutation.rotateApiKey"))
+    retry = idempotency.retry_of(
+        access,
+        "rotateApiKey",
+        idempotency_key,
+        key_id=key_id,
+        expire_old_in_seconds=expire_old_in_seconds,
+    )
+    if (made := await idempotency.earlier(retry, now=now)) is not None:
+        return await _replayed(made)
     overlap = validate.whole_range(
         expire_old_in_seconds,
         low=0,
@@ -270,19 +333,16 @@ async def rotate_api_key(
     )
     if key.revoked_at is not None:
         raise Conflict("A revoked key cannot be rotated.")
+    await _not_replaced(key.id)
     _no_escalation(key.scope_set, held)
+    # Before this rotation the key's expiry is its own: a rotation shortens it only once, as
+    # the key is never rotated again.
+    new_expiry = None if key.expires_at is None else _lifetime_from(key, now)
     old_expiry = now + timedelta(seconds=overlap)
     if key.expires_at is not None and key.expires_at < old_expiry:
         old_expiry = key.expires_at
-    new_expiry = None
-    if key.expires_at is not None:
-        lifetime = max(key.expires_at - key.created_at, timedelta(seconds=1))
-        try:
-            new_expiry = now + lifetime
-        except OverflowError:
-            # An expiry near year 9999 pushed past the last representable instant: stop there.
-            new_expiry = datetime.max.replace(tzinfo=UTC)
-    async with credentials.change():  # the old key's cached expiry is gone everywhere
+
+    async def roll() -> IssuedKey:
         issued = await _new_key(
             environment_id=key.environment_id,  # type: ignore[attr-defined]
             project_id=key.project_id,  # type: ignore[attr-defined]
@@ -291,6 +351,7 @@ async def rotate_api_key(
             created_by_id=_creator_id(access),
             expires_at=new_expiry,
             rate_limit_per_minute=key.rate_limit_per_minute,
+            rotated_from_id=key.id,
         )
         await ApiKey.filter(id=key.id).update(expires_at=old_expiry)
         await record_event(
@@ -301,4 +362,34 @@ async def rotate_api_key(
             target=f"{describe(key)} -> {issued.api_key.id} ({issued.api_key.prefix})",
             at=now,
         )
-    return issued
+        return issued
+
+    try:
+        # One transaction: the old key's cached expiry is gone everywhere once it commits.
+        return await idempotency.once(
+            retry, now=now, work=roll, made=_made, replay=_replayed, transaction=credentials.change
+        )
+    except IntegrityError:
+        # A concurrent rotation of the same key committed first (rotated_from is unique).
+        await _not_replaced(key.id)
+        raise
+
+
+def _lifetime_from(key: ApiKey, now: datetime) -> datetime:
+    assert key.expires_at is not None
+    lifetime = max(key.expires_at - key.created_at, timedelta(seconds=1))
+    try:
+        return now + lifetime
+    except OverflowError:
+        # An expiry near year 9999 pushed past the last representable instant: stop there.
+        return datetime.max.replace(tzinfo=UTC)
+
+
+async def _not_replaced(key_id: str) -> None:
+    replacements = await ApiKey.filter(rotated_from_id=key_id).values_list("id", flat=True)
+    if replacements:
+        replacement = str(replacements[0])
+        raise Conflict(
+            f"This key was already rotated: its replacement is {replacement}.",
+            replacedBy=replacement,
+        )

@@ -15,6 +15,7 @@ from keyplane.models.activity import ActivityKind
 from keyplane.permissions.rules import rule
 from keyplane.render.failure import FailureReason, RenderFailed
 from keyplane.render.pool import RenderPool
+from keyplane.resolvers import idempotency
 from keyplane.resolvers.activity import record_event
 from keyplane.resolvers.pagination import Page, newest_first
 from keyplane.resolvers.template import (
@@ -48,7 +49,13 @@ def data_json(data: Any, *, max_bytes: int) -> str:
 
 
 async def generate_document(
-    access: Access, renderer: RenderPool, *, template_id: str, data: Any, now: datetime
+    access: Access,
+    renderer: RenderPool,
+    *,
+    template_id: str,
+    data: Any,
+    now: datetime,
+    idempotency_key: str | None = None,
 ) -> Document:
     """Render the template's published version; the document belongs to the template's
     environment and records the user (and key) that made it.
@@ -58,6 +65,11 @@ async def generate_document(
     """
     template = await reachable_template(access, template_id, rule("Mutation.generateDocument"))
     text = data_json(data, max_bytes=renderer.limits.data_max_bytes)
+    retry = idempotency.retry_of(
+        access, "generateDocument", idempotency_key, template_id=template_id, data=data
+    )
+    if (made := await idempotency.earlier(retry, now=now)) is not None:
+        return await _replayed(made)
     version = await published_version(template)
     try:
         content = await renderer.render(
@@ -77,17 +89,33 @@ async def generate_document(
         raise BadUserInput(failure.message, field=field) from None
     principal = access.require_authenticated()
     assert principal.user_id is not None  # a key acts for the user who created it
-    async with in_transaction():
+    user_id = principal.user_id
+
+    async def store() -> Document:
         return await Document.create(
             environment_id=template.environment_id,  # type: ignore[attr-defined]
             template_id=template.id,
             template_version=version.version,
             format=template.format,
             content=content,
-            created_by_id=principal.user_id,
+            created_by_id=user_id,
             created_by_key_id=None if principal.key is None else principal.key.key_id,
             auth_kind=principal.kind.value,
         )
+
+    # Two identical calls at once may both render; only the first stores its document.
+    return await idempotency.once(retry, now=now, work=store, made=_id_of, replay=_replayed)
+
+
+def _id_of(document: Document) -> str:
+    return document.id
+
+
+async def _replayed(document_id: str) -> Document:
+    document = await Document.get_or_none(id=document_id)
+    if document is None:
+        raise idempotency.gone()
+    return document
 
 
 async def get_document(access: Access, *, document_id: str) -> Document:

@@ -52,7 +52,7 @@ from keyplane.models import (
 from keyplane.models.activity import ActivityKind
 from keyplane.permissions.rules import rule
 from keyplane.permissions.scopes import ROLE_RANK, Role, Scope
-from keyplane.resolvers import validate
+from keyplane.resolvers import idempotency, validate
 from keyplane.resolvers.activity import record_event
 from keyplane.resolvers.api_key import describe as describe_key
 
@@ -110,10 +110,24 @@ class MemberRecord:
 
 @dataclass(frozen=True, slots=True)
 class IssuedInvitation:
-    """An invitation together with its token: the only moment the token exists here."""
+    """An invitation together with its token: the only moment the token exists here. A replay
+    (resolvers/idempotency.py) answers with the invitation an earlier call made, and no token:
+    it was never stored."""
 
     invitation: Invitation
-    token: str
+    token: str | None
+    replayed: bool = False
+
+
+async def _replayed_invitation(invitation_id: str) -> IssuedInvitation:
+    invitation = await Invitation.get_or_none(id=invitation_id)
+    if invitation is None:
+        raise idempotency.gone()
+    return IssuedInvitation(invitation=invitation, token=None, replayed=True)
+
+
+def _invitation_id(issued: IssuedInvitation) -> str:
+    return issued.invitation.id
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,18 +310,31 @@ async def invite_member(
     role: Role,
     environment_ids: list[str],
     now: datetime,
+    idempotency_key: str | None = None,
 ) -> IssuedInvitation:
     """A pending invitation, valid for 7 days; inviting an email again replaces its pending
     invitation (the earlier token stops working) when the caller could have issued that one."""
     project = await access.project(project_id)
     manager = await _manager(access, project.id)
+    retry = idempotency.retry_of(
+        access,
+        "inviteMember",
+        idempotency_key,
+        project_id=project_id,
+        email=email,
+        role=role,
+        environment_ids=environment_ids,
+    )
+    if (made := await idempotency.earlier(retry, now=now)) is not None:
+        return await _replayed_invitation(made)
     address = validate.email(email)
     _check_role(manager, role)
     grant = Grant(role, await _environments(manager, project.id, environment_ids))
     if await Member.filter(project_id=project.id, user__email=address).exists():
         raise Conflict("This email already belongs to a member of the project.")
     token = invitation_token.generate_token()
-    async with in_transaction():
+
+    async def invite() -> IssuedInvitation:
         await _lock_project(project.id)
         pending = await Invitation.filter(
             project_id=project.id, email=address, accepted_at__isnull=True, expires_at__gt=now
@@ -338,7 +365,11 @@ async def invite_member(
             target=f"invitation:{invitation.id} as {grant.describe()}{replaced}",
             at=now,
         )
-    return IssuedInvitation(invitation=invitation, token=token)
+        return IssuedInvitation(invitation=invitation, token=token)
+
+    return await idempotency.once(
+        retry, now=now, work=invite, made=_invitation_id, replay=_replayed_invitation
+    )
 
 
 async def accept_invitation(access: Access, *, token: str, now: datetime) -> MemberRecord:

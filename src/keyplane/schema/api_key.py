@@ -18,10 +18,12 @@ from keyplane.models.api_key import ApiKeyStatus, status_of
 from keyplane.permissions.scopes import Scope, sorted_scopes
 from keyplane.ratelimit.tiers import Tier
 from keyplane.records import EnvironmentRecord, KeyRecord, UserRecord
+from keyplane.resolvers import api_key as api_key_resolvers
 from keyplane.resolvers import usage as usage_resolvers
 from keyplane.resolvers.api_key import IssuedKey
 from keyplane.resolvers.pagination import Page, encode_cursor
 from keyplane.resolvers.usage import Granularity
+from keyplane.schema.idempotency import idempotency_key_field, replayed_field
 from keyplane.schema.node import Node
 from keyplane.schema.pagination import TOTAL_COUNT, page_info, total_count
 from keyplane.schema.permissions import ruled
@@ -144,6 +146,24 @@ class ApiKey(Node):
             granularity=granularity,
         )
         return [UsagePoint.from_point(p) for p in points]
+
+    # Read only when selected: a page of keys that does not ask for them costs nothing more.
+    @strawberry.field(
+        **ruled("ApiKey.rotatedFrom", "The key this one replaced (rotateApiKey), if any.")
+    )
+    async def rotated_from(self, info: Info) -> ApiKey | None:
+        found = await api_key_resolvers.rotated_from(info.context.access, key_id=self.id)
+        return None if found is None else await ApiKey.load(found, context=info.context)
+
+    @strawberry.field(
+        **ruled(
+            "ApiKey.replacedBy",
+            "The key that replaced this one (rotateApiKey), if any; a key is replaced once.",
+        )
+    )
+    async def replaced_by(self, info: Info) -> ApiKey | None:
+        found = await api_key_resolvers.replaced_by(info.context.access, key_id=self.id)
+        return None if found is None else await ApiKey.load(found, context=info.context)
 
     @classmethod
     def from_model(
@@ -287,25 +307,37 @@ class ApiKeyConnection:
 @strawberry.type(description="A newly issued key and its secret, shown this once only.")
 class CreateApiKeyPayload:
     api_key: ApiKey = strawberry.field(description="The new key.")
-    secret: str = strawberry.field(
-        description="The secret (`fm_...`). Store it now: it cannot be shown again."
+    secret: str | None = strawberry.field(
+        description="The secret (`fm_...`). Store it now: it cannot be shown again. Null when "
+        "`replayed`."
     )
+    replayed: bool = replayed_field()
 
     @classmethod
     async def from_issued(cls, issued: IssuedKey, *, context: Context) -> CreateApiKeyPayload:
-        return cls(api_key=await ApiKey.load(issued.api_key, context=context), secret=issued.secret)
+        return cls(
+            api_key=await ApiKey.load(issued.api_key, context=context),
+            secret=issued.secret,
+            replayed=issued.replayed,
+        )
 
 
 @strawberry.type(description="The replacement key and its secret, shown this once only.")
 class RotateApiKeyPayload:
     api_key: ApiKey = strawberry.field(description="The new key that replaces the old one.")
-    secret: str = strawberry.field(
-        description="The new secret (`fm_...`). Store it now: it cannot be shown again."
+    secret: str | None = strawberry.field(
+        description="The new secret (`fm_...`). Store it now: it cannot be shown again. Null "
+        "when `replayed`."
     )
+    replayed: bool = replayed_field()
 
     @classmethod
     async def from_issued(cls, issued: IssuedKey, *, context: Context) -> RotateApiKeyPayload:
-        return cls(api_key=await ApiKey.load(issued.api_key, context=context), secret=issued.secret)
+        return cls(
+            api_key=await ApiKey.load(issued.api_key, context=context),
+            secret=issued.secret,
+            replayed=issued.replayed,
+        )
 
 
 @strawberry.input(description="Issue a key in an environment.")
@@ -322,6 +354,7 @@ class CreateApiKeyInput:
         default=None,
         description="This key's own limit, 1 to 10000 requests a minute; null for the tier's.",
     )
+    idempotency_key: str | None = idempotency_key_field()
 
 
 @strawberry.input(description="Rename a key or change its scopes; omitted fields stay.")
@@ -346,3 +379,4 @@ class RotateApiKeyInput:
     expire_old_in_seconds: int = strawberry.field(
         default=0, description="How long the old key keeps working: 0 (now) to 604800 (7 days)."
     )
+    idempotency_key: str | None = idempotency_key_field()

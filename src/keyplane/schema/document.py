@@ -16,6 +16,7 @@ from keyplane.errors import NotFound
 from keyplane.models.template import TemplateFormat
 from keyplane.resolvers.pagination import Page, encode_cursor
 from keyplane.schema.enums import AuthKind
+from keyplane.schema.idempotency import idempotency_key_field
 from keyplane.schema.node import Node
 from keyplane.schema.pagination import TOTAL_COUNT, page_info, total_count
 from keyplane.schema.permissions import may_refuse
@@ -118,3 +119,4 @@ class GenerateDocumentInput:
         description="A JSON object whose keys are the template's variables; at most 1 MiB of "
         "JSON by default."
     )
+    idempotency_key: str | None = idempotency_key_field()

@@ -13,6 +13,7 @@ from keyplane.errors import NotFound
 from keyplane.permissions.scopes import Role
 from keyplane.resolvers import member as member_resolvers
 from keyplane.resolvers.member import IssuedInvitation, MemberRecord
+from keyplane.schema.idempotency import idempotency_key_field, replayed_field
 from keyplane.schema.node import Node
 from keyplane.schema.permissions import may_refuse
 from keyplane.schema.project import Environment
@@ -122,15 +123,20 @@ class Invitation(Node):
 @strawberry.type(description="A new invitation and its token, shown this once only.")
 class InviteMemberPayload:
     invitation: Invitation = strawberry.field(description="The pending invitation.")
-    token: str = strawberry.field(
+    token: str | None = strawberry.field(
         description="The invitation token (`fmi_...`): deliver it to the invitee out of band; "
         "it cannot be shown again. Whoever signs in with the invited email accepts it with "
-        "acceptInvitation."
+        "acceptInvitation. Null when `replayed`."
     )
+    replayed: bool = replayed_field()
 
     @classmethod
     def from_issued(cls, issued: IssuedInvitation) -> InviteMemberPayload:
-        return cls(invitation=Invitation.from_model(issued.invitation), token=issued.token)
+        return cls(
+            invitation=Invitation.from_model(issued.invitation),
+            token=issued.token,
+            replayed=issued.replayed,
+        )
 
 
 @strawberry.input(description="Invite someone to a project by email.")
@@ -145,6 +151,7 @@ class InviteMemberInput:
         description="Environments of the project to grant, at most 100; empty for all of them, "
         "including ones created later. An API key must give exactly its own environment.",
     )
+    idempotency_key: str | None = idempotency_key_field()
 
 
 @strawberry.input(description="Change a member's role or environments; omitted fields stay.")

@@ -17,6 +17,7 @@ from keyplane.resolvers import api_key as api_key_resolvers
 from keyplane.resolvers import project as project_resolvers
 from keyplane.resolvers import usage as usage_resolvers
 from keyplane.resolvers.usage import Granularity
+from keyplane.schema.idempotency import idempotency_key_field
 from keyplane.schema.node import Node
 from keyplane.schema.permissions import may_refuse, ruled
 from keyplane.schema.usage import UsagePoint
@@ -132,9 +133,11 @@ class Environment(Node):
 @strawberry.input(description="Create a project; you become its OWNER.")
 class CreateProjectInput:
     name: str = strawberry.field(description="1 to 64 characters; unique among your projects.")
+    idempotency_key: str | None = idempotency_key_field()
 
 
 @strawberry.input(description="Create an environment in a project.")
 class CreateEnvironmentInput:
     project_id: strawberry.ID = strawberry.field(description="The project.")
     name: str = strawberry.field(description="1 to 64 characters; unique within the project.")
+    idempotency_key: str | None = idempotency_key_field()

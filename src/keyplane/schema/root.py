@@ -430,7 +430,12 @@ class Mutation:
         )
     )
     async def create_project(self, info: Info, input: CreateProjectInput) -> Project | None:
-        created = await project.create_project(info.context.access, name=input.name)
+        created = await project.create_project(
+            info.context.access,
+            name=input.name,
+            now=info.context.now,
+            idempotency_key=input.idempotency_key,
+        )
         return Project.from_model(created)
 
     @strawberry.mutation(
@@ -443,7 +448,11 @@ class Mutation:
         self, info: Info, input: CreateEnvironmentInput
     ) -> Environment | None:
         created = await project.create_environment(
-            info.context.access, project_id=str(input.project_id), name=input.name
+            info.context.access,
+            project_id=str(input.project_id),
+            name=input.name,
+            now=info.context.now,
+            idempotency_key=input.idempotency_key,
         )
         return Environment.from_model(created)
 
@@ -465,6 +474,7 @@ class Mutation:
             now=info.context.now,
             rate_limit_per_minute=input.rate_limit_per_minute,
             credentials=info.context.services.credentials,
+            idempotency_key=input.idempotency_key,
         )
         return await CreateApiKeyPayload.from_issued(issued, context=info.context)
 
@@ -520,7 +530,10 @@ class Mutation:
     @strawberry.mutation(
         **ruled(
             "Mutation.rotateApiKey",
-            "Issue a replacement key and expire the old one after an overlap.",
+            "Issue a replacement key and expire the old one after an overlap; the replacement "
+            "keeps the old key's own lifetime (none if it had no expiry). A key is replaced "
+            "once: rotating it again is a CONFLICT naming the replacement in "
+            "`extensions.replacedBy`.",
         )
     )
     async def rotate_api_key(
@@ -532,6 +545,7 @@ class Mutation:
             expire_old_in_seconds=input.expire_old_in_seconds,
             now=info.context.now,
             credentials=info.context.services.credentials,
+            idempotency_key=input.idempotency_key,
         )
         return await RotateApiKeyPayload.from_issued(issued, context=info.context)
 
@@ -554,6 +568,7 @@ class Mutation:
             role=input.role,
             environment_ids=[str(i) for i in input.environment_ids],
             now=info.context.now,
+            idempotency_key=input.idempotency_key,
         )
         return InviteMemberPayload.from_issued(issued)
 
@@ -729,6 +744,7 @@ class Mutation:
             template_id=str(input.template_id),
             data=input.data,
             now=info.context.now,
+            idempotency_key=input.idempotency_key,
         )
         return Document.from_model(generated)
 

@@ -26,6 +26,7 @@ from keyplane.db import placeholder
 from keyplane.models import ApiKey
 from keyplane.models.activity import ActivityKind
 from keyplane.models.base import new_id
+from keyplane.models.idempotency import REPLAY_WINDOW
 
 logger = logging.getLogger(__name__)
 PRUNE_EVERY = timedelta(hours=1)
@@ -381,7 +382,8 @@ class UsageBuffer:
                 )
 
     async def prune(self, now: datetime) -> int:
-        """Delete usage buckets and activity events past their retention; returns how many."""
+        """Delete usage buckets and activity events past their retention, and idempotency keys
+        past their replay window; returns how many."""
         p = self._p
         connection = connections.get("default")
         usage_count, _ = await connection.execute_query(
@@ -390,4 +392,8 @@ class UsageBuffer:
         activity_count, _ = await connection.execute_query(
             f"DELETE FROM activity_event WHERE at < {p(1)}", [now - self.activity_retention]
         )
-        return int(usage_count) + int(activity_count)
+        # Idempotency keys past their replay window are ignored already; this frees the rows.
+        idempotency_count, _ = await connection.execute_query(
+            f"DELETE FROM idempotency WHERE created_at <= {p(1)}", [now - REPLAY_WINDOW]
+        )
+        return int(usage_count) + int(activity_count) + int(idempotency_count)
