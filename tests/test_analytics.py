@@ -12,12 +12,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from starlette.applications import Starlette
 
 from keyplane.models import (
     ActivityEvent,
@@ -31,7 +30,6 @@ from keyplane.models.activity import ActivityKind
 from keyplane.models.base import new_id
 from keyplane.models.template import TemplateFormat
 from keyplane.permissions.scopes import Role
-from keyplane.settings import Settings
 from keyplane.usage.buffer import UsageBuffer
 from tests.helpers import Api, Clock, Result
 
@@ -80,18 +78,11 @@ CSV_HEADER = (
 )
 
 
-# --- fixtures and helpers ------------------------------------------------------------------
+# Each test decides when counts reach the database (`await usage.flush()`).
+pytestmark = pytest.mark.usage_flush_seconds(3600)
 
 
-@pytest.fixture
-def settings(settings: Settings) -> Settings:
-    return replace(settings, usage_flush_seconds=3600.0)
-
-
-@pytest.fixture
-def usage(app: Starlette) -> UsageBuffer:
-    buffer: UsageBuffer = app.state.services.usage
-    return buffer
+# --- helpers -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

@@ -22,15 +22,21 @@ from keyplane.app import create_app
 from keyplane.auth.api_key import generate_secret
 from keyplane.auth.changes import FileVersion, RedisVersion
 from keyplane.db import is_postgres, sqlite_path
+from keyplane.permissions.scopes import Role
 from keyplane.settings import Settings, SettingsError
+from tests import factories
 from tests.factories import FAST_PASSWORDS
 from tests.helpers import Api, OAuthIssuer
+from tests.schema_client import execute
 from tests.test_query_count import counting_queries
 
 REDIS_URL = os.environ.get("KEYPLANE_TEST_REDIS_URL", "")
 VIEWER_KEY = "{ viewer { kind apiKey { id scopes } } }"
 VIEWER_USER = "{ viewer { kind user { id } } }"
 REVOKE = "mutation($id: ID!) { revokeApiKey(id: $id) { id } }"
+UPDATE_MEMBER = """
+mutation($input: UpdateMemberInput!) { updateMember(input: $input) { role allEnvironments } }
+"""
 COUNTERS_QUERY = "SELECT id, total_requests, last_used_at FROM api_key WHERE id IN"
 
 
@@ -282,6 +288,29 @@ async def test_issuing_a_key_moves_the_credentials_version(api: Api, app: Starle
     await api.create_key(owner, env, ["VIEW_ANALYTICS"])
 
     # then
+    assert await credentials.version() == before + 1
+
+
+@pytest.mark.usefixtures("keeping")
+async def test_an_update_of_a_member_that_changes_nothing_moves_nothing(app: Starlette) -> None:
+    # given: a viewer of every environment
+    owner = await factories.tenant(app)
+    viewer = await factories.user()
+    row = await factories.member(project_id=owner.project_id, user_id=viewer.id, role=Role.VIEWER)
+    credentials = app.state.services.credentials
+    before = await credentials.version()
+
+    # when: asked for the role and the reach they already have
+    same = {"memberId": row.id, "role": "VIEWER", "environmentIds": []}
+    unchanged = await execute(app, UPDATE_MEMBER, {"input": same}, credential=owner.token)
+    after_no_op = await credentials.version()
+    promoted = {"memberId": row.id, "role": "DEVELOPER"}
+    changed = await execute(app, UPDATE_MEMBER, {"input": promoted}, credential=owner.token)
+
+    # then
+    assert unchanged.ok() == {"updateMember": {"role": "VIEWER", "allEnvironments": True}}
+    assert after_no_op == before
+    assert changed.ok() == {"updateMember": {"role": "DEVELOPER", "allEnvironments": True}}
     assert await credentials.version() == before + 1
 
 

@@ -1,4 +1,6 @@
-"""What the usage tests share: documents, periods and helpers (fixtures: conftest.py)."""
+"""What the usage tests share: documents, periods, helpers, and the mark (`HOURLY_FLUSH`) that
+slows the background flusher down to once an hour in each usage test module, so that each test
+decides when counts reach the database (`await usage.flush()`)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.helpers import Api, Clock, Result
 
@@ -162,3 +165,7 @@ def assert_bad_input(result: Result, field: str) -> None:
 
 def api_over(client: httpx.AsyncClient) -> Api:
     return Api(client, oauth=None)  # type: ignore[arg-type]  # these callers use no OAuth tokens
+
+
+# Each usage test decides when counts reach the database (`await usage.flush()`).
+HOURLY_FLUSH = pytest.mark.usage_flush_seconds(3600)

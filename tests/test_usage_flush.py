@@ -26,8 +26,9 @@ from keyplane.settings import Settings
 from keyplane.usage.buffer import UsageBuffer, minute_of
 from tests.helpers import Api, Clock, Result, new_tenant
 from tests.serve_process import free_port, wait_ready
-from tests.usage.helpers import (
+from tests.usage_helpers import (
     DAY,
+    HOURLY_FLUSH,
     KEY_USAGE,
     LIST_KEYS,
     MINUTE,
@@ -43,6 +44,8 @@ from tests.usage.helpers import (
     send,
     totals,
 )
+
+pytestmark = HOURLY_FLUSH
 
 # --- exact counts under load, flushing and pruning -----------------------------------------
 
@@ -121,7 +124,7 @@ async def test_usage_is_exact_after_1000_requests_from_20_concurrent_clients(
     assert after.ok()["apiKey"] == before.ok()["apiKey"]
 
 
-@pytest.mark.parametrize("flush_seconds", [0.1])
+@pytest.mark.usage_flush_seconds(0.1)
 async def test_the_flusher_writes_counts_to_the_database_within_its_interval(
     api: Api, usage: UsageBuffer
 ) -> None:
@@ -372,29 +375,41 @@ async def test_the_calling_key_reads_its_own_counts_after_a_flush_mid_request(
     assert read.ok()["viewer"]["apiKey"]["totalRequests"] == 4
 
 
+def _flush_while_counters_are_read(app: Starlette, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Makes the next read of stored key counters run a flush (which begins and commits) after
+    its query and before the counts are added up; returns the ids that read asked for, once it
+    has happened."""
+    from keyplane.records import Lookups
+
+    real_by_ids = Lookups.by_ids
+    read: list[str] = []
+
+    async def flush_while_reading(self: Lookups, table: str, columns: str, ids: list[str]) -> Any:
+        rows = await real_by_ids(self, table, columns, ids)
+        if table == "api_key" and "total_requests" in columns:
+            monkeypatch.setattr(Lookups, "by_ids", real_by_ids)
+            read.extend(ids)
+            await app.state.services.usage.flush()
+        return rows
+
+    monkeypatch.setattr(Lookups, "by_ids", flush_while_reading)
+    return read
+
+
 async def test_the_calling_key_counts_right_when_a_flush_commits_while_it_is_read(
     api: Api, app: Starlette, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # given: three unflushed requests, and a flush that commits just before authentication
-    # reads the key's row (so the row read already holds them)
-    _, _, secret = await _key_with_three_requests(api)
-    services = app.state.services
-    services.credentials.keys.clear()  # nothing kept: this request reads the row
-    from keyplane.records import Lookups
-
-    real_key_by_hash = Lookups.key_by_hash
-
-    async def flush_then_read(self: Lookups, secret_hash: str) -> Any:
-        monkeypatch.setattr(Lookups, "key_by_hash", real_key_by_hash)
-        await services.usage.flush()
-        return await real_key_by_hash(self, secret_hash)
-
-    monkeypatch.setattr(Lookups, "key_by_hash", flush_then_read)
+    # given: three unflushed requests, and a flush that commits while the calling key's own
+    # stored counters are being read
+    _, key_id, secret = await _key_with_three_requests(api)
+    read_while_flushing = _flush_while_counters_are_read(app, monkeypatch)
 
     # when
     read = await api.gql("{ viewer { apiKey { totalRequests } } }", token=secret)
 
-    # then: the three before, and this one, each counted once
+    # then: the flush did land in that read, and the three before and this one are each
+    # counted once
+    assert read_while_flushing == [key_id]
     assert read.ok()["viewer"]["apiKey"]["totalRequests"] == 4
 
 
@@ -444,18 +459,7 @@ async def test_counters_read_while_a_flush_commits_count_each_request_once(
     # given: three unflushed requests, and a flush that begins and commits while the stored
     # counters are being read
     owner, key_id, _ = await _key_with_three_requests(api)
-    from keyplane.records import Lookups
-
-    real_by_ids = Lookups.by_ids
-
-    async def flush_while_reading(self: Lookups, table: str, columns: str, ids: list[str]) -> Any:
-        rows = await real_by_ids(self, table, columns, ids)
-        if table == "api_key":
-            monkeypatch.setattr(Lookups, "by_ids", real_by_ids)
-            await app.state.services.usage.flush()
-        return rows
-
-    monkeypatch.setattr(Lookups, "by_ids", flush_while_reading)
+    read_while_flushing = _flush_while_counters_are_read(app, monkeypatch)
 
     # when
     read = await api.gql(
@@ -463,6 +467,7 @@ async def test_counters_read_while_a_flush_commits_count_each_request_once(
     )
 
     # then
+    assert read_while_flushing == [key_id]
     assert read.ok()["apiKey"]["totalRequests"] == 3
 
 

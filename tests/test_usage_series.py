@@ -10,9 +10,10 @@ import pytest
 
 from keyplane.usage.buffer import UsageBuffer
 from tests.helpers import Api, Clock, new_tenant
-from tests.usage.helpers import (
+from tests.usage_helpers import (
     DELETE_KEY,
     ENVIRONMENT_USAGE,
+    HOURLY_FLUSH,
     KEY_USAGE,
     LIST_KEYS,
     MINUTE,
@@ -27,6 +28,8 @@ from tests.usage.helpers import (
     send,
     series,
 )
+
+pytestmark = HOURLY_FLUSH
 
 # --- series --------------------------------------------------------------------------------
 
