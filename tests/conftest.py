@@ -27,6 +27,7 @@ from keyplane.settings import OAuthSettings, RunMode, Settings, SignupPolicy
 from keyplane.usage.buffer import UsageBuffer
 from tests.factories import FAST_PASSWORDS
 from tests.helpers import Api, Clock, OAuthIssuer
+from tests.schema_client import SchemaApi
 from tests.serve_process import Servers, started_servers
 
 PG_URL = os.environ.get("KEYPLANE_TEST_DATABASE_URL", "")
@@ -180,6 +181,12 @@ def usage(app: Starlette) -> UsageBuffer:
     """The app's usage buffer, whose `flush()` writes the counts now."""
     buffer: UsageBuffer = app.state.services.usage
     return buffer
+
+
+@pytest.fixture
+def schema(app: Starlette) -> SchemaApi:
+    """GraphQL through the app's schema, without HTTP (tests/schema_client.py)."""
+    return SchemaApi(app)
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from keyplane.models import (
     Project,
     Session,
     Template,
+    TemplateVersion,
     User,
 )
 from keyplane.models.template import TemplateFormat
@@ -101,6 +102,23 @@ async def add_member(
     return token
 
 
+async def member_token(
+    app: Starlette,
+    project_id: str,
+    role: Role,
+    *,
+    environment_ids: Sequence[str] | None = None,
+) -> str:
+    """A second user in the project, for schema-level tests: made a member directly (None for
+    `environment_ids` means all of them); returns their dashboard session token."""
+    services: Services = app.state.services
+    row = await user()
+    await member(project_id=project_id, user_id=row.id, role=role, environment_ids=environment_ids)
+    return await session_token(
+        row.id, jwt_secret=str(services.settings.jwt_secret), now=services.clock()
+    )
+
+
 @dataclass(frozen=True)
 class IssuedKey:
     """A key row and the secret that authenticates as it (returned once, as createApiKey does)."""
@@ -145,6 +163,18 @@ async def api_key(
     return IssuedKey(row=row, secret=secret)
 
 
+async def key_pair(
+    created_by_id: str, environment_id: str, scopes: Sequence[str] = ("MANAGE_PROJECT",)
+) -> tuple[str, str]:
+    """(key id, secret) of a key with these scopes (by name), as `Api.create_key` answers."""
+    issued = await api_key(
+        environment_id=environment_id,
+        created_by_id=created_by_id,
+        scopes=[Scope(scope) for scope in scopes],
+    )
+    return issued.id, issued.secret
+
+
 async def session_token(
     user_id: str, *, jwt_secret: str, now: datetime, ttl: timedelta = timedelta(hours=1)
 ) -> str:
@@ -163,16 +193,27 @@ async def template(
     name: str | None = None,
     format: TemplateFormat = TemplateFormat.TEXT,
     content: str = "Hello {{ name }}",
+    versions: Sequence[str] = (),
 ) -> Template:
-    """A draft template (no published version)."""
-    return await Template.create(
+    """A template whose draft is `content`, with `versions` frozen (their contents, oldest
+    first) and the last of them published, as publishTemplate leaves it; a draft only (no
+    published version) when `versions` is empty."""
+    row = await Template.create(
         environment_id=environment_id,
         project_id=await _project_of(environment_id),
         name=name or unique("template"),
         format=format,
         content=content,
         created_by_id=created_by_id,
+        latest_version=len(versions),
+        published_version=len(versions) or None,
+        has_unpublished_changes=not versions or versions[-1] != content,
     )
+    for number, frozen in enumerate(versions, start=1):
+        await TemplateVersion.create(
+            template=row, version=number, content=frozen, published_by_id=created_by_id
+        )
+    return row
 
 
 async def tenant(

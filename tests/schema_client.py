@@ -69,6 +69,19 @@ async def execute(
     return Outcome(data=result.data, errors=errors)
 
 
+@dataclass(frozen=True)
+class SchemaApi:
+    """`execute()` with the call shape of `tests.helpers.Api.gql`, so that one helper (say
+    `template_helpers.create_template`) serves a behaviour test and an HTTP test alike."""
+
+    app: Starlette
+
+    async def gql(
+        self, query: str, variables: dict[str, Any] | None = None, *, token: str | None = None
+    ) -> Outcome:
+        return await execute(self.app, query, variables, credential=token)
+
+
 def _view(app: Starlette) -> GraphQLView:
     """The app's GraphQL view, whose get_context makes the Context."""
     for route in app.routes:
