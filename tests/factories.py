@@ -18,8 +18,10 @@ from starlette.applications import Starlette
 from keyplane.auth import api_key as key_format
 from keyplane.auth import dashboard
 from keyplane.auth.passwords import Passwords
+from keyplane.auth.principal import AuthKind
 from keyplane.models import (
     ApiKey,
+    Document,
     Environment,
     Member,
     MemberEnvironment,
@@ -214,6 +216,23 @@ async def template(
             template=row, version=number, content=frozen, published_by_id=created_by_id
         )
     return row
+
+
+async def document(
+    template: Template, *, created_by_id: str, content: str = "Hello Ada"
+) -> Document:
+    """A document of the template's published version, as a user's generateDocument makes it
+    (the content is taken as given: nothing is rendered)."""
+    assert template.published_version is not None, "documents are made of published templates"
+    return await Document.create(
+        environment_id=template.environment_id,  # type: ignore[attr-defined]
+        template_id=template.id,
+        template_version=template.published_version,
+        format=template.format,
+        content=content,
+        created_by_id=created_by_id,
+        auth_kind=AuthKind.JWT.value,
+    )
 
 
 async def tenant(
