@@ -7,8 +7,6 @@ GraphQL or the resolvers, so no activity is logged and no rate limit is charged.
 
 from __future__ import annotations
 
-import itertools
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,18 +32,11 @@ from keyplane.models import (
 from keyplane.models.template import TemplateFormat
 from keyplane.permissions.scopes import Role, Scope, encode_scopes
 from keyplane.services import Services
-from tests.helpers import Api, Tenant
+from tests.helpers import Api, Tenant, unique
 
 # Cheap argon2 parameters: the tests exercise our code, not the hash's cost.
 FAST_PASSWORDS = Passwords(time_cost=1, memory_cost_kib=1024)
 PASSWORD = "correct horse"
-
-_counter = itertools.count(1)
-
-
-def unique(stem: str) -> str:
-    """A name no other row of this run (or of an earlier run sharing the database) holds."""
-    return f"{stem}{next(_counter)}-{uuid.uuid4().hex[:8]}"
 
 
 async def user(

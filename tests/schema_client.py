@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from keyplane.http import GraphQLView
 from keyplane.services import Services
+from tests.helpers import Client
 
 CLIENT = ("203.0.113.7", 50000)  # the peer address the `client` fixture's transport uses
 
@@ -70,9 +71,10 @@ async def execute(
 
 
 @dataclass(frozen=True)
-class SchemaApi:
-    """`execute()` with the call shape of `tests.helpers.Api.gql`, so that one helper (say
-    `template_helpers.create_template`) serves a behaviour test and an HTTP test alike."""
+class SchemaApi(Client):
+    """`execute()` as a `Client`, with the call shape of `tests.helpers.Api.gql`, so that one
+    helper (`new_tenant`, `create_key`, `template_helpers.create_template`) serves a behaviour
+    test and an HTTP test alike."""
 
     app: Starlette
 

@@ -6,12 +6,7 @@ from typing import Any
 
 from keyplane.models import ActivityEvent
 from keyplane.models.activity import ActivityKind
-from tests.helpers import Api, Result
-from tests.schema_client import Outcome, SchemaApi
-
-# Over HTTP or through the schema: the helpers below serve both kinds of test.
-Client = Api | SchemaApi
-Answer = Result | Outcome
+from tests.helpers import Answer, Client, Result
 
 SINGLE_SCOPES = ["GENERATE_DOCUMENTS", "MANAGE_TEMPLATES", "VIEW_ANALYTICS", "MANAGE_PROJECT"]
 ALL_SCOPES = sorted(SINGLE_SCOPES)
