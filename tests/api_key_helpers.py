@@ -10,6 +10,7 @@ import re
 from datetime import datetime
 from typing import Any
 
+import pytest
 from starlette.applications import Starlette
 from tortoise import connections
 
@@ -21,6 +22,13 @@ ALL_SCOPES = ["GENERATE_DOCUMENTS", "MANAGE_PROJECT", "MANAGE_TEMPLATES", "VIEW_
 MISSING_KEY_ID = "key_" + "0" * 20
 MISSING_ENVIRONMENT_ID = "env_" + "0" * 20
 MAX_OVERLAP = 7 * 24 * 3600
+# What createApiKey and updateApiKey both refuse, and the field each refusal names.
+BAD_NAME_OR_SCOPES = [
+    pytest.param({"scopes": []}, "scopes", id="empty scopes"),
+    pytest.param({"name": ""}, "name", id="empty name"),
+    pytest.param({"name": "   "}, "name", id="blank name"),
+    pytest.param({"name": "n" * 65}, "name", id="name too long"),
+]
 
 KEY_FIELDS = """
 fragment KeyFields on ApiKey {

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from starlette.applications import Starlette
 
@@ -122,6 +123,17 @@ class IssuedKey:
     @property
     def id(self) -> str:
         return self.row.id
+
+
+async def owners_key(owner: Tenant, *scopes: Scope, **fields: Any) -> IssuedKey:
+    """A key the tenant's owner made in their first environment, with these scopes
+    (MANAGE_PROJECT when none is given) and any other field of `api_key`."""
+    return await api_key(
+        environment_id=owner.environment_id,
+        created_by_id=owner.user_id,
+        scopes=scopes or (Scope.MANAGE_PROJECT,),
+        **fields,
+    )
 
 
 async def _project_of(environment_id: str) -> str:

@@ -13,6 +13,7 @@ import pytest
 
 from keyplane.auth.api_key import generate_secret
 from tests.api_key_helpers import (
+    BAD_NAME_OR_SCOPES,
     DELETE_KEY,
     GET_KEY,
     LIST_KEYS,
@@ -123,13 +124,13 @@ async def test_a_name_of_64_characters_and_a_far_expiry_are_accepted(api: Api) -
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        ({"scopes": []}, "scopes"),
-        ({"name": ""}, "name"),
-        ({"name": "   "}, "name"),
-        ({"name": "n" * 65}, "name"),
-        ({"expires_at": (datetime.now(UTC) - timedelta(minutes=1)).isoformat()}, "expiresAt"),
+        *BAD_NAME_OR_SCOPES,
+        pytest.param(
+            {"expires_at": (datetime.now(UTC) - timedelta(minutes=1)).isoformat()},
+            "expiresAt",
+            id="past expiry",
+        ),
     ],
-    ids=["empty scopes", "empty name", "blank name", "name too long", "past expiry"],
 )
 async def test_creating_a_key_with_bad_input_is_refused_naming_the_field(
     api: Api, change: dict[str, Any], field: str
