@@ -326,22 +326,30 @@ async def _key_with_three_requests(api: Api) -> tuple[str, str, str]:
     return owner, key_id, secret
 
 
+def _flush_before_next(
+    app: Starlette, monkeypatch: pytest.MonkeyPatch, owner: type, method: str
+) -> None:
+    """Makes the next call of `owner.method` flush the pending counts (a flush that begins and
+    commits) before it runs."""
+    real = getattr(owner, method)
+
+    async def flush_first(self: Any, *args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(owner, method, real)
+        await app.state.services.usage.flush()
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(owner, method, flush_first)
+
+
 async def test_a_flush_landing_while_a_key_is_read_loses_no_count(
     api: Api, app: Starlette, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # given: three unflushed requests, and a flush that commits while the key is being read
+    # (once its access has been checked)
     from keyplane.access import Access
 
     owner, key_id, _ = await _key_with_three_requests(api)
-    usage = app.state.services.usage
-    real_scopes_in = Access.scopes_in
-
-    async def flush_midway(self: Access, **where: str) -> Any:
-        monkeypatch.setattr(Access, "scopes_in", real_scopes_in)
-        await usage.flush()
-        return await real_scopes_in(self, **where)
-
-    monkeypatch.setattr(Access, "scopes_in", flush_midway)
+    _flush_before_next(app, monkeypatch, Access, "scopes_in")
 
     # when
     read = await api.gql(
@@ -356,17 +364,10 @@ async def test_the_calling_key_reads_its_own_counts_after_a_flush_mid_request(
     api: Api, app: Starlette, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # given: the key's row is read (or kept) by authentication, then a flush commits
-    _, _, secret = await _key_with_three_requests(api)
-    usage = app.state.services.usage
     from keyplane.http import GraphQLView
 
-    real_get_context = GraphQLView.get_context
-
-    async def flush_after_authentication(self: Any, request: Any, response: Any) -> Any:
-        await usage.flush()
-        return await real_get_context(self, request, response)
-
-    monkeypatch.setattr(GraphQLView, "get_context", flush_after_authentication)
+    _, _, secret = await _key_with_three_requests(api)
+    _flush_before_next(app, monkeypatch, GraphQLView, "get_context")
 
     # when
     read = await api.gql("{ viewer { apiKey { totalRequests } } }", token=secret)

@@ -50,6 +50,21 @@ REFUSED_BODY = {
 closed_signup = pytest.mark.parametrize("signup_policy", [SignupPolicy.CLOSED])
 
 
+async def invite(
+    api: Api, email: str, *, expires_at: datetime, accepted_at: datetime | None = None
+) -> None:
+    """An invitation of `email` to a project that owner@example.com makes (the row, directly)."""
+    owner = await api.sign_up("owner@example.com")
+    await Invitation.create(
+        project_id=await api.create_project(owner),
+        email=email,
+        role=Role.DEVELOPER,
+        token_hash=hashlib.sha256(email.encode()).hexdigest(),
+        expires_at=expires_at,
+        accepted_at=accepted_at,
+    )
+
+
 async def sign_up(api: Api, email: str, *, password: str = PASSWORD, name: str = "Ada") -> Any:
     return await api.gql(SIGN_UP, {"input": {"email": email, "password": password, "name": name}})
 
@@ -305,15 +320,7 @@ async def test_closed_sign_up_admits_the_first_user_only(api: Api) -> None:
 @closed_signup
 async def test_closed_sign_up_admits_an_invited_email(api: Api, clock: Clock) -> None:
     # given
-    owner = await api.sign_up("owner@example.com")
-    project_id = await api.create_project(owner)
-    await Invitation.create(
-        project_id=project_id,
-        email="invited@example.com",
-        role=Role.DEVELOPER,
-        token_hash="a" * 64,
-        expires_at=clock() + timedelta(days=7),
-    )
+    await invite(api, "invited@example.com", expires_at=clock() + timedelta(days=7))
 
     # when
     result = await sign_up(api, "Invited@Example.com")
@@ -328,13 +335,9 @@ async def test_closed_sign_up_ignores_an_invitation_that_is_no_longer_pending(
     api: Api, clock: Clock, state: str
 ) -> None:
     # given
-    owner = await api.sign_up("owner@example.com")
-    project_id = await api.create_project(owner)
-    await Invitation.create(
-        project_id=project_id,
-        email="invited@example.com",
-        role=Role.DEVELOPER,
-        token_hash="b" * 64,
+    await invite(
+        api,
+        "invited@example.com",
         expires_at=clock() + timedelta(days=-1 if state == "expired" else 7),
         accepted_at=clock() if state == "accepted" else None,
     )
