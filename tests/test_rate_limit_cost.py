@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Api, cost, new_tenant
+from tests.helpers import Api, Tenant, cost, new_tenant
 from tests.rate_limit_helpers import (
     CREATE_KEY,
     MANY_ROOT_FIELDS,
