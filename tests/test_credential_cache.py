@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -243,36 +244,37 @@ async def test_total_requests_read_through_the_calling_key_never_go_backwards(
 
 
 @pytest.mark.usefixtures("keeping")
-async def test_a_kept_key_asked_for_its_counters_reads_only_its_counters(
-    api: Api, app: Starlette
+@pytest.mark.parametrize(
+    ("document", "counters_read", "answer"),
+    [
+        pytest.param(
+            "{ viewer { apiKey { totalRequests } } }",
+            [True],
+            # what the row now holds plus this request
+            {"viewer": {"apiKey": {"totalRequests": 4}}},
+            id="asked for its counters: one query, for them",
+        ),
+        pytest.param(
+            "{ viewer { kind apiKey { name } } }",
+            [],
+            {"viewer": {"kind": "API_KEY", "apiKey": {"name": "server"}}},
+            id="not asked for them: no query",
+        ),
+    ],
+)
+async def test_a_kept_key_reads_only_its_counters_and_only_when_asked_for_them(
+    api: Api, app: Starlette, document: str, counters_read: list[bool], answer: Any
 ) -> None:
     # given: a kept key that made three requests, flushed to the database
     secret = await _key_used_three_times_and_flushed(api, app)
 
     # when
     with counting_queries() as queries:
-        data = (await api.gql("{ viewer { apiKey { totalRequests } } }", token=secret)).ok()
+        data = (await api.gql(document, token=secret)).ok()
 
-    # then: one query, for the counters (the key itself is not read again), and the count is
-    # what the row now holds plus this request
-    assert [query.startswith(COUNTERS_QUERY) for query in queries] == [True]
-    assert data["viewer"]["apiKey"]["totalRequests"] == 4
-
-
-@pytest.mark.usefixtures("keeping")
-async def test_a_kept_key_not_asked_for_its_counters_costs_no_query(
-    api: Api, app: Starlette
-) -> None:
-    # given: a kept key that made three requests, flushed to the database
-    secret = await _key_used_three_times_and_flushed(api, app)
-
-    # when
-    with counting_queries() as queries:
-        data = (await api.gql("{ viewer { kind apiKey { name } } }", token=secret)).ok()
-
-    # then
-    assert queries == []
-    assert data == {"viewer": {"kind": "API_KEY", "apiKey": {"name": "server"}}}
+    # then: the key itself is not read again
+    assert [query.startswith(COUNTERS_QUERY) for query in queries] == counters_read
+    assert data == answer
 
 
 @pytest.mark.usefixtures("keeping")
