@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -316,14 +317,24 @@ async def test_counts_survive_a_sigterm_restart_of_a_real_server(server: Server)
 # --- a flush committing while a key is read ---------------------------------------------
 
 
-async def _key_with_three_requests(api: Api) -> tuple[str, str, str]:
+@dataclass(frozen=True)
+class UsedKey:
+    """A key that made three requests, its environment and its owner's session token."""
+
+    owner: str
+    environment_id: str
+    id: str
+    secret: str
+
+
+async def _key_with_three_requests(api: Api) -> UsedKey:
     owner = await api.sign_up()
     project_id = await api.create_project(owner)
     env = await api.create_environment(owner, project_id)
     key_id, secret = await api.create_key(owner, env, ["VIEW_ANALYTICS"])
     for _ in range(3):
         (await api.gql("{ viewer { kind } }", token=secret)).ok()
-    return owner, key_id, secret
+    return UsedKey(owner, env, key_id, secret)
 
 
 def _flush_before_next(
@@ -348,7 +359,8 @@ async def test_a_flush_landing_while_a_key_is_read_loses_no_count(
     # (once its access has been checked)
     from keyplane.access import Access
 
-    owner, key_id, _ = await _key_with_three_requests(api)
+    key = await _key_with_three_requests(api)
+    owner, key_id = key.owner, key.id
     _flush_before_next(app, monkeypatch, Access, "scopes_in")
 
     # when
@@ -366,7 +378,7 @@ async def test_the_calling_key_reads_its_own_counts_after_a_flush_mid_request(
     # given: the key's row is read (or kept) by authentication, then a flush commits
     from keyplane.http import GraphQLView
 
-    _, _, secret = await _key_with_three_requests(api)
+    secret = (await _key_with_three_requests(api)).secret
     _flush_before_next(app, monkeypatch, GraphQLView, "get_context")
 
     # when
@@ -402,7 +414,8 @@ async def test_the_calling_key_counts_right_when_a_flush_commits_while_it_is_rea
 ) -> None:
     # given: three unflushed requests, and a flush that commits while the calling key's own
     # stored counters are being read
-    _, key_id, secret = await _key_with_three_requests(api)
+    key = await _key_with_three_requests(api)
+    key_id, secret = key.id, key.secret
     read_while_flushing = _flush_while_counters_are_read(app, monkeypatch)
 
     # when
@@ -441,7 +454,8 @@ async def test_counters_read_while_a_flush_is_in_progress_count_each_request_onc
     api: Api, app: Starlette, monkeypatch: pytest.MonkeyPatch, committed: bool
 ) -> None:
     # given: three unflushed requests, and a flush of them in progress
-    owner, key_id, _ = await _key_with_three_requests(api)
+    key = await _key_with_three_requests(api)
+    owner, key_id = key.owner, key.id
     flush = await _flush_paused(app, monkeypatch, committed=committed)
 
     # when
@@ -459,7 +473,8 @@ async def test_counters_read_while_a_flush_commits_count_each_request_once(
 ) -> None:
     # given: three unflushed requests, and a flush that begins and commits while the stored
     # counters are being read
-    owner, key_id, _ = await _key_with_three_requests(api)
+    key = await _key_with_three_requests(api)
+    owner, key_id = key.owner, key.id
     read_while_flushing = _flush_while_counters_are_read(app, monkeypatch)
 
     # when
@@ -476,12 +491,8 @@ async def test_a_page_of_keys_shows_flushed_and_unflushed_requests_together(
     api: Api, app: Starlette
 ) -> None:
     # given: three requests flushed, then two not yet
-    owner = await api.sign_up()
-    project_id = await api.create_project(owner)
-    env = await api.create_environment(owner, project_id)
-    _, secret = await api.create_key(owner, env, ["VIEW_ANALYTICS"])
-    for _ in range(3):
-        (await api.gql("{ viewer { kind } }", token=secret)).ok()
+    key = await _key_with_three_requests(api)
+    owner, env, secret = key.owner, key.environment_id, key.secret
     await app.state.services.usage.flush()
     for _ in range(2):
         (await api.gql("{ viewer { kind } }", token=secret)).ok()
@@ -502,12 +513,8 @@ async def test_a_page_of_keys_read_while_a_flush_is_in_progress_counts_each_requ
     api: Api, app: Starlette, monkeypatch: pytest.MonkeyPatch, committed: bool
 ) -> None:
     # given: three unflushed requests, and a flush of them in progress
-    owner = await api.sign_up()
-    project_id = await api.create_project(owner)
-    env = await api.create_environment(owner, project_id)
-    _, secret = await api.create_key(owner, env, ["VIEW_ANALYTICS"])
-    for _ in range(3):
-        (await api.gql("{ viewer { kind } }", token=secret)).ok()
+    key = await _key_with_three_requests(api)
+    owner, env = key.owner, key.environment_id
     flush = await _flush_paused(app, monkeypatch, committed=committed)
 
     # when
