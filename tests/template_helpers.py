@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from keyplane.models import ActivityEvent
+from keyplane.models import ActivityEvent, Template
 from keyplane.models.activity import ActivityKind
-from tests.helpers import Answer, Client, Result
+from tests import factories
+from tests.helpers import Answer, Client, Result, Tenant
 
 SINGLE_SCOPES = ["GENERATE_DOCUMENTS", "MANAGE_TEMPLATES", "VIEW_ANALYTICS", "MANAGE_PROJECT"]
 ALL_SCOPES = sorted(SINGLE_SCOPES)
@@ -169,6 +170,20 @@ async def read_template(api: Client, token: str, template_id: str) -> dict[str, 
         "template"
     ]
     return found
+
+
+async def published_template(
+    owner: Tenant, environment_id: str | None = None, *, draft: str = "Hello {{ name }}!"
+) -> Template:
+    """The owner's template "invoice" (a row, built directly) in their first environment or the
+    one named, with version 1 ("Hello {{ name }}!") published and `draft` as its draft."""
+    return await factories.template(
+        environment_id=environment_id or owner.environment_id,
+        created_by_id=owner.user_id,
+        name="invoice",
+        content=draft,
+        versions=["Hello {{ name }}!"],
+    )
 
 
 async def events(kind: ActivityKind) -> list[ActivityEvent]:

@@ -39,6 +39,7 @@ from tests.template_helpers import (
     events,
     generate,
     new_template,
+    published_template,
 )
 
 # --- one table of operations, for what every operation must do alike -----------------------
@@ -89,13 +90,7 @@ every_operation = pytest.mark.parametrize(
 async def a_document(owner: Tenant, environment_id: str | None = None) -> Target:
     """A published template and one document made from it, in the owner's environment (or the
     one named)."""
-    template = await factories.template(
-        environment_id=environment_id or owner.environment_id,
-        created_by_id=owner.user_id,
-        name="invoice",
-        content="Hello {{ name }}!",
-        versions=["Hello {{ name }}!"],
-    )
+    template = await published_template(owner, environment_id)
     made = await factories.document(template, created_by_id=owner.user_id)
     return Target(made.environment_id, template.id, made.id)  # type: ignore[attr-defined]
 

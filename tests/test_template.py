@@ -40,6 +40,7 @@ from tests.template_helpers import (
     create_template,
     events,
     new_template,
+    published_template,
     read_template,
 )
 
@@ -97,14 +98,7 @@ async def stored(environment_id: str) -> list[dict[str, Any]]:
 async def a_published_template(owner: Tenant, environment_id: str | None = None) -> str:
     """A template with version 1 published and an edited draft (so that every operation has
     something to do), in the owner's first environment unless told."""
-    row = await factories.template(
-        environment_id=environment_id or owner.environment_id,
-        created_by_id=owner.user_id,
-        name="invoice",
-        content="Hi {{ name }}",
-        versions=["Hello {{ name }}!"],
-    )
-    return row.id
+    return (await published_template(owner, environment_id, draft="Hi {{ name }}")).id
 
 
 @every_operation
