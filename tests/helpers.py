@@ -8,7 +8,7 @@ import itertools
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import httpx
 import jwt
+import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
@@ -291,6 +292,21 @@ async def new_tenant(
         project_id=project_id,
         environment_ids=tuple(environment_ids),
     )
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One root field as the access tests call it: its document, the field it answers, and its
+    variables, made from what the test file's table says (ids, a tenant...)."""
+
+    document: str
+    field: str
+    variables: Callable[..., dict[str, Any]]
+
+
+def each_operation(operations: Mapping[str, Any]) -> pytest.MarkDecorator:
+    """Parametrizes `operation` over a table of operations, each test id its name."""
+    return pytest.mark.parametrize("operation", list(operations.values()), ids=list(operations))
 
 
 def in_future(days: float = 1) -> str:

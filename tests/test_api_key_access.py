@@ -4,10 +4,6 @@ on another tenant's objects (answered exactly like a missing one), and for each 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
-
 import pytest
 
 from keyplane.permissions.scopes import Role
@@ -27,18 +23,12 @@ from tests.api_key_helpers import (
     snapshot,
 )
 from tests.factories import add_member
-from tests.helpers import Api, new_tenant
+from tests.helpers import Api, Operation, each_operation, new_tenant
 
 # --- one table of operations, for what every operation must do alike -----------------------
 
 
-@dataclass(frozen=True)
-class Operation:
-    document: str
-    field: str
-    variables: Callable[[str, str], dict[str, Any]]  # (environment id, key id) -> variables
-
-
+# Each operation's variables: (environment id, key id) -> variables.
 OPERATIONS = {
     "createApiKey": Operation(
         CREATE_KEY,
@@ -67,12 +57,8 @@ OPERATIONS = {
 READING = ["environment.apiKeys", "apiKey"]
 MANAGING = [name for name in OPERATIONS if name not in READING]
 
-every_operation = pytest.mark.parametrize(
-    "operation", list(OPERATIONS.values()), ids=list(OPERATIONS)
-)
-every_managing_operation = pytest.mark.parametrize(
-    "operation", [OPERATIONS[name] for name in MANAGING], ids=MANAGING
-)
+every_operation = each_operation(OPERATIONS)
+every_managing_operation = each_operation({name: OPERATIONS[name] for name in MANAGING})
 
 
 @every_operation

@@ -19,7 +19,7 @@ from keyplane.models import Document
 from keyplane.models.activity import ActivityKind
 from keyplane.permissions.scopes import Role
 from tests import factories
-from tests.helpers import Api, OAuthIssuer, Tenant, new_tenant
+from tests.helpers import Api, OAuthIssuer, Tenant, each_operation, new_tenant
 from tests.schema_client import SchemaApi
 from tests.template_helpers import (
     CLIENT_IP,
@@ -82,9 +82,7 @@ OPERATIONS = {
 }
 MISSING = Target(MISSING_ENVIRONMENT_ID, MISSING_TEMPLATE_ID, MISSING_DOCUMENT_ID)
 
-every_operation = pytest.mark.parametrize(
-    "operation", list(OPERATIONS.values()), ids=list(OPERATIONS)
-)
+every_operation = each_operation(OPERATIONS)
 
 
 async def a_document(owner: Tenant, environment_id: str | None = None) -> Target:

@@ -5,14 +5,10 @@ like missing ones).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
-
 import pytest
 
 from keyplane.permissions.scopes import Role
-from tests.helpers import Api, Tenant, new_tenant
+from tests.helpers import Api, Operation, Tenant, each_operation, new_tenant
 from tests.member_helpers import (
     DEV_AND_PROD,
     INVITE,
@@ -30,14 +26,8 @@ from tests.member_helpers import (
 # --- what every managing operation does alike ----------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Operation:
-    document: str
-    field: str
-    # (tenant, id of a DEVELOPER limited to the tenant's Development environment) -> variables
-    variables: Callable[[Tenant, str], dict[str, Any]]
-
-
+# Each operation's variables: (tenant, id of a DEVELOPER limited to the tenant's Development
+# environment) -> variables.
 OPERATIONS = {
     "members": Operation(MEMBERS, "members", lambda t, _: {"projectId": t.project_id}),
     "inviteMember": Operation(
@@ -61,9 +51,7 @@ OPERATIONS = {
     ),
     "removeMember": Operation(REMOVE, "removeMember", lambda _, member_id: {"memberId": member_id}),
 }
-every_operation = pytest.mark.parametrize(
-    "operation", list(OPERATIONS.values()), ids=list(OPERATIONS)
-)
+every_operation = each_operation(OPERATIONS)
 
 
 async def credential(api: Api, tenant: Tenant, kind: str) -> str:

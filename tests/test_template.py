@@ -8,8 +8,6 @@ publish is in the activity log.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from unittest.mock import ANY
@@ -21,7 +19,7 @@ from keyplane.models import Template, TemplateVersion
 from keyplane.models.activity import ActivityKind
 from keyplane.permissions.scopes import Role
 from tests import factories
-from tests.helpers import Api, OAuthIssuer, Tenant, new_tenant
+from tests.helpers import Api, OAuthIssuer, Operation, Tenant, each_operation, new_tenant
 from tests.schema_client import SchemaApi, execute
 from tests.template_helpers import (
     CLIENT_IP,
@@ -47,13 +45,7 @@ from tests.template_helpers import (
 # --- one table of operations, for what every operation must do alike -----------------------
 
 
-@dataclass(frozen=True)
-class Operation:
-    document: str
-    field: str
-    variables: Callable[[str, str], dict[str, Any]]  # (environment id, template id) -> variables
-
-
+# Each operation's variables: (environment id, template id) -> variables.
 OPERATIONS = {
     "createTemplate": Operation(
         CREATE_TEMPLATE,
@@ -79,9 +71,7 @@ READING = ["templates", "template"]
 READ_SCOPES = {"MANAGE_TEMPLATES", "GENERATE_DOCUMENTS"}
 WRITE_SCOPES = {"MANAGE_TEMPLATES"}
 
-every_operation = pytest.mark.parametrize(
-    "operation", list(OPERATIONS.values()), ids=list(OPERATIONS)
-)
+every_operation = each_operation(OPERATIONS)
 
 
 async def stored(environment_id: str) -> list[dict[str, Any]]:
