@@ -184,9 +184,9 @@ def usage(app: Starlette) -> UsageBuffer:
 
 
 @pytest.fixture
-def schema(app: Starlette) -> SchemaApi:
+def schema(app: Starlette, oauth_issuer: OAuthIssuer) -> SchemaApi:
     """GraphQL through the app's schema, without HTTP (tests/schema_client.py)."""
-    return SchemaApi(app)
+    return SchemaApi(app, oauth_issuer)
 
 
 @pytest.fixture

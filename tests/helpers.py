@@ -159,6 +159,8 @@ class Client:
     """What a client does through GraphQL, whichever way its `gql` sends the document: over
     HTTP (`Api`) or straight through the schema (`schema_client.SchemaApi`)."""
 
+    oauth: OAuthIssuer  # signs the OAuth access tokens this client may present
+
     async def gql(
         self, query: str, variables: dict[str, Any] | None = None, *, token: str | None = None
     ) -> Answer:

@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from keyplane.http import GraphQLView
 from keyplane.services import Services
-from tests.helpers import Client
+from tests.helpers import Client, OAuthIssuer
 
 CLIENT = ("203.0.113.7", 50000)  # the peer address the `client` fixture's transport uses
 
@@ -77,6 +77,7 @@ class SchemaApi(Client):
     test and an HTTP test alike."""
 
     app: Starlette
+    oauth: OAuthIssuer
 
     async def gql(
         self, query: str, variables: dict[str, Any] | None = None, *, token: str | None = None
