@@ -33,7 +33,7 @@ from keyplane.models import (
 from keyplane.models.template import TemplateFormat
 from keyplane.permissions.scopes import Role, Scope, encode_scopes
 from keyplane.services import Services
-from tests.helpers import Api, Tenant, unique
+from tests.helpers import Client, Tenant, unique
 
 # Cheap argon2 parameters: the tests exercise our code, not the hash's cost.
 FAST_PASSWORDS = Passwords(time_cost=1, memory_cost_kib=1024)
@@ -82,7 +82,7 @@ async def member(
 
 
 async def add_member(
-    api: Api, project_id: str, role: Role, *, environment_ids: Sequence[str] | None = None
+    api: Client, project_id: str, role: Role, *, environment_ids: Sequence[str] | None = None
 ) -> str:
     """A second user in the project, for HTTP tests: signed up through the API for a token, made a
     member directly; None for `environment_ids` means all of them. Returns their token."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from keyplane.permissions.scopes import Role
+from tests import factories
 from tests.api_key_helpers import (
     ALL_SCOPES,
     CREATE_KEY,
@@ -24,6 +25,7 @@ from tests.api_key_helpers import (
 )
 from tests.factories import add_member
 from tests.helpers import Api, Operation, each_operation, new_tenant
+from tests.schema_client import SchemaApi
 
 # --- one table of operations, for what every operation must do alike -----------------------
 
@@ -198,16 +200,18 @@ async def test_a_developer_or_viewer_member_cannot_manage_keys(
 
 
 @pytest.mark.parametrize("role", [Role.DEVELOPER, Role.VIEWER])
-async def test_a_developer_or_viewer_member_can_list_and_read_keys(api: Api, role: Role) -> None:
+async def test_a_developer_or_viewer_member_can_list_and_read_keys(
+    schema: SchemaApi, role: Role
+) -> None:
     # given
-    owner = await new_tenant(api)
-    key_id, _ = await api.create_key(owner.token, owner.environment_id, ["VIEW_ANALYTICS"])
-    member = await add_member(api, owner.project_id, role)
+    owner = await factories.tenant(schema.app)
+    key_id, _ = await schema.create_key(owner.token, owner.environment_id, ["VIEW_ANALYTICS"])
+    member = await add_member(schema, owner.project_id, role)
 
     # when
-    names = await list_names(api, member, owner.environment_id)
-    record = await read_key(api, member, key_id)
+    names = await list_names(schema, member, owner.environment_id)
+    record = await read_key(schema, member, key_id)
 
     # then
     assert names == ["server"]
-    assert record == await read_key(api, owner.token, key_id)
+    assert record == await read_key(schema, owner.token, key_id)
