@@ -19,6 +19,7 @@ from tests.member_helpers import (
     MISSING_PROJECT_ID,
     REMOVE,
     UPDATE,
+    Joined,
     add_member,
     assert_refused,
     state,
@@ -89,6 +90,14 @@ async def test_every_member_operation_without_credentials_is_unauthenticated(
     assert await state(owner.project_id) == before
 
 
+async def _a_member_and_a_caller(schema: SchemaApi, caller: str) -> tuple[Tenant, Joined, str]:
+    """An owner of Development and Production, a DEVELOPER limited to Development (the target)
+    and the `credential` of the caller."""
+    owner = await factories.tenant(schema.app, environments=DEV_AND_PROD)
+    target = await add_member(schema, owner, Role.DEVELOPER, [owner.environment_id])
+    return owner, target, await credential(schema, owner, caller)
+
+
 @every_operation
 @pytest.mark.parametrize(
     "caller",
@@ -110,9 +119,7 @@ async def test_every_member_operation_refuses_a_caller_without_manage_project_ev
     schema: SchemaApi, operation: Operation, caller: str
 ) -> None:
     # given
-    owner = await factories.tenant(schema.app, environments=DEV_AND_PROD)
-    target = await add_member(schema, owner, Role.DEVELOPER, [owner.environment_id])
-    token = await credential(schema, owner, caller)
+    owner, target, token = await _a_member_and_a_caller(schema, caller)
     before = await state(owner.project_id)
 
     # when
@@ -133,9 +140,7 @@ async def test_every_member_operation_is_open_to_a_project_wide_manager_and_a_ma
     schema: SchemaApi, operation: Operation, caller: str
 ) -> None:
     # given
-    owner = await factories.tenant(schema.app, environments=DEV_AND_PROD)
-    target = await add_member(schema, owner, Role.DEVELOPER, [owner.environment_id])
-    token = await credential(schema, owner, caller)
+    owner, target, token = await _a_member_and_a_caller(schema, caller)
 
     # when
     result = await schema.gql(
