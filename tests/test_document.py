@@ -1,4 +1,6 @@
-"""Documents through GraphQL over HTTP: generateDocument, documents and document.
+"""Documents: generateDocument, documents and document. Behaviour goes through the schema
+(`schema`, rows from tests/factories.py); the unauthenticated matrix and one generation by a
+key go over HTTP.
 
 For every operation: success, no credentials, every single-scope key, another project's or
 environment's objects (answered exactly like missing ones), and bad input. Then what a

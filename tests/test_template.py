@@ -1,4 +1,6 @@
-"""Templates through GraphQL over HTTP: create, update, delete, publish, unpublish, list, read.
+"""Templates: create, update, delete, publish, unpublish, list, read. Behaviour goes through the
+schema (`schema`, rows from tests/factories.py); the unauthenticated matrix and one create go
+over HTTP.
 
 For every operation: success, no credentials, every single-scope key, another project's or
 environment's template (answered exactly like a missing one), and bad input. Then versions:
