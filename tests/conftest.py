@@ -24,8 +24,10 @@ from keyplane.db import apply_migrations_sync
 from keyplane.ratelimit.tiers import parse_tiers
 from keyplane.render.limits import RenderLimits
 from keyplane.settings import OAuthSettings, RunMode, Settings, SignupPolicy
+from keyplane.usage.buffer import UsageBuffer
 from tests.factories import FAST_PASSWORDS
 from tests.helpers import Api, Clock, OAuthIssuer
+from tests.schema_client import SchemaApi
 from tests.serve_process import Servers, started_servers
 
 PG_URL = os.environ.get("KEYPLANE_TEST_DATABASE_URL", "")
@@ -103,6 +105,15 @@ def render_workers() -> int:
 
 
 @pytest.fixture
+def usage_flush_seconds(request: pytest.FixtureRequest) -> float:
+    """The background usage flusher's interval: the setting's default, or what the test's (or
+    its module's) `usage_flush_seconds` mark says. Usage tests slow it to once an hour, so that
+    each decides when counts reach the database (`await usage.flush()`)."""
+    mark = request.node.get_closest_marker("usage_flush_seconds")
+    return Settings.usage_flush_seconds if mark is None else float(mark.args[0])
+
+
+@pytest.fixture
 def settings(
     database_url: str,
     tmp_path: Path,
@@ -110,6 +121,7 @@ def settings(
     signup_policy: SignupPolicy,
     rate_limits: str,
     render_workers: int,
+    usage_flush_seconds: float,
 ) -> Settings:
     from starlette.datastructures import Secret
 
@@ -122,6 +134,7 @@ def settings(
         rate_limits=parse_tiers(rate_limits, []),
         max_in_flight=10_000,  # tests fire hundreds of requests at once to test other limits
         render=RenderLimits(workers=render_workers),
+        usage_flush_seconds=usage_flush_seconds,
         oauth=OAuthSettings(
             issuer=oauth_issuer.issuer,
             audience=oauth_issuer.audience,
@@ -161,6 +174,19 @@ async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
     async with httpx.AsyncClient(transport=transport, base_url="http://keyplane.test") as c:
         yield c
+
+
+@pytest.fixture
+def usage(app: Starlette) -> UsageBuffer:
+    """The app's usage buffer, whose `flush()` writes the counts now."""
+    buffer: UsageBuffer = app.state.services.usage
+    return buffer
+
+
+@pytest.fixture
+def schema(app: Starlette, oauth_issuer: OAuthIssuer) -> SchemaApi:
+    """GraphQL through the app's schema, without HTTP (tests/schema_client.py)."""
+    return SchemaApi(app, oauth_issuer)
 
 
 @pytest.fixture

@@ -7,42 +7,37 @@ GraphQL or the resolvers, so no activity is logged and no rate limit is charged.
 
 from __future__ import annotations
 
-import itertools
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from starlette.applications import Starlette
 
 from keyplane.auth import api_key as key_format
 from keyplane.auth import dashboard
 from keyplane.auth.passwords import Passwords
+from keyplane.auth.principal import AuthKind
 from keyplane.models import (
     ApiKey,
+    Document,
     Environment,
     Member,
     MemberEnvironment,
     Project,
     Session,
     Template,
+    TemplateVersion,
     User,
 )
 from keyplane.models.template import TemplateFormat
 from keyplane.permissions.scopes import Role, Scope, encode_scopes
 from keyplane.services import Services
-from tests.helpers import Api, Tenant
+from tests.helpers import Client, Tenant, unique
 
 # Cheap argon2 parameters: the tests exercise our code, not the hash's cost.
 FAST_PASSWORDS = Passwords(time_cost=1, memory_cost_kib=1024)
 PASSWORD = "correct horse"
-
-_counter = itertools.count(1)
-
-
-def unique(stem: str) -> str:
-    """A name no other row of this run (or of an earlier run sharing the database) holds."""
-    return f"{stem}{next(_counter)}-{uuid.uuid4().hex[:8]}"
 
 
 async def user(
@@ -87,7 +82,7 @@ async def member(
 
 
 async def add_member(
-    api: Api, project_id: str, role: Role, *, environment_ids: Sequence[str] | None = None
+    api: Client, project_id: str, role: Role, *, environment_ids: Sequence[str] | None = None
 ) -> str:
     """A second user in the project, for HTTP tests: signed up through the API for a token, made a
     member directly; None for `environment_ids` means all of them. Returns their token."""
@@ -101,6 +96,23 @@ async def add_member(
     return token
 
 
+async def member_token(
+    app: Starlette,
+    project_id: str,
+    role: Role,
+    *,
+    environment_ids: Sequence[str] | None = None,
+) -> str:
+    """A second user in the project, for schema-level tests: made a member directly (None for
+    `environment_ids` means all of them); returns their dashboard session token."""
+    services: Services = app.state.services
+    row = await user()
+    await member(project_id=project_id, user_id=row.id, role=role, environment_ids=environment_ids)
+    return await session_token(
+        row.id, jwt_secret=str(services.settings.jwt_secret), now=services.clock()
+    )
+
+
 @dataclass(frozen=True)
 class IssuedKey:
     """A key row and the secret that authenticates as it (returned once, as createApiKey does)."""
@@ -111,6 +123,17 @@ class IssuedKey:
     @property
     def id(self) -> str:
         return self.row.id
+
+
+async def owners_key(owner: Tenant, *scopes: Scope, **fields: Any) -> IssuedKey:
+    """A key the tenant's owner made in their first environment, with these scopes
+    (MANAGE_PROJECT when none is given) and any other field of `api_key`."""
+    return await api_key(
+        environment_id=owner.environment_id,
+        created_by_id=owner.user_id,
+        scopes=scopes or (Scope.MANAGE_PROJECT,),
+        **fields,
+    )
 
 
 async def _project_of(environment_id: str) -> str:
@@ -145,6 +168,18 @@ async def api_key(
     return IssuedKey(row=row, secret=secret)
 
 
+async def key_pair(
+    created_by_id: str, environment_id: str, scopes: Sequence[str] = ("MANAGE_PROJECT",)
+) -> tuple[str, str]:
+    """(key id, secret) of a key with these scopes (by name), as `Api.create_key` answers."""
+    issued = await api_key(
+        environment_id=environment_id,
+        created_by_id=created_by_id,
+        scopes=[Scope(scope) for scope in scopes],
+    )
+    return issued.id, issued.secret
+
+
 async def session_token(
     user_id: str, *, jwt_secret: str, now: datetime, ttl: timedelta = timedelta(hours=1)
 ) -> str:
@@ -163,15 +198,43 @@ async def template(
     name: str | None = None,
     format: TemplateFormat = TemplateFormat.TEXT,
     content: str = "Hello {{ name }}",
+    versions: Sequence[str] = (),
 ) -> Template:
-    """A draft template (no published version)."""
-    return await Template.create(
+    """A template whose draft is `content`, with `versions` frozen (their contents, oldest
+    first) and the last of them published, as publishTemplate leaves it; a draft only (no
+    published version) when `versions` is empty."""
+    row = await Template.create(
         environment_id=environment_id,
         project_id=await _project_of(environment_id),
         name=name or unique("template"),
         format=format,
         content=content,
         created_by_id=created_by_id,
+        latest_version=len(versions),
+        published_version=len(versions) or None,
+        has_unpublished_changes=not versions or versions[-1] != content,
+    )
+    for number, frozen in enumerate(versions, start=1):
+        await TemplateVersion.create(
+            template=row, version=number, content=frozen, published_by_id=created_by_id
+        )
+    return row
+
+
+async def document(
+    template: Template, *, created_by_id: str, content: str = "Hello Ada"
+) -> Document:
+    """A document of the template's published version, as a user's generateDocument makes it
+    (the content is taken as given: nothing is rendered)."""
+    assert template.published_version is not None, "documents are made of published templates"
+    return await Document.create(
+        environment_id=template.environment_id,  # type: ignore[attr-defined]
+        template_id=template.id,
+        template_version=template.published_version,
+        format=template.format,
+        content=content,
+        created_by_id=created_by_id,
+        auth_kind=AuthKind.JWT.value,
     )
 
 

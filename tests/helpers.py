@@ -4,17 +4,19 @@ and a fake OAuth issuer."""
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import jwt
+import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
@@ -129,35 +131,43 @@ class Result:
         return self.data
 
 
-@dataclass
-class Api:
-    client: httpx.AsyncClient
-    oauth: OAuthIssuer
-    _counter: list[int] = field(default_factory=lambda: [0])
+class Answer(Protocol):
+    """One GraphQL answer, over HTTP (`Result`) or through the schema (`schema_client.Outcome`)."""
+
+    @property
+    def data(self) -> Any: ...
+
+    @property
+    def errors(self) -> list[dict[str, Any]]: ...
+
+    @property
+    def codes(self) -> list[str | None]: ...
+
+    def ok(self) -> Any: ...
+
+
+_unique_counter = itertools.count(1)
+
+
+def unique(stem: str) -> str:
+    """A name no other row of this run (or of an earlier run sharing the database: the
+    real-server tests share one that is not emptied) holds."""
+    return f"{stem}{next(_unique_counter)}-{uuid.uuid4().hex[:8]}"
+
+
+class Client:
+    """What a client does through GraphQL, whichever way its `gql` sends the document: over
+    HTTP (`Api`) or straight through the schema (`schema_client.SchemaApi`)."""
+
+    oauth: OAuthIssuer  # signs the OAuth access tokens this client may present
 
     async def gql(
-        self,
-        query: str,
-        variables: dict[str, Any] | None = None,
-        *,
-        token: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> Result:
-        sent = dict(headers or {})
-        if token is not None:
-            sent["Authorization"] = f"Bearer {token}"
-        response = await self.client.post(
-            "/graphql", json={"query": query, "variables": variables or {}}, headers=sent
-        )
-        return Result(response.status_code, response.json(), response.headers)
-
-    def _unique(self, stem: str) -> str:
-        # Unique across runs too: the real-server tests share a database that is not emptied.
-        self._counter[0] += 1
-        return f"{stem}{self._counter[0]}-{uuid.uuid4().hex[:8]}"
+        self, query: str, variables: dict[str, Any] | None = None, *, token: str | None = None
+    ) -> Answer:
+        raise NotImplementedError
 
     async def sign_up(self, email: str | None = None, password: str = "correct horse") -> str:
-        email = email or self._unique("user") + "@example.com"
+        email = email or unique("user") + "@example.com"
         result = await self.gql(
             "mutation($input: SignUpInput!) { signUp(input: $input) { accessToken } }",
             {"input": {"email": email, "password": password, "name": email.split("@")[0]}},
@@ -172,7 +182,7 @@ class Api:
     async def create_project(self, token: str, name: str | None = None) -> str:
         result = await self.gql(
             "mutation($input: CreateProjectInput!) { createProject(input: $input) { id } }",
-            {"input": {"name": name or self._unique("project")}},
+            {"input": {"name": name or unique("project")}},
             token=token,
         )
         return str(result.ok()["createProject"]["id"])
@@ -180,7 +190,7 @@ class Api:
     async def create_environment(self, token: str, project_id: str, name: str | None = None) -> str:
         result = await self.gql(
             "mutation($input: CreateEnvironmentInput!) { createEnvironment(input: $input) { id } }",
-            {"input": {"projectId": project_id, "name": name or self._unique("env")}},
+            {"input": {"projectId": project_id, "name": name or unique("env")}},
             token=token,
         )
         return str(result.ok()["createEnvironment"]["id"])
@@ -213,6 +223,28 @@ class Api:
         return str(payload["apiKey"]["id"]), str(payload["secret"])
 
 
+@dataclass
+class Api(Client):
+    client: httpx.AsyncClient
+    oauth: OAuthIssuer
+
+    async def gql(
+        self,
+        query: str,
+        variables: dict[str, Any] | None = None,
+        *,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Result:
+        sent = dict(headers or {})
+        if token is not None:
+            sent["Authorization"] = f"Bearer {token}"
+        response = await self.client.post(
+            "/graphql", json={"query": query, "variables": variables or {}}, headers=sent
+        )
+        return Result(response.status_code, response.json(), response.headers)
+
+
 @dataclass(frozen=True)
 class Tenant:
     """A user who owns a project with one or more environments (the first is `environment_id`),
@@ -236,12 +268,12 @@ class Tenant:
 
 
 async def new_tenant(
-    api: Api, email: str | None = None, *, environments: Sequence[str | None] = (None,)
+    api: Client, email: str | None = None, *, environments: Sequence[str | None] = (None,)
 ) -> Tenant:
-    """A tenant made over HTTP (signUp, createProject, createEnvironment), as a client would, so
-    that it works against a real `keyplane serve` too; one environment per entry of
+    """A tenant made through GraphQL (signUp, createProject, createEnvironment), as a client
+    would, so that it works against a real `keyplane serve` too; one environment per entry of
     `environments`, named by it (None: a unique name)."""
-    email = email or api._unique("user") + "@example.com"
+    email = email or unique("user") + "@example.com"
     signed_up = await api.gql(
         "mutation($input: SignUpInput!) { signUp(input: $input) { accessToken user { id } } }",
         {"input": {"email": email, "password": "correct horse", "name": email.split("@")[0]}},
@@ -262,6 +294,27 @@ async def new_tenant(
         project_id=project_id,
         environment_ids=tuple(environment_ids),
     )
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One root field as the access tests call it: its document, the field it answers, and its
+    variables, made from what the test file's table says (ids, a tenant...)."""
+
+    document: str
+    field: str
+    variables: Callable[..., dict[str, Any]]
+    # What a caller refused gets: the refused field alone is null (partial data), unless the
+    # table says otherwise (a nested field nulls itself inside its parent).
+    refused: dict[str, Any] | None = None
+
+    def refused_data(self) -> dict[str, Any]:
+        return self.refused if self.refused is not None else {self.field: None}
+
+
+def each_operation(operations: Mapping[str, Any]) -> pytest.MarkDecorator:
+    """Parametrizes `operation` over a table of operations, each test id its name."""
+    return pytest.mark.parametrize("operation", list(operations.values()), ids=list(operations))
 
 
 def in_future(days: float = 1) -> str:

@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from keyplane.http import GraphQLView
 from keyplane.services import Services
+from tests.helpers import Client, OAuthIssuer
 
 CLIENT = ("203.0.113.7", 50000)  # the peer address the `client` fixture's transport uses
 
@@ -67,6 +68,21 @@ async def execute(
     )
     errors = [error.formatted for error in result.errors or []]
     return Outcome(data=result.data, errors=errors)
+
+
+@dataclass(frozen=True)
+class SchemaApi(Client):
+    """`execute()` as a `Client`, with the call shape of `tests.helpers.Api.gql`, so that one
+    helper (`new_tenant`, `create_key`, `template_helpers.create_template`) serves a behaviour
+    test and an HTTP test alike."""
+
+    app: Starlette
+    oauth: OAuthIssuer
+
+    async def gql(
+        self, query: str, variables: dict[str, Any] | None = None, *, token: str | None = None
+    ) -> Outcome:
+        return await execute(self.app, query, variables, credential=token)
 
 
 def _view(app: Starlette) -> GraphQLView:

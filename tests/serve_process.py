@@ -10,11 +10,13 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.helpers import Api, OAuthIssuer
 
 
 def free_port() -> int:
@@ -143,3 +145,19 @@ async def started_servers(tmp_path: Path, database_url: str) -> AsyncIterator[Se
         yield started
     finally:
         started.stop_all()
+
+
+def any_worker(base_url: str, *, timeout: float = 10) -> httpx.AsyncClient:
+    """A client that opens a new connection for each request, so that any worker may answer."""
+    limits = httpx.Limits(max_keepalive_connections=0)
+    return httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout)
+
+
+@asynccontextmanager
+async def any_worker_api(
+    base_url: str, jwks_dir: Path, *, seconds: float = 10
+) -> AsyncIterator[Api]:
+    """An `Api` over `any_worker` (its OAuth issuer's keys published in `jwks_dir`), whose
+    requests time out after `seconds`."""
+    async with any_worker(base_url, timeout=seconds) as client:
+        yield Api(client, OAuthIssuer.create(jwks_dir / "jwks.json"))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from keyplane.models import ActivityEvent
+from keyplane.models import ActivityEvent, Template
 from keyplane.models.activity import ActivityKind
-from tests.helpers import Api, Result
+from tests import factories
+from tests.helpers import Answer, Client, Result, Tenant
 
 SINGLE_SCOPES = ["GENERATE_DOCUMENTS", "MANAGE_TEMPLATES", "VIEW_ANALYTICS", "MANAGE_PROJECT"]
 ALL_SCOPES = sorted(SINGLE_SCOPES)
@@ -116,14 +117,14 @@ query ListDocuments($env: ID!, $first: Int! = 20, $after: String) {
 
 
 async def create_template(
-    api: Api,
+    api: Client,
     token: str,
     environment_id: str,
     *,
     name: str = "invoice",
     content: str = "Hello {{ name }}!",
     format: str = "TEXT",
-) -> Result:
+) -> Answer:
     return await api.gql(
         CREATE_TEMPLATE,
         {
@@ -139,7 +140,7 @@ async def create_template(
 
 
 async def new_template(
-    api: Api,
+    api: Client,
     token: str,
     environment_id: str,
     *,
@@ -158,17 +159,31 @@ async def new_template(
     return template_id
 
 
-async def generate(api: Api, token: str, template_id: str, data: Any) -> Result:
+async def generate(api: Client, token: str, template_id: str, data: Any) -> Answer:
     return await api.gql(
         GENERATE_DOCUMENT, {"input": {"templateId": template_id, "data": data}}, token=token
     )
 
 
-async def read_template(api: Api, token: str, template_id: str) -> dict[str, Any]:
+async def read_template(api: Client, token: str, template_id: str) -> dict[str, Any]:
     found: dict[str, Any] = (await api.gql(GET_TEMPLATE, {"id": template_id}, token=token)).ok()[
         "template"
     ]
     return found
+
+
+async def published_template(
+    owner: Tenant, environment_id: str | None = None, *, draft: str = "Hello {{ name }}!"
+) -> Template:
+    """The owner's template "invoice" (a row, built directly) in their first environment or the
+    one named, with version 1 ("Hello {{ name }}!") published and `draft` as its draft."""
+    return await factories.template(
+        environment_id=environment_id or owner.environment_id,
+        created_by_id=owner.user_id,
+        name="invoice",
+        content=draft,
+        versions=["Hello {{ name }}!"],
+    )
 
 
 async def events(kind: ActivityKind) -> list[ActivityEvent]:
@@ -176,9 +191,10 @@ async def events(kind: ActivityKind) -> list[ActivityEvent]:
     return await ActivityEvent.filter(kind=kind).order_by("at", "id")
 
 
-def bad_input(result: Result) -> tuple[str, str]:
+def bad_input(result: Answer) -> tuple[str, str]:
     """(field, message) of a single BAD_USER_INPUT error, asserting that it is one."""
-    assert result.status == 200, result.body
-    assert result.codes == ["BAD_USER_INPUT"], result.body
+    if isinstance(result, Result):
+        assert result.status == 200, result.body
+    assert result.codes == ["BAD_USER_INPUT"], result.errors
     error = result.errors[0]
     return error["extensions"]["field"], error["message"]

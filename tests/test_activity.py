@@ -8,7 +8,10 @@ from typing import Any
 from starlette.applications import Starlette
 
 from keyplane.models import ActivityEvent
-from tests.helpers import Api, new_tenant
+from keyplane.usage.buffer import UsageBuffer
+from tests import factories
+from tests.helpers import Api, Client, new_tenant
+from tests.schema_client import SchemaApi
 
 ACTIVITY = """
 query($env: ID!, $first: Int, $after: String, $kinds: [ActivityKind!]) {
@@ -24,27 +27,29 @@ DELETE = "mutation($id: ID!) { deleteApiKey(id: $id) { id } }"
 VIEWER = "{ viewer { kind } }"
 
 
-async def _events(api: Api, token: str, env: str, **variables: Any) -> list[dict[str, Any]]:
+async def _events(api: Client, token: str, env: str, **variables: Any) -> list[dict[str, Any]]:
     result = await api.gql(ACTIVITY, {"env": env, **variables}, token=token)
     return [edge["node"] for edge in result.ok()["activity"]["edges"]]
 
 
-async def test_every_key_change_is_logged_newest_first_with_actor_target_and_ip(api: Api) -> None:
+async def test_every_key_change_is_logged_newest_first_with_actor_target_and_ip(
+    schema: SchemaApi,
+) -> None:
     # given
-    tenant = await new_tenant(api)
+    tenant = await factories.tenant(schema.app)
     token, env = tenant.token, tenant.environment_id
-    user = await api.user_id(token)
-    key_id, secret = await api.create_key(token, env, ["VIEW_ANALYTICS"], name="ci")
+    user = await schema.user_id(token)
+    key_id, secret = await schema.create_key(token, env, ["VIEW_ANALYTICS"], name="ci")
 
     # when
-    (await api.gql(UPDATE, {"id": key_id}, token=token)).ok()
-    rotated = (await api.gql(ROTATE, {"id": key_id}, token=token)).ok()["rotateApiKey"]
+    (await schema.gql(UPDATE, {"id": key_id}, token=token)).ok()
+    rotated = (await schema.gql(ROTATE, {"id": key_id}, token=token)).ok()["rotateApiKey"]
     new_id = rotated["apiKey"]["id"]
-    (await api.gql(REVOKE, {"id": new_id}, token=token)).ok()
-    (await api.gql(DELETE, {"id": new_id}, token=token)).ok()
+    (await schema.gql(REVOKE, {"id": new_id}, token=token)).ok()
+    (await schema.gql(DELETE, {"id": new_id}, token=token)).ok()
 
     # then
-    events = await _events(api, token, env)
+    events = await _events(schema, token, env)
     assert [e["kind"] for e in events] == [
         "KEY_DELETED",
         "KEY_REVOKED",
@@ -59,19 +64,19 @@ async def test_every_key_change_is_logged_newest_first_with_actor_target_and_ip(
     assert all(secret not in e["target"] and rotated["secret"] not in e["target"] for e in events)
 
 
-async def test_the_log_filters_by_kind_and_pages_with_cursors(api: Api) -> None:
+async def test_the_log_filters_by_kind_and_pages_with_cursors(schema: SchemaApi) -> None:
     # given
-    tenant = await new_tenant(api)
+    tenant = await factories.tenant(schema.app)
     token, env = tenant.token, tenant.environment_id
     for name in ("a", "b", "c"):
-        key_id, _ = await api.create_key(token, env, ["VIEW_ANALYTICS"], name=name)
-    (await api.gql(REVOKE, {"id": key_id}, token=token)).ok()
+        key_id, _ = await schema.create_key(token, env, ["VIEW_ANALYTICS"], name=name)
+    (await schema.gql(REVOKE, {"id": key_id}, token=token)).ok()
 
     # when
-    revoked = await _events(api, token, env, kinds=["KEY_REVOKED"])
-    first = (await api.gql(ACTIVITY, {"env": env, "first": 2}, token=token)).ok()["activity"]
+    revoked = await _events(schema, token, env, kinds=["KEY_REVOKED"])
+    first = (await schema.gql(ACTIVITY, {"env": env, "first": 2}, token=token)).ok()["activity"]
     rest = (
-        await api.gql(
+        await schema.gql(
             ACTIVITY, {"env": env, "first": 2, "after": first["pageInfo"]["endCursor"]}, token=token
         )
     ).ok()["activity"]
@@ -88,22 +93,24 @@ async def test_the_log_filters_by_kind_and_pages_with_cursors(api: Api) -> None:
     assert rest["pageInfo"]["hasNextPage"] is False
 
 
-async def test_reading_the_log_needs_manage_project_or_view_analytics_there(api: Api) -> None:
+async def test_reading_the_log_needs_manage_project_or_view_analytics_there(
+    schema: SchemaApi,
+) -> None:
     # given
-    tenant = await new_tenant(api)
+    tenant = await factories.tenant(schema.app)
     token, project_id, env = tenant.token, tenant.project_id, tenant.environment_id
-    other_env = await api.create_environment(token, project_id)
-    _, analyst = await api.create_key(token, env, ["VIEW_ANALYTICS"])
-    _, generator = await api.create_key(token, env, ["GENERATE_DOCUMENTS"])
-    stranger = await api.sign_up()
+    other_env = await schema.create_environment(token, project_id)
+    _, analyst = await schema.create_key(token, env, ["VIEW_ANALYTICS"])
+    _, generator = await schema.create_key(token, env, ["GENERATE_DOCUMENTS"])
+    stranger = await schema.sign_up()
 
     # when
     outcomes = {
-        "analyst": (await api.gql(ACTIVITY, {"env": env}, token=analyst)).codes,
-        "generator": (await api.gql(ACTIVITY, {"env": env}, token=generator)).codes,
-        "analyst elsewhere": (await api.gql(ACTIVITY, {"env": other_env}, token=analyst)).codes,
-        "stranger": (await api.gql(ACTIVITY, {"env": env}, token=stranger)).codes,
-        "anonymous": (await api.gql(ACTIVITY, {"env": env})).codes,
+        "analyst": (await schema.gql(ACTIVITY, {"env": env}, token=analyst)).codes,
+        "generator": (await schema.gql(ACTIVITY, {"env": env}, token=generator)).codes,
+        "analyst elsewhere": (await schema.gql(ACTIVITY, {"env": other_env}, token=analyst)).codes,
+        "stranger": (await schema.gql(ACTIVITY, {"env": env}, token=stranger)).codes,
+        "anonymous": (await schema.gql(ACTIVITY, {"env": env})).codes,
     }
 
     # then
@@ -184,19 +191,19 @@ async def test_rate_limited_requests_are_logged_once_a_minute_with_their_count(
     assert [(e["actor"], e["count"]) for e in limited] == [(f"key:{payload['apiKey']['id']}", 3)]
 
 
-async def test_events_past_the_retention_are_pruned(api: Api, app: Starlette) -> None:
+async def test_events_past_the_retention_are_pruned(schema: SchemaApi, usage: UsageBuffer) -> None:
     # given: one event from 91 days ago, one from now
-    tenant = await new_tenant(api)
+    tenant = await factories.tenant(schema.app)
     token, env = tenant.token, tenant.environment_id
-    await api.create_key(token, env, ["VIEW_ANALYTICS"])
+    await schema.create_key(token, env, ["VIEW_ANALYTICS"])
     old = await ActivityEvent.filter(environment_id=env).first()
     assert old is not None
     old.at = datetime.now(UTC) - timedelta(days=91)
     await old.save()
-    await api.create_key(token, env, ["VIEW_ANALYTICS"])
+    await schema.create_key(token, env, ["VIEW_ANALYTICS"])
 
     # when
-    await app.state.services.usage.prune(datetime.now(UTC))
+    await usage.prune(datetime.now(UTC))
 
     # then
-    assert len(await _events(api, token, env)) == 1
+    assert len(await _events(schema, token, env)) == 1

@@ -12,12 +12,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from starlette.applications import Starlette
 
 from keyplane.models import (
     ActivityEvent,
@@ -31,9 +30,9 @@ from keyplane.models.activity import ActivityKind
 from keyplane.models.base import new_id
 from keyplane.models.template import TemplateFormat
 from keyplane.permissions.scopes import Role
-from keyplane.settings import Settings
 from keyplane.usage.buffer import UsageBuffer
-from tests.helpers import Api, Clock, Result
+from tests.helpers import Answer, Api, Client, Clock, OAuthIssuer, Result
+from tests.schema_client import SchemaApi
 
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
 
@@ -80,18 +79,11 @@ CSV_HEADER = (
 )
 
 
-# --- fixtures and helpers ------------------------------------------------------------------
+# Each test decides when counts reach the database (`await usage.flush()`).
+pytestmark = pytest.mark.usage_flush_seconds(3600)
 
 
-@pytest.fixture
-def settings(settings: Settings) -> Settings:
-    return replace(settings, usage_flush_seconds=3600.0)
-
-
-@pytest.fixture
-def usage(app: Starlette) -> UsageBuffer:
-    buffer: UsageBuffer = app.state.services.usage
-    return buffer
+# --- helpers -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -105,7 +97,7 @@ class Key:
 class World:
     """Ada owns project P with environments A and B; Bob owns project Q with environment C."""
 
-    api: Api
+    api: Client
     ada: str
     ada_id: str
     project: str
@@ -116,7 +108,7 @@ class World:
 
 
 async def create_key(
-    api: Api,
+    api: Client,
     token: str,
     environment_id: str,
     scopes: list[str],
@@ -140,7 +132,7 @@ async def create_key(
     return Key(payload["apiKey"]["id"], payload["secret"], payload["apiKey"]["prefix"])
 
 
-async def new_world(api: Api) -> World:
+async def new_world(api: Client) -> World:
     ada = await api.sign_up("ada@example.com")
     project = await api.create_project(ada)
     bob = await api.sign_up("bob@example.com")
@@ -195,29 +187,30 @@ def period(start: datetime, documents: int = 0, failures: int = 0, **usage: int)
 
 
 async def analytics(
-    api: Api, token: str | None, env: str, start: datetime, end: datetime, granularity: str
-) -> Result:
+    api: Client, token: str | None, env: str, start: datetime, end: datetime, granularity: str
+) -> Answer:
     variables = {"env": env, "from": iso(start), "to": iso(end), "granularity": granularity}
     return await api.gql(ANALYTICS, variables, token=token)
 
 
 async def report(
-    api: Api,
+    api: Client,
     token: str | None,
     env: str,
     start: datetime,
     end: datetime,
     report_format: str,
     granularity: str | None = None,
-) -> Result:
+) -> Answer:
     given = {"environmentId": env, "from": iso(start), "to": iso(end), "format": report_format}
     if granularity is not None:
         given["granularity"] = granularity
     return await api.gql(REPORT, {"input": given}, token=token)
 
 
-def assert_bad_input(result: Result, operation: str, field: str) -> None:
-    assert result.status == 200
+def assert_bad_input(result: Answer, operation: str, field: str) -> None:
+    if isinstance(result, Result):
+        assert result.status == 200
     assert result.data in (None, {operation: None})
     assert [e["extensions"] for e in result.errors] == [{"code": "BAD_USER_INPUT", "field": field}]
 
@@ -236,7 +229,7 @@ class Seeded:
     gone_template: str  # a deleted template of A
 
 
-async def seed(api: Api) -> Seeded:
+async def seed(api: Client) -> Seeded:
     """Three days ago in A: documents, failures and usage in known hours; noise around them.
 
     day 0, 01:00-02:00  invoice x2, gone_template x1 documents; invoice failed once;
@@ -396,28 +389,28 @@ def seeded_by_day(s: Seeded) -> dict[str, Any]:
 
 
 async def test_figures_by_day_count_documents_failures_and_usage_of_the_environment_only(
-    api: Api,
+    schema: SchemaApi,
 ) -> None:
     # given
-    s = await seed(api)
+    s = await seed(schema)
 
     # when
-    result = await analytics(api, s.reader.secret, s.world.env_a, s.day, s.day + 2 * DAY, "DAY")
+    result = await analytics(schema, s.reader.secret, s.world.env_a, s.day, s.day + 2 * DAY, "DAY")
 
     # then
     assert result.ok() == {"analytics": seeded_by_day(s)}
 
 
 async def test_figures_by_hour_cover_every_hour_and_count_instants_in_from_to_exactly(
-    api: Api,
+    schema: SchemaApi,
 ) -> None:
     # given
-    s = await seed(api)
+    s = await seed(schema)
     start = s.day + timedelta(hours=1, minutes=30)
     end = s.day + timedelta(hours=5, minutes=5)
 
     # when: a range that starts and ends inside hours
-    result = await analytics(api, s.world.ada, s.world.env_a, start, end, "HOUR")
+    result = await analytics(schema, s.world.ada, s.world.env_a, start, end, "HOUR")
 
     # then: documents at 01:10 and 01:20 and the failure at 05:10 fall outside; the buckets of
     # minutes 01:59 and 05:00 overlap the range and count whole
@@ -469,19 +462,19 @@ async def test_figures_by_hour_cover_every_hour_and_count_instants_in_from_to_ex
 
 
 async def test_an_environment_without_activity_has_empty_periods_and_no_keys_or_templates(
-    api: Api,
+    schema: SchemaApi,
 ) -> None:
     # given
-    world = await new_world(api)
+    world = await new_world(schema)
     day = day_start(datetime.now(UTC)) - DAY
 
     # when: naive instants are read as UTC
-    result = await api.gql(
+    result = await schema.gql(
         ANALYTICS,
         {"env": world.env_b, "from": "2020-01-01T00:00:00", "to": "2020-01-03T00:00:00"},
         token=world.ada,
     )
-    recent = await analytics(api, world.ada, world.env_b, day, day + HOUR, "HOUR")
+    recent = await analytics(schema, world.ada, world.env_b, day, day + HOUR, "HOUR")
 
     # then: granularity defaults to DAY
     zero = {"documents": 0, "failures": 0, **counts()}
@@ -562,6 +555,8 @@ async def test_without_credentials_both_operations_answer_unauthenticated(api: A
     written = await report(api, None, world.env_a, day, day + DAY, "CSV")
 
     # then
+    assert isinstance(read, Result)  # over HTTP
+    assert isinstance(written, Result)
     assert (read.status, read.data, read.codes) == (200, {"analytics": None}, ["UNAUTHENTICATED"])
     assert (written.status, written.data, written.codes) == (
         200,
@@ -580,16 +575,16 @@ async def test_without_credentials_both_operations_answer_unauthenticated(api: A
     ],
 )
 async def test_only_a_key_with_view_analytics_reads_analytics_and_reports(
-    api: Api, scope: str, code: str | None
+    schema: SchemaApi, scope: str, code: str | None
 ) -> None:
     # given
-    world = await new_world(api)
-    key = await create_key(api, world.ada, world.env_a, [scope])
+    world = await new_world(schema)
+    key = await create_key(schema, world.ada, world.env_a, [scope])
     day = day_start(datetime.now(UTC))
 
     # when
-    read = await analytics(api, key.secret, world.env_a, day, day + DAY, "DAY")
-    written = await report(api, key.secret, world.env_a, day, day + DAY, "JSON")
+    read = await analytics(schema, key.secret, world.env_a, day, day + DAY, "DAY")
+    written = await report(schema, key.secret, world.env_a, day, day + DAY, "JSON")
 
     # then
     assert (read.codes, written.codes) == (([code], [code]) if code else ([], []))
@@ -607,39 +602,46 @@ async def test_only_a_key_with_view_analytics_reads_analytics_and_reports(
     ],
 )
 async def test_members_and_tokens_read_analytics_with_view_analytics(
-    api: Api, role: Role | None, oauth_scope: str | None, code: str | None
+    schema: SchemaApi,
+    oauth_issuer: OAuthIssuer,
+    role: Role | None,
+    oauth_scope: str | None,
+    code: str | None,
 ) -> None:
     # given: a member with that role, or Ada through an OAuth token with that scope
-    world = await new_world(api)
+    world = await new_world(schema)
     if oauth_scope is None:
         assert role is not None
         token = await add_member(world, role)
     else:
-        token = api.oauth.token(sub="ada-at-issuer", email="ada@example.com", scope=oauth_scope)
+        token = oauth_issuer.token(sub="ada-at-issuer", email="ada@example.com", scope=oauth_scope)
     day = day_start(datetime.now(UTC))
 
     # when
-    read = await analytics(api, token, world.env_a, day, day + DAY, "DAY")
-    written = await report(api, token, world.env_a, day, day + DAY, "CSV")
+    read = await analytics(schema, token, world.env_a, day, day + DAY, "DAY")
+    written = await report(schema, token, world.env_a, day, day + DAY, "CSV")
 
     # then
     assert (read.codes, written.codes) == (([code], [code]) if code else ([], []))
 
 
 async def test_another_environment_or_project_answers_exactly_like_a_missing_one(
-    api: Api,
+    schema: SchemaApi,
 ) -> None:
     # given: a reader key of A, a member limited to A, and Bob (owner of another project)
-    world = await new_world(api)
-    reader = await create_key(api, world.ada, world.env_a, ["VIEW_ANALYTICS"])
+    world = await new_world(schema)
+    reader = await create_key(schema, world.ada, world.env_a, ["VIEW_ANALYTICS"])
     limited = await add_member(world, Role.ADMIN, environment_ids=[world.env_a])
     day = day_start(datetime.now(UTC))
     missing = new_id("env")
 
     async def outcomes(token: str, env: str) -> tuple[Any, Any]:
-        read = await analytics(api, token, env, day, day + DAY, "DAY")
-        written = await report(api, token, env, day, day + DAY, "CSV")
-        return read.body, written.body
+        read = await analytics(schema, token, env, day, day + DAY, "DAY")
+        written = await report(schema, token, env, day, day + DAY, "CSV")
+        return (
+            {"data": read.data, "errors": read.errors},
+            {"data": written.data, "errors": written.errors},
+        )
 
     # when
     answers = {
@@ -669,15 +671,15 @@ async def test_another_environment_or_project_answers_exactly_like_a_missing_one
 # --- bad input -----------------------------------------------------------------------------
 
 
-async def test_a_reversed_or_empty_range_is_refused_naming_from(api: Api) -> None:
+async def test_a_reversed_or_empty_range_is_refused_naming_from(schema: SchemaApi) -> None:
     # given
-    world = await new_world(api)
+    world = await new_world(schema)
     day = day_start(datetime.now(UTC))
 
     # when
-    reversed_read = await analytics(api, world.ada, world.env_a, day + DAY, day, "DAY")
-    empty_read = await analytics(api, world.ada, world.env_a, day, day, "HOUR")
-    reversed_report = await report(api, world.ada, world.env_a, day + HOUR, day, "CSV")
+    reversed_read = await analytics(schema, world.ada, world.env_a, day + DAY, day, "DAY")
+    empty_read = await analytics(schema, world.ada, world.env_a, day, day, "HOUR")
+    reversed_report = await report(schema, world.ada, world.env_a, day + HOUR, day, "CSV")
 
     # then
     assert_bad_input(reversed_read, "analytics", "from")
@@ -685,22 +687,22 @@ async def test_a_reversed_or_empty_range_is_refused_naming_from(api: Api) -> Non
     assert_bad_input(reversed_report, "generateReport", "from")
 
 
-async def test_a_range_longer_than_366_days_is_refused_naming_to(api: Api) -> None:
+async def test_a_range_longer_than_366_days_is_refused_naming_to(schema: SchemaApi) -> None:
     # given
-    world = await new_world(api)
+    world = await new_world(schema)
     end = day_start(datetime.now(UTC))
     start = end - 366 * DAY
 
     # when
     too_long = await analytics(
-        api, world.ada, world.env_a, start - timedelta(seconds=1), end, "DAY"
+        schema, world.ada, world.env_a, start - timedelta(seconds=1), end, "DAY"
     )
-    too_long_report = await report(api, world.ada, world.env_a, start - HOUR, end, "JSON")
+    too_long_report = await report(schema, world.ada, world.env_a, start - HOUR, end, "JSON")
     variables = {"env": world.env_a, "from": iso(start), "to": iso(end), "granularity": "HOUR"}
-    longest = await api.gql(LONGEST, variables, token=world.ada)
+    longest = await schema.gql(LONGEST, variables, token=world.ada)
     # Every key's and template's hourly periods over a year: up to 10 x 8,784 each, by the
     # query cost's estimate (README, "Query limits"), more than one operation may ask for.
-    every_series = await analytics(api, world.ada, world.env_a, start, end, "HOUR")
+    every_series = await analytics(schema, world.ada, world.env_a, start, end, "HOUR")
 
     # then
     assert_bad_input(too_long, "analytics", "to")
@@ -709,16 +711,18 @@ async def test_a_range_longer_than_366_days_is_refused_naming_to(api: Api) -> No
     assert every_series.codes == ["QUERY_TOO_COMPLEX"]
 
 
-async def test_minute_and_unknown_values_are_not_granularities_or_formats(api: Api) -> None:
+async def test_minute_and_unknown_values_are_not_granularities_or_formats(
+    schema: SchemaApi,
+) -> None:
     # given
-    world = await new_world(api)
+    world = await new_world(schema)
     day = day_start(datetime.now(UTC))
 
     # when
-    minute = await analytics(api, world.ada, world.env_a, day, day + HOUR, "MINUTE")
-    minute_report = await report(api, world.ada, world.env_a, day, day + HOUR, "CSV", "MINUTE")
-    xml_report = await report(api, world.ada, world.env_a, day, day + HOUR, "XML")
-    not_an_instant = await api.gql(
+    minute = await analytics(schema, world.ada, world.env_a, day, day + HOUR, "MINUTE")
+    minute_report = await report(schema, world.ada, world.env_a, day, day + HOUR, "CSV", "MINUTE")
+    xml_report = await report(schema, world.ada, world.env_a, day, day + HOUR, "XML")
+    not_an_instant = await schema.gql(
         ANALYTICS, {"env": world.env_a, "from": "yesterday", "to": iso(day)}, token=world.ada
     )
 
@@ -733,14 +737,14 @@ async def test_minute_and_unknown_values_are_not_granularities_or_formats(api: A
 
 
 async def test_the_csv_report_has_one_row_per_period_and_key_and_per_period_and_template(
-    api: Api,
+    schema: SchemaApi,
 ) -> None:
     # given
-    s = await seed(api)
+    s = await seed(schema)
     d0, d1, d2 = s.day, s.day + DAY, s.day + 2 * DAY
 
     # when
-    result = await report(api, s.reader.secret, s.world.env_a, d0, d2, "CSV")
+    result = await report(schema, s.reader.secret, s.world.env_a, d0, d2, "CSV")
 
     # then
     generated = result.ok()["generateReport"]
@@ -769,15 +773,15 @@ async def test_the_csv_report_has_one_row_per_period_and_key_and_per_period_and_
     assert sum(int(r["failures"]) for r in rows if r["kind"] == "documents") == 3
 
 
-async def test_the_json_report_holds_exactly_what_analytics_answers(api: Api) -> None:
+async def test_the_json_report_holds_exactly_what_analytics_answers(schema: SchemaApi) -> None:
     # given
-    s = await seed(api)
+    s = await seed(schema)
     d0, d2 = s.day, s.day + 2 * DAY
-    hourly = await analytics(api, s.reader.secret, s.world.env_a, d0, d2, "HOUR")
+    hourly = await analytics(schema, s.reader.secret, s.world.env_a, d0, d2, "HOUR")
 
     # when
-    by_day = await report(api, s.reader.secret, s.world.env_a, d0, d2, "JSON")
-    by_hour = await report(api, s.reader.secret, s.world.env_a, d0, d2, "JSON", "HOUR")
+    by_day = await report(schema, s.reader.secret, s.world.env_a, d0, d2, "JSON")
+    by_hour = await report(schema, s.reader.secret, s.world.env_a, d0, d2, "JSON", "HOUR")
 
     # then
     generated = by_day.ok()["generateReport"]

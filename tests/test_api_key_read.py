@@ -30,9 +30,7 @@ async def test_keys_are_listed_newest_first(app: Starlette) -> None:
     # given
     owner = await factories.tenant(app)
     for name in ["first", "second", "third"]:
-        await factories.api_key(
-            environment_id=owner.environment_id, created_by_id=owner.user_id, name=name
-        )
+        await factories.owners_key(owner, name=name)
 
     # when
     result = await execute(app, LIST_KEYS, {"id": owner.environment_id}, credential=owner.token)
@@ -51,9 +49,7 @@ async def test_pages_after_a_cursor_stay_stable_while_keys_are_created(app: Star
     owner = await factories.tenant(app)
 
     async def new_key(name: str) -> None:
-        await factories.api_key(
-            environment_id=owner.environment_id, created_by_id=owner.user_id, name=name
-        )
+        await factories.owners_key(owner, name=name)
 
     for number in range(1, 6):
         await new_key(f"k{number}")
@@ -90,9 +86,7 @@ async def test_a_page_may_hold_1_to_100_keys(app: Starlette, first: int) -> None
     # given
     owner = await factories.tenant(app)
     for name in ["a", "b"]:
-        await factories.api_key(
-            environment_id=owner.environment_id, created_by_id=owner.user_id, name=name
-        )
+        await factories.owners_key(owner, name=name)
 
     # when
     names = await names_listed(app, owner.token, owner.environment_id, first=first)
@@ -131,9 +125,7 @@ async def test_keys_are_filtered_by_status(app: Starlette, clock: Clock) -> None
     now = datetime.now(UTC)
 
     async def new_key(name: str, **fields: Any) -> str:
-        issued = await factories.api_key(
-            environment_id=owner.environment_id, created_by_id=owner.user_id, name=name, **fields
-        )
+        issued = await factories.owners_key(owner, name=name, **fields)
         return issued.id
 
     await new_key("expired", expires_at=now + timedelta(seconds=60))
@@ -168,15 +160,8 @@ async def test_a_key_with_view_analytics_lists_the_keys_of_its_environment(
 ) -> None:
     # given
     owner = await factories.tenant(app)
-    await factories.api_key(
-        environment_id=owner.environment_id, created_by_id=owner.user_id, name="worker"
-    )
-    reader = await factories.api_key(
-        environment_id=owner.environment_id,
-        created_by_id=owner.user_id,
-        scopes=[Scope.VIEW_ANALYTICS],
-        name="dashboard",
-    )
+    await factories.owners_key(owner, name="worker")
+    reader = await factories.owners_key(owner, Scope.VIEW_ANALYTICS, name="dashboard")
 
     # when
     names = await names_listed(app, reader.secret, owner.environment_id)
@@ -219,11 +204,7 @@ async def test_a_key_without_read_scopes_still_reads_itself_through_viewer(
 ) -> None:
     # given
     owner = await factories.tenant(app)
-    key = await factories.api_key(
-        environment_id=owner.environment_id,
-        created_by_id=owner.user_id,
-        scopes=[Scope.GENERATE_DOCUMENTS],
-    )
+    key = await factories.owners_key(owner, Scope.GENERATE_DOCUMENTS)
 
     # when
     result = await execute(app, VIEWER, credential=key.secret)

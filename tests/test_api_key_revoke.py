@@ -5,6 +5,7 @@ from __future__ import annotations
 from unittest.mock import ANY
 
 from keyplane.auth.api_key import generate_secret
+from tests import factories
 from tests.api_key_helpers import (
     DELETE_KEY,
     GET_KEY,
@@ -16,6 +17,7 @@ from tests.api_key_helpers import (
     read_key,
 )
 from tests.helpers import Api, Clock, new_tenant
+from tests.schema_client import SchemaApi
 
 # --- revokeApiKey ----------------------------------------------------------------------------
 
@@ -42,15 +44,15 @@ async def test_a_revoked_key_is_refused_on_its_very_next_request(api: Api) -> No
     )
 
 
-async def test_revoking_twice_changes_nothing(api: Api, clock: Clock) -> None:
+async def test_revoking_twice_changes_nothing(schema: SchemaApi, clock: Clock) -> None:
     # given
-    owner = await new_tenant(api)
-    key_id, _ = await api.create_key(owner.token, owner.environment_id)
-    first = await api.gql(REVOKE_KEY, {"id": key_id}, token=owner.token)
+    owner = await factories.tenant(schema.app)
+    key_id, _ = await schema.create_key(owner.token, owner.environment_id)
+    first = await schema.gql(REVOKE_KEY, {"id": key_id}, token=owner.token)
     clock.advance(30)
 
     # when
-    second = await api.gql(REVOKE_KEY, {"id": key_id}, token=owner.token)
+    second = await schema.gql(REVOKE_KEY, {"id": key_id}, token=owner.token)
 
     # then
     assert second.ok() == first.ok()
@@ -95,14 +97,14 @@ async def test_a_deleted_key_is_gone_and_refused(api: Api) -> None:
     assert gone.body == missing.body
 
 
-async def test_deleting_a_deleted_key_is_not_found(api: Api) -> None:
+async def test_deleting_a_deleted_key_is_not_found(schema: SchemaApi) -> None:
     # given
-    owner = await new_tenant(api)
-    key_id, _ = await api.create_key(owner.token, owner.environment_id)
-    (await api.gql(DELETE_KEY, {"id": key_id}, token=owner.token)).ok()
+    owner = await factories.tenant(schema.app)
+    key_id, _ = await schema.create_key(owner.token, owner.environment_id)
+    (await schema.gql(DELETE_KEY, {"id": key_id}, token=owner.token)).ok()
 
     # when
-    result = await api.gql(DELETE_KEY, {"id": key_id}, token=owner.token)
+    result = await schema.gql(DELETE_KEY, {"id": key_id}, token=owner.token)
 
     # then
     assert result.data == {"deleteApiKey": None}

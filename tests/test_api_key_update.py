@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 from keyplane.permissions.scopes import Scope
 from tests import factories
 from tests.api_key_helpers import (
+    BAD_NAME_OR_SCOPES,
     UPDATE_KEY,
     VIEWER,
     assert_bad_input,
@@ -25,11 +26,7 @@ from tests.schema_client import execute
 async def test_renaming_a_key_keeps_its_scopes(app: Starlette) -> None:
     # given
     owner = await factories.tenant(app)
-    key = await factories.api_key(
-        environment_id=owner.environment_id,
-        created_by_id=owner.user_id,
-        scopes=[Scope.VIEW_ANALYTICS],
-    )
+    key = await factories.owners_key(owner, Scope.VIEW_ANALYTICS)
 
     # when
     result = await execute(
@@ -51,11 +48,7 @@ async def test_renaming_a_key_keeps_its_scopes(app: Starlette) -> None:
 async def test_changing_a_keys_scopes_applies_to_its_next_request(app: Starlette) -> None:
     # given
     owner = await factories.tenant(app)
-    key = await factories.api_key(
-        environment_id=owner.environment_id,
-        created_by_id=owner.user_id,
-        scopes=[Scope.VIEW_ANALYTICS],
-    )
+    key = await factories.owners_key(owner, Scope.VIEW_ANALYTICS)
 
     # when
     result = await execute(
@@ -79,16 +72,8 @@ async def test_changing_a_keys_scopes_applies_to_its_next_request(app: Starlette
 async def test_a_management_key_changes_scopes_only_within_its_own(app: Starlette) -> None:
     # given
     owner = await factories.tenant(app)
-    key = await factories.api_key(
-        environment_id=owner.environment_id,
-        created_by_id=owner.user_id,
-        scopes=[Scope.MANAGE_PROJECT],
-    )
-    manager = await factories.api_key(
-        environment_id=owner.environment_id,
-        created_by_id=owner.user_id,
-        scopes=[Scope.MANAGE_PROJECT, Scope.VIEW_ANALYTICS],
-    )
+    key = await factories.owners_key(owner, Scope.MANAGE_PROJECT)
+    manager = await factories.owners_key(owner, Scope.MANAGE_PROJECT, Scope.VIEW_ANALYTICS)
 
     # when
     within = await execute(
@@ -111,16 +96,7 @@ async def test_a_management_key_changes_scopes_only_within_its_own(app: Starlett
     assert (await key_read(app, owner.token, key.id))["scopes"] == ["VIEW_ANALYTICS"]
 
 
-@pytest.mark.parametrize(
-    ("change", "field"),
-    [
-        ({"scopes": []}, "scopes"),
-        ({"name": ""}, "name"),
-        ({"name": "   "}, "name"),
-        ({"name": "n" * 65}, "name"),
-    ],
-    ids=["empty scopes", "empty name", "blank name", "name too long"],
-)
+@pytest.mark.parametrize(("change", "field"), BAD_NAME_OR_SCOPES)
 async def test_updating_a_key_with_bad_input_is_refused_naming_the_field(
     api: Api, change: dict[str, Any], field: str
 ) -> None:

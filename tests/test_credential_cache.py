@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -22,15 +23,21 @@ from keyplane.app import create_app
 from keyplane.auth.api_key import generate_secret
 from keyplane.auth.changes import FileVersion, RedisVersion
 from keyplane.db import is_postgres, sqlite_path
+from keyplane.permissions.scopes import Role
 from keyplane.settings import Settings, SettingsError
+from tests import factories
 from tests.factories import FAST_PASSWORDS
 from tests.helpers import Api, OAuthIssuer
+from tests.schema_client import execute
 from tests.test_query_count import counting_queries
 
 REDIS_URL = os.environ.get("KEYPLANE_TEST_REDIS_URL", "")
 VIEWER_KEY = "{ viewer { kind apiKey { id scopes } } }"
 VIEWER_USER = "{ viewer { kind user { id } } }"
 REVOKE = "mutation($id: ID!) { revokeApiKey(id: $id) { id } }"
+UPDATE_MEMBER = """
+mutation($input: UpdateMemberInput!) { updateMember(input: $input) { role allEnvironments } }
+"""
 COUNTERS_QUERY = "SELECT id, total_requests, last_used_at FROM api_key WHERE id IN"
 
 
@@ -237,36 +244,37 @@ async def test_total_requests_read_through_the_calling_key_never_go_backwards(
 
 
 @pytest.mark.usefixtures("keeping")
-async def test_a_kept_key_asked_for_its_counters_reads_only_its_counters(
-    api: Api, app: Starlette
+@pytest.mark.parametrize(
+    ("document", "counters_read", "answer"),
+    [
+        pytest.param(
+            "{ viewer { apiKey { totalRequests } } }",
+            [True],
+            # what the row now holds plus this request
+            {"viewer": {"apiKey": {"totalRequests": 4}}},
+            id="asked for its counters: one query, for them",
+        ),
+        pytest.param(
+            "{ viewer { kind apiKey { name } } }",
+            [],
+            {"viewer": {"kind": "API_KEY", "apiKey": {"name": "server"}}},
+            id="not asked for them: no query",
+        ),
+    ],
+)
+async def test_a_kept_key_reads_only_its_counters_and_only_when_asked_for_them(
+    api: Api, app: Starlette, document: str, counters_read: list[bool], answer: Any
 ) -> None:
     # given: a kept key that made three requests, flushed to the database
     secret = await _key_used_three_times_and_flushed(api, app)
 
     # when
     with counting_queries() as queries:
-        data = (await api.gql("{ viewer { apiKey { totalRequests } } }", token=secret)).ok()
+        data = (await api.gql(document, token=secret)).ok()
 
-    # then: one query, for the counters (the key itself is not read again), and the count is
-    # what the row now holds plus this request
-    assert [query.startswith(COUNTERS_QUERY) for query in queries] == [True]
-    assert data["viewer"]["apiKey"]["totalRequests"] == 4
-
-
-@pytest.mark.usefixtures("keeping")
-async def test_a_kept_key_not_asked_for_its_counters_costs_no_query(
-    api: Api, app: Starlette
-) -> None:
-    # given: a kept key that made three requests, flushed to the database
-    secret = await _key_used_three_times_and_flushed(api, app)
-
-    # when
-    with counting_queries() as queries:
-        data = (await api.gql("{ viewer { kind apiKey { name } } }", token=secret)).ok()
-
-    # then
-    assert queries == []
-    assert data == {"viewer": {"kind": "API_KEY", "apiKey": {"name": "server"}}}
+    # then: the key itself is not read again
+    assert [query.startswith(COUNTERS_QUERY) for query in queries] == counters_read
+    assert data == answer
 
 
 @pytest.mark.usefixtures("keeping")
@@ -282,6 +290,29 @@ async def test_issuing_a_key_moves_the_credentials_version(api: Api, app: Starle
     await api.create_key(owner, env, ["VIEW_ANALYTICS"])
 
     # then
+    assert await credentials.version() == before + 1
+
+
+@pytest.mark.usefixtures("keeping")
+async def test_an_update_of_a_member_that_changes_nothing_moves_nothing(app: Starlette) -> None:
+    # given: a viewer of every environment
+    owner = await factories.tenant(app)
+    viewer = await factories.user()
+    row = await factories.member(project_id=owner.project_id, user_id=viewer.id, role=Role.VIEWER)
+    credentials = app.state.services.credentials
+    before = await credentials.version()
+
+    # when: asked for the role and the reach they already have
+    same = {"memberId": row.id, "role": "VIEWER", "environmentIds": []}
+    unchanged = await execute(app, UPDATE_MEMBER, {"input": same}, credential=owner.token)
+    after_no_op = await credentials.version()
+    promoted = {"memberId": row.id, "role": "DEVELOPER"}
+    changed = await execute(app, UPDATE_MEMBER, {"input": promoted}, credential=owner.token)
+
+    # then
+    assert unchanged.ok() == {"updateMember": {"role": "VIEWER", "allEnvironments": True}}
+    assert after_no_op == before
+    assert changed.ok() == {"updateMember": {"role": "DEVELOPER", "allEnvironments": True}}
     assert await credentials.version() == before + 1
 
 

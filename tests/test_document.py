@@ -1,4 +1,6 @@
-"""Documents through GraphQL over HTTP: generateDocument, documents and document.
+"""Documents: generateDocument, documents and document. Behaviour goes through the schema
+(`schema`, rows from tests/factories.py); the unauthenticated matrix and one generation by a
+key go over HTTP.
 
 For every operation: success, no credentials, every single-scope key, another project's or
 environment's objects (answered exactly like missing ones), and bad input. Then what a
@@ -15,11 +17,12 @@ from unittest.mock import ANY
 
 import pytest
 
-from keyplane.models import Document, Member, MemberEnvironment
+from keyplane.models import Document
 from keyplane.models.activity import ActivityKind
 from keyplane.permissions.scopes import Role
-from tests.factories import add_member
-from tests.helpers import Api, Tenant, new_tenant
+from tests import factories
+from tests.helpers import Api, OAuthIssuer, Tenant, each_operation, new_tenant
+from tests.schema_client import SchemaApi
 from tests.template_helpers import (
     CLIENT_IP,
     DELETE_TEMPLATE,
@@ -38,6 +41,7 @@ from tests.template_helpers import (
     events,
     generate,
     new_template,
+    published_template,
 )
 
 # --- one table of operations, for what every operation must do alike -----------------------
@@ -80,17 +84,15 @@ OPERATIONS = {
 }
 MISSING = Target(MISSING_ENVIRONMENT_ID, MISSING_TEMPLATE_ID, MISSING_DOCUMENT_ID)
 
-every_operation = pytest.mark.parametrize(
-    "operation", list(OPERATIONS.values()), ids=list(OPERATIONS)
-)
+every_operation = each_operation(OPERATIONS)
 
 
-async def a_document(api: Api, owner: Tenant, environment_id: str | None = None) -> Target:
-    """A published template and one document made from it, in the owner's environment."""
-    environment_id = environment_id or owner.environment_id
-    template_id = await new_template(api, owner.token, environment_id, publish=True)
-    result = await generate(api, owner.token, template_id, {"name": "Ada"})
-    return Target(environment_id, template_id, result.ok()["generateDocument"]["id"])
+async def a_document(owner: Tenant, environment_id: str | None = None) -> Target:
+    """A published template and one document made from it, in the owner's environment (or the
+    one named)."""
+    template = await published_template(owner, environment_id)
+    made = await factories.document(template, created_by_id=owner.user_id)
+    return Target(made.environment_id, template.id, made.id)  # type: ignore[attr-defined]
 
 
 async def stored(environment_id: str) -> list[dict[str, Any]]:
@@ -103,7 +105,7 @@ async def test_every_document_operation_without_credentials_is_unauthenticated(
 ) -> None:
     # given
     owner = await new_tenant(api)
-    target = await a_document(api, owner)
+    target = await a_document(owner)
     before = await stored(owner.environment_id)
 
     # when
@@ -119,19 +121,18 @@ async def test_every_document_operation_without_credentials_is_unauthenticated(
 @every_operation
 @pytest.mark.parametrize("scope", SINGLE_SCOPES)
 async def test_every_document_operation_with_each_single_scope_key(
-    api: Api, operation: Operation, scope: str
+    schema: SchemaApi, operation: Operation, scope: str
 ) -> None:
     # given
-    owner = await new_tenant(api)
-    target = await a_document(api, owner)
-    _, secret = await api.create_key(owner.token, owner.environment_id, [scope])
+    owner = await factories.tenant(schema.app)
+    target = await a_document(owner)
+    _, secret = await factories.key_pair(owner.user_id, owner.environment_id, [scope])
     before = await stored(owner.environment_id)
 
     # when
-    result = await api.gql(operation.document, operation.variables(target), token=secret)
+    result = await schema.gql(operation.document, operation.variables(target), token=secret)
 
     # then
-    assert result.status == 200
     if scope in operation.allowed:
         assert result.errors == []
         assert result.data[operation.field] is not None
@@ -144,15 +145,15 @@ async def test_every_document_operation_with_each_single_scope_key(
 @every_operation
 @pytest.mark.parametrize("scope", SINGLE_SCOPES)
 async def test_every_document_operation_with_each_single_scope_oauth_token(
-    api: Api, operation: Operation, scope: str
+    schema: SchemaApi, oauth_issuer: OAuthIssuer, operation: Operation, scope: str
 ) -> None:
     # given
-    owner = await new_tenant(api)
-    target = await a_document(api, owner)
-    token = api.oauth.token(email=owner.email, scope=OAUTH_WORDS[scope])
+    owner = await factories.tenant(schema.app)
+    target = await a_document(owner)
+    token = oauth_issuer.token(email=owner.email, scope=OAUTH_WORDS[scope])
 
     # when
-    result = await api.gql(operation.document, operation.variables(target), token=token)
+    result = await schema.gql(operation.document, operation.variables(target), token=token)
 
     # then
     assert result.codes == ([] if scope in operation.allowed else ["FORBIDDEN"])
@@ -160,72 +161,70 @@ async def test_every_document_operation_with_each_single_scope_oauth_token(
 
 @every_operation
 async def test_every_document_operation_on_another_projects_objects_answers_like_missing_ones(
-    api: Api, operation: Operation
+    schema: SchemaApi, operation: Operation
 ) -> None:
     # given
-    intruder = await new_tenant(api)
-    victim = await new_tenant(api)
-    target = await a_document(api, victim)
+    intruder = await factories.tenant(schema.app)
+    victim = await factories.tenant(schema.app)
+    target = await a_document(victim)
     before = await stored(victim.environment_id)
 
     # when
-    elsewhere = await api.gql(operation.document, operation.variables(target), token=intruder.token)
-    missing = await api.gql(operation.document, operation.variables(MISSING), token=intruder.token)
+    elsewhere = await schema.gql(
+        operation.document, operation.variables(target), token=intruder.token
+    )
+    missing = await schema.gql(
+        operation.document, operation.variables(MISSING), token=intruder.token
+    )
 
     # then
-    assert elsewhere.status == 200
     assert elsewhere.data == {operation.field: None}
     assert elsewhere.codes == ["NOT_FOUND"]
-    assert elsewhere.body == missing.body
+    assert elsewhere == missing
     assert await stored(victim.environment_id) == before
 
 
 @every_operation
 @pytest.mark.parametrize("credential", ["key with every scope", "admin of another environment"])
 async def test_every_document_operation_on_another_environment_answers_like_missing_ones(
-    api: Api, operation: Operation, credential: str
+    schema: SchemaApi, operation: Operation, credential: str
 ) -> None:
     # given
-    owner = await new_tenant(api)
-    other_environment_id = await api.create_environment(owner.token, owner.project_id)
-    target = await a_document(api, owner, other_environment_id)
+    owner = await factories.tenant(schema.app)
+    other_environment_id = (await factories.environment(project_id=owner.project_id)).id
+    target = await a_document(owner, other_environment_id)
     if credential.startswith("key"):
-        _, caller = await api.create_key(owner.token, owner.environment_id, SINGLE_SCOPES)
+        _, caller = await factories.key_pair(owner.user_id, owner.environment_id, SINGLE_SCOPES)
     else:
-        caller = await api.sign_up()
-        member = await Member.create(
-            project_id=owner.project_id,
-            user_id=await api.user_id(caller),
-            role=Role.ADMIN,
-            all_environments=False,
+        caller = await factories.member_token(
+            schema.app, owner.project_id, Role.ADMIN, environment_ids=[owner.environment_id]
         )
-        await MemberEnvironment.create(member=member, environment_id=owner.environment_id)
     before = await stored(other_environment_id)
 
     # when
-    elsewhere = await api.gql(operation.document, operation.variables(target), token=caller)
-    missing = await api.gql(operation.document, operation.variables(MISSING), token=caller)
+    elsewhere = await schema.gql(operation.document, operation.variables(target), token=caller)
+    missing = await schema.gql(operation.document, operation.variables(MISSING), token=caller)
 
     # then
     assert elsewhere.data == {operation.field: None}
     assert elsewhere.codes == ["NOT_FOUND"]
-    assert elsewhere.body == missing.body
+    assert elsewhere == missing
     assert await stored(other_environment_id) == before
 
 
 @every_operation
 @pytest.mark.parametrize("role", [Role.DEVELOPER, Role.VIEWER])
 async def test_a_developer_generates_and_reads_documents_and_a_viewer_only_reads_them(
-    api: Api, operation: Operation, role: Role
+    schema: SchemaApi, operation: Operation, role: Role
 ) -> None:
     # given
-    owner = await new_tenant(api)
-    target = await a_document(api, owner)
-    member = await add_member(api, owner.project_id, role)
+    owner = await factories.tenant(schema.app)
+    target = await a_document(owner)
+    member = await factories.member_token(schema.app, owner.project_id, role)
     allowed = role is Role.DEVELOPER or operation.field != "generateDocument"
 
     # when
-    result = await api.gql(operation.document, operation.variables(target), token=member)
+    result = await schema.gql(operation.document, operation.variables(target), token=member)
 
     # then
     assert result.codes == ([] if allowed else ["FORBIDDEN"])
@@ -271,17 +270,17 @@ async def test_a_key_generates_a_document_that_records_the_key_and_its_creator(a
     ("credential", "kind"), [("dashboard session", "JWT"), ("OAuth token", "OAUTH")]
 )
 async def test_a_user_generates_a_document_in_their_own_name(
-    api: Api, credential: str, kind: str
+    schema: SchemaApi, oauth_issuer: OAuthIssuer, credential: str, kind: str
 ) -> None:
     # given
-    owner = await new_tenant(api)
-    template_id = await new_template(api, owner.token, owner.environment_id, publish=True)
+    owner = await factories.tenant(schema.app)
+    template_id = await new_template(schema, owner.token, owner.environment_id, publish=True)
     token = owner.token
     if credential == "OAuth token":
-        token = api.oauth.token(email=owner.email, scope="documents:generate")
+        token = oauth_issuer.token(email=owner.email, scope="documents:generate")
 
     # when
-    result = await generate(api, token, template_id, {"name": "Ada"})
+    result = await generate(schema, token, template_id, {"name": "Ada"})
 
     # then
     document = result.ok()["generateDocument"]
@@ -298,12 +297,12 @@ async def test_a_user_generates_a_document_in_their_own_name(
     ],
 )
 async def test_html_escapes_what_it_prints_and_markdown_and_text_do_not(
-    api: Api, format: str, content: str
+    schema: SchemaApi, format: str, content: str
 ) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await factories.tenant(schema.app)
     template_id = await new_template(
-        api,
+        schema,
         owner.token,
         owner.environment_id,
         content="<p>{{ name }}</p>",
@@ -313,7 +312,7 @@ async def test_html_escapes_what_it_prints_and_markdown_and_text_do_not(
 
     # when
     result = await generate(
-        api, owner.token, template_id, {"name": "<script>alert(1)</script> & co"}
+        schema, owner.token, template_id, {"name": "<script>alert(1)</script> & co"}
     )
 
     # then
@@ -322,15 +321,15 @@ async def test_html_escapes_what_it_prints_and_markdown_and_text_do_not(
 
 
 async def test_documents_use_the_published_version_and_keep_it_when_the_template_moves_on(
-    api: Api,
+    schema: SchemaApi,
 ) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await factories.tenant(schema.app)
     template_id = await new_template(
-        api, owner.token, owner.environment_id, content="v1 {{ name }}", publish=True
+        schema, owner.token, owner.environment_id, content="v1 {{ name }}", publish=True
     )
     (
-        await api.gql(
+        await schema.gql(
             UPDATE_TEMPLATE,
             {"input": {"id": template_id, "content": "v2 {{ name }}"}},
             token=owner.token,
@@ -338,11 +337,11 @@ async def test_documents_use_the_published_version_and_keep_it_when_the_template
     ).ok()
 
     # when
-    from_draft_time = (await generate(api, owner.token, template_id, {"name": "a"})).ok()
-    (await api.gql(PUBLISH_TEMPLATE, {"id": template_id}, token=owner.token)).ok()
-    after_publish = (await generate(api, owner.token, template_id, {"name": "b"})).ok()
-    (await api.gql(DELETE_TEMPLATE, {"id": template_id}, token=owner.token)).ok()
-    kept = await api.gql(
+    from_draft_time = (await generate(schema, owner.token, template_id, {"name": "a"})).ok()
+    (await schema.gql(PUBLISH_TEMPLATE, {"id": template_id}, token=owner.token)).ok()
+    after_publish = (await generate(schema, owner.token, template_id, {"name": "b"})).ok()
+    (await schema.gql(DELETE_TEMPLATE, {"id": template_id}, token=owner.token)).ok()
+    kept = await schema.gql(
         GET_DOCUMENT, {"id": from_draft_time["generateDocument"]["id"]}, token=owner.token
     )
 
@@ -354,18 +353,18 @@ async def test_documents_use_the_published_version_and_keep_it_when_the_template
     assert kept.ok()["document"] == first
 
 
-async def test_a_template_never_published_or_unpublished_is_a_conflict(api: Api) -> None:
+async def test_a_template_never_published_or_unpublished_is_a_conflict(schema: SchemaApi) -> None:
     # given
-    owner = await new_tenant(api)
-    draft_id = await new_template(api, owner.token, owner.environment_id, name="draft")
+    owner = await factories.tenant(schema.app)
+    draft_id = await new_template(schema, owner.token, owner.environment_id, name="draft")
     unpublished_id = await new_template(
-        api, owner.token, owner.environment_id, name="was live", publish=True
+        schema, owner.token, owner.environment_id, name="was live", publish=True
     )
-    (await api.gql(UNPUBLISH_TEMPLATE, {"id": unpublished_id}, token=owner.token)).ok()
+    (await schema.gql(UNPUBLISH_TEMPLATE, {"id": unpublished_id}, token=owner.token)).ok()
 
     # when
-    draft = await generate(api, owner.token, draft_id, {"name": "Ada"})
-    unpublished = await generate(api, owner.token, unpublished_id, {"name": "Ada"})
+    draft = await generate(schema, owner.token, draft_id, {"name": "Ada"})
+    unpublished = await generate(schema, owner.token, unpublished_id, {"name": "Ada"})
 
     # then
     for result in (draft, unpublished):
@@ -376,13 +375,13 @@ async def test_a_template_never_published_or_unpublished_is_a_conflict(api: Api)
 
 
 @pytest.mark.parametrize("data", [[1, 2], "text", 3, True])
-async def test_data_that_is_not_a_json_object_is_bad_input(api: Api, data: Any) -> None:
+async def test_data_that_is_not_a_json_object_is_bad_input(schema: SchemaApi, data: Any) -> None:
     # given
-    owner = await new_tenant(api)
-    template_id = await new_template(api, owner.token, owner.environment_id, publish=True)
+    owner = await factories.tenant(schema.app)
+    template_id = await new_template(schema, owner.token, owner.environment_id, publish=True)
 
     # when
-    result = await generate(api, owner.token, template_id, data)
+    result = await generate(schema, owner.token, template_id, data)
 
     # then
     assert bad_input(result) == (
@@ -392,19 +391,21 @@ async def test_data_that_is_not_a_json_object_is_bad_input(api: Api, data: Any) 
     assert await stored(owner.environment_id) == []
 
 
-async def test_data_up_to_1_mib_of_json_is_accepted_and_beyond_is_refused(api: Api) -> None:
+async def test_data_up_to_1_mib_of_json_is_accepted_and_beyond_is_refused(
+    schema: SchemaApi,
+) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await factories.tenant(schema.app)
     template_id = await new_template(
-        api, owner.token, owner.environment_id, content="{{ blob|length }}", publish=True
+        schema, owner.token, owner.environment_id, content="{{ blob|length }}", publish=True
     )
     overhead = len('{"blob":""}')
     fits = {"blob": "x" * (1024 * 1024 - overhead)}
     too_big = {"blob": "x" * (1024 * 1024 - overhead + 1)}
 
     # when
-    accepted = await generate(api, owner.token, template_id, fits)
-    refused = await generate(api, owner.token, template_id, too_big)
+    accepted = await generate(schema, owner.token, template_id, fits)
+    refused = await generate(schema, owner.token, template_id, too_big)
 
     # then
     assert accepted.ok()["generateDocument"]["content"] == str(1024 * 1024 - overhead)
@@ -415,21 +416,23 @@ async def test_data_up_to_1_mib_of_json_is_accepted_and_beyond_is_refused(api: A
 
 
 async def test_a_missing_variable_is_bad_data_naming_it_and_is_logged_as_a_failure(
-    api: Api,
+    schema: SchemaApi,
 ) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await factories.tenant(schema.app)
     template_id = await new_template(
-        api,
+        schema,
         owner.token,
         owner.environment_id,
         content="Dear {{ name }},\nyou owe {{ invoice.total }}.",
         publish=True,
     )
-    _, secret = await api.create_key(owner.token, owner.environment_id, ["GENERATE_DOCUMENTS"])
+    _, secret = await factories.key_pair(
+        owner.user_id, owner.environment_id, ["GENERATE_DOCUMENTS"]
+    )
 
     # when
-    result = await generate(api, secret, template_id, {"name": "Ada", "invoice": {}})
+    result = await generate(schema, secret, template_id, {"name": "Ada", "invoice": {}})
 
     # then
     assert bad_input(result) == (
@@ -448,11 +451,11 @@ async def test_a_missing_variable_is_bad_data_naming_it_and_is_logged_as_a_failu
     assert event.actor.startswith("key:key_")
 
 
-async def test_optional_variables_can_be_tested_with_is_defined(api: Api) -> None:
+async def test_optional_variables_can_be_tested_with_is_defined(schema: SchemaApi) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await factories.tenant(schema.app)
     template_id = await new_template(
-        api,
+        schema,
         owner.token,
         owner.environment_id,
         content="{% if note is defined %}{{ note }}{% else %}none{% endif %}",
@@ -460,23 +463,25 @@ async def test_optional_variables_can_be_tested_with_is_defined(api: Api) -> Non
     )
 
     # when
-    without = await generate(api, owner.token, template_id, {})
-    with_note = await generate(api, owner.token, template_id, {"note": "hi"})
+    without = await generate(schema, owner.token, template_id, {})
+    with_note = await generate(schema, owner.token, template_id, {"note": "hi"})
 
     # then
     assert without.ok()["generateDocument"]["content"] == "none"
     assert with_note.ok()["generateDocument"]["content"] == "hi"
 
 
-async def test_an_error_raised_by_the_template_is_bad_data_naming_the_line(api: Api) -> None:
+async def test_an_error_raised_by_the_template_is_bad_data_naming_the_line(
+    schema: SchemaApi,
+) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await factories.tenant(schema.app)
     template_id = await new_template(
-        api, owner.token, owner.environment_id, content="a\nb\n{{ total / count }}", publish=True
+        schema, owner.token, owner.environment_id, content="a\nb\n{{ total / count }}", publish=True
     )
 
     # when
-    result = await generate(api, owner.token, template_id, {"total": 1, "count": 0})
+    result = await generate(schema, owner.token, template_id, {"total": 1, "count": 0})
 
     # then
     assert bad_input(result) == (
@@ -486,26 +491,26 @@ async def test_an_error_raised_by_the_template_is_bad_data_naming_the_line(api: 
     assert len(await events(ActivityKind.DOCUMENT_FAILED)) == 1
 
 
-async def test_data_cannot_smuggle_a_nul_character_into_a_document(api: Api) -> None:
+async def test_data_cannot_smuggle_a_nul_character_into_a_document(schema: SchemaApi) -> None:
     # given
-    owner = await new_tenant(api)
-    template_id = await new_template(api, owner.token, owner.environment_id, publish=True)
+    owner = await factories.tenant(schema.app)
+    template_id = await new_template(schema, owner.token, owner.environment_id, publish=True)
 
     # when
-    result = await generate(api, owner.token, template_id, {"name": "a\u0000b"})
+    result = await generate(schema, owner.token, template_id, {"name": "a\u0000b"})
 
     # then
     assert bad_input(result) == ("data", "The rendered document contains NUL characters.")
     assert await stored(owner.environment_id) == []
 
 
-async def test_unicode_data_renders_as_it_is(api: Api) -> None:
+async def test_unicode_data_renders_as_it_is(schema: SchemaApi) -> None:
     # given
-    owner = await new_tenant(api)
-    template_id = await new_template(api, owner.token, owner.environment_id, publish=True)
+    owner = await factories.tenant(schema.app)
+    template_id = await new_template(schema, owner.token, owner.environment_id, publish=True)
 
     # when
-    result = await generate(api, owner.token, template_id, {"name": "Zoë 🦊 “quoted”"})
+    result = await generate(schema, owner.token, template_id, {"name": "Zoë 🦊 “quoted”"})
 
     # then
     assert result.ok()["generateDocument"]["content"] == "Hello Zoë 🦊 “quoted”!"
@@ -515,24 +520,24 @@ async def test_unicode_data_renders_as_it_is(api: Api) -> None:
 
 
 async def test_documents_are_listed_newest_first_in_pages_within_their_environment(
-    api: Api,
+    schema: SchemaApi,
 ) -> None:
     # given
-    owner = await new_tenant(api)
-    other_environment_id = await api.create_environment(owner.token, owner.project_id)
-    template_id = await new_template(api, owner.token, owner.environment_id, publish=True)
-    elsewhere_id = await new_template(api, owner.token, other_environment_id, publish=True)
+    owner = await factories.tenant(schema.app)
+    other_environment_id = (await factories.environment(project_id=owner.project_id)).id
+    template_id = await new_template(schema, owner.token, owner.environment_id, publish=True)
+    elsewhere_id = await new_template(schema, owner.token, other_environment_id, publish=True)
     for name in ("a", "b", "c"):
-        (await generate(api, owner.token, template_id, {"name": name})).ok()
-    (await generate(api, owner.token, elsewhere_id, {"name": "x"})).ok()
-    _, reader = await api.create_key(owner.token, owner.environment_id, ["VIEW_ANALYTICS"])
+        (await generate(schema, owner.token, template_id, {"name": name})).ok()
+    (await generate(schema, owner.token, elsewhere_id, {"name": "x"})).ok()
+    _, reader = await factories.key_pair(owner.user_id, owner.environment_id, ["VIEW_ANALYTICS"])
 
     # when
     first = (
-        await api.gql(LIST_DOCUMENTS, {"env": owner.environment_id, "first": 2}, token=reader)
+        await schema.gql(LIST_DOCUMENTS, {"env": owner.environment_id, "first": 2}, token=reader)
     ).ok()["documents"]
     rest = (
-        await api.gql(
+        await schema.gql(
             LIST_DOCUMENTS,
             {"env": owner.environment_id, "first": 2, "after": first["pageInfo"]["endCursor"]},
             token=reader,
@@ -551,13 +556,13 @@ async def test_documents_are_listed_newest_first_in_pages_within_their_environme
     [({"first": 0}, "first"), ({"first": 101}, "first"), ({"after": "nonsense!"}, "after")],
 )
 async def test_a_bad_document_page_request_is_bad_input(
-    api: Api, arguments: dict[str, Any], field: str
+    schema: SchemaApi, arguments: dict[str, Any], field: str
 ) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await factories.tenant(schema.app)
 
     # when
-    result = await api.gql(
+    result = await schema.gql(
         LIST_DOCUMENTS, {"env": owner.environment_id, **arguments}, token=owner.token
     )
 

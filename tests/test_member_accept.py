@@ -9,7 +9,8 @@ import pytest
 from keyplane.models import Invitation, Member
 from keyplane.permissions.scopes import Role
 from keyplane.settings import SignupPolicy
-from tests.helpers import Api, Clock, new_tenant
+from tests import factories
+from tests.helpers import Api, Clock, Result, new_tenant
 from tests.member_helpers import (
     ACCEPT,
     CLIENT_IP,
@@ -31,6 +32,7 @@ from tests.member_helpers import (
     state,
     whoami,
 )
+from tests.schema_client import SchemaApi
 
 # --- acceptInvitation ----------------------------------------------------------------------------
 
@@ -61,18 +63,18 @@ async def test_accepting_creates_the_member_with_the_invited_role_and_environmen
     assert stored.accepted_at <= clock()
 
 
-async def test_accepting_takes_effect_on_the_next_request(api: Api) -> None:
+async def test_accepting_takes_effect_on_the_next_request(schema: SchemaApi) -> None:
     # given
-    owner = await new_tenant(api, environments=DEV_AND_PROD)
-    invited = (await invite(api, owner.token, owner.project_id, "bo@example.com", "VIEWER")).ok()[
-        "inviteMember"
-    ]
-    token = await api.sign_up("bo@example.com", PASSWORD)
-    outsider = await api.gql(PROJECT, {"id": owner.project_id}, token=token)
+    owner = await factories.tenant(schema.app, environments=DEV_AND_PROD)
+    invited = (
+        await invite(schema, owner.token, owner.project_id, "bo@example.com", "VIEWER")
+    ).ok()["inviteMember"]
+    token = await schema.sign_up("bo@example.com", PASSWORD)
+    outsider = await schema.gql(PROJECT, {"id": owner.project_id}, token=token)
 
     # when
-    (await accept(api, token, invited["token"])).ok()
-    insider = await api.gql(PROJECT, {"id": owner.project_id}, token=token)
+    (await accept(schema, token, invited["token"])).ok()
+    insider = await schema.gql(PROJECT, {"id": owner.project_id}, token=token)
 
     # then
     assert outsider.codes == ["NOT_FOUND"]
@@ -82,12 +84,14 @@ async def test_accepting_takes_effect_on_the_next_request(api: Api) -> None:
     }
 
 
-async def test_accepting_records_the_join_as_member_updated_by_the_new_member(api: Api) -> None:
+async def test_accepting_records_the_join_as_member_updated_by_the_new_member(
+    schema: SchemaApi,
+) -> None:
     # given
-    owner = await new_tenant(api, environments=DEV_AND_PROD)
+    owner = await factories.tenant(schema.app, environments=DEV_AND_PROD)
     invited = (
         await invite(
-            api,
+            schema,
             owner.token,
             owner.project_id,
             "jo@example.com",
@@ -95,10 +99,10 @@ async def test_accepting_records_the_join_as_member_updated_by_the_new_member(ap
             [owner.other_environment_id],
         )
     ).ok()["inviteMember"]
-    token = await api.sign_up("jo@example.com", PASSWORD)
+    token = await schema.sign_up("jo@example.com", PASSWORD)
 
     # when
-    member = (await accept(api, token, invited["token"])).ok()["acceptInvitation"]
+    member = (await accept(schema, token, invited["token"])).ok()["acceptInvitation"]
 
     # then
     user_id = member["user"]["id"]
@@ -112,18 +116,18 @@ async def test_accepting_records_the_join_as_member_updated_by_the_new_member(ap
     }
 
 
-async def test_an_invitation_cannot_be_used_twice(api: Api) -> None:
+async def test_an_invitation_cannot_be_used_twice(schema: SchemaApi) -> None:
     # given
-    owner = await new_tenant(api, environments=DEV_AND_PROD)
-    invited = (await invite(api, owner.token, owner.project_id, "once@example.com")).ok()[
+    owner = await factories.tenant(schema.app, environments=DEV_AND_PROD)
+    invited = (await invite(schema, owner.token, owner.project_id, "once@example.com")).ok()[
         "inviteMember"
     ]
-    token = await api.sign_up("once@example.com", PASSWORD)
-    (await accept(api, token, invited["token"])).ok()
+    token = await schema.sign_up("once@example.com", PASSWORD)
+    (await accept(schema, token, invited["token"])).ok()
     before = await state(owner.project_id)
 
     # when
-    again = await accept(api, token, invited["token"])
+    again = await accept(schema, token, invited["token"])
 
     # then
     assert_refused(again, "acceptInvitation", "NOT_FOUND")
@@ -158,6 +162,7 @@ async def test_wrong_email_expired_used_unknown_or_malformed_tokens_all_answer_a
 
     # then
     for result in (wrong_email, reused, unknown, malformed, expired):
+        assert isinstance(result, Result)  # over HTTP: the whole body
         assert result.body == {
             "data": {"acceptInvitation": None},
             "errors": [
@@ -173,59 +178,63 @@ async def test_wrong_email_expired_used_unknown_or_malformed_tokens_all_answer_a
     assert await state(owner.project_id) == before
 
 
-async def test_an_invitation_is_valid_until_just_before_seven_days(api: Api, clock: Clock) -> None:
+async def test_an_invitation_is_valid_until_just_before_seven_days(
+    schema: SchemaApi, clock: Clock
+) -> None:
     # given
-    owner = await new_tenant(api, environments=DEV_AND_PROD)
-    invited = (await invite(api, owner.token, owner.project_id, "late@example.com")).ok()
+    owner = await factories.tenant(schema.app, environments=DEV_AND_PROD)
+    invited = (await invite(schema, owner.token, owner.project_id, "late@example.com")).ok()
 
     # when
-    await api.sign_up("late@example.com", PASSWORD)
+    await schema.sign_up("late@example.com", PASSWORD)
     clock.advance(SEVEN_DAYS - 60)
-    token = api.oauth.token(sub="late-at-issuer", email="late@example.com", scope="project:manage")
-    result = await accept(api, token, invited["inviteMember"]["token"])
+    token = schema.oauth.token(
+        sub="late-at-issuer", email="late@example.com", scope="project:manage"
+    )
+    result = await accept(schema, token, invited["inviteMember"]["token"])
 
     # then
     assert result.ok()["acceptInvitation"]["role"] == "DEVELOPER"
 
 
-async def test_accepting_when_already_a_member_is_a_conflict(api: Api) -> None:
+async def test_accepting_when_already_a_member_is_a_conflict(schema: SchemaApi) -> None:
     # given
-    owner = await new_tenant(api, environments=DEV_AND_PROD)
-    member = await add_member(api, owner, Role.VIEWER)
+    owner = await factories.tenant(schema.app, environments=DEV_AND_PROD)
+    member = await add_member(schema, owner, Role.VIEWER)
     # An invitation issued before the user became a member by another way.
     await Member.filter(id=member.member_id).delete()
-    invited = (await invite(api, owner.token, owner.project_id, member.email)).ok()
+    invited = (await invite(schema, owner.token, owner.project_id, member.email)).ok()
     await Member.create(project_id=owner.project_id, user_id=member.user_id, role=Role.VIEWER)
     before = await state(owner.project_id)
 
     # when
-    result = await accept(api, member.token, invited["inviteMember"]["token"])
+    result = await accept(schema, member.token, invited["inviteMember"]["token"])
 
     # then
     assert_refused(result, "acceptInvitation", "CONFLICT")
     assert await state(owner.project_id) == before
 
 
-async def test_accepting_without_credentials_is_unauthenticated(api: Api) -> None:
-    owner = await new_tenant(api, environments=DEV_AND_PROD)
-    invited = (await invite(api, owner.token, owner.project_id, "z@example.com")).ok()
+async def test_accepting_without_credentials_is_unauthenticated(schema: SchemaApi) -> None:
+    owner = await factories.tenant(schema.app, environments=DEV_AND_PROD)
+    invited = (await invite(schema, owner.token, owner.project_id, "z@example.com")).ok()
 
-    result = await api.gql(ACCEPT, {"token": invited["inviteMember"]["token"]})
+    result = await schema.gql(ACCEPT, {"token": invited["inviteMember"]["token"]})
 
     assert_refused(result, "acceptInvitation", "UNAUTHENTICATED")
 
 
 @pytest.mark.parametrize("scope", SINGLE_SCOPES)
-async def test_an_api_key_cannot_accept_an_invitation(api: Api, scope: str) -> None:
+async def test_an_api_key_cannot_accept_an_invitation(schema: SchemaApi, scope: str) -> None:
     # given
-    owner = await new_tenant(api, environments=DEV_AND_PROD)
-    other = await new_tenant(api, environments=DEV_AND_PROD)
-    invited = (await invite(api, owner.token, owner.project_id, other.email)).ok()
-    _, secret = await api.create_key(other.token, other.environment_id, [scope])
+    owner = await factories.tenant(schema.app, environments=DEV_AND_PROD)
+    other = await factories.tenant(schema.app, environments=DEV_AND_PROD)
+    invited = (await invite(schema, owner.token, owner.project_id, other.email)).ok()
+    _, secret = await schema.create_key(other.token, other.environment_id, [scope])
     before = await state(owner.project_id)
 
     # when
-    result = await accept(api, secret, invited["inviteMember"]["token"])
+    result = await accept(schema, secret, invited["inviteMember"]["token"])
 
     # then
     assert_refused(result, "acceptInvitation", "FORBIDDEN")
@@ -241,16 +250,16 @@ async def test_an_api_key_cannot_accept_an_invitation(api: Api, scope: str) -> N
     ],
 )
 async def test_an_oauth_token_accepts_an_invitation_only_with_project_manage(
-    api: Api, scope: str, outcome: str
+    schema: SchemaApi, scope: str, outcome: str
 ) -> None:
     # given
-    owner = await new_tenant(api, environments=DEV_AND_PROD)
-    invited = (await invite(api, owner.token, owner.project_id, "oa@example.com", "VIEWER")).ok()
-    await api.sign_up("oa@example.com", PASSWORD)
-    token = api.oauth.token(sub="oa-at-issuer", email="oa@example.com", scope=scope)
+    owner = await factories.tenant(schema.app, environments=DEV_AND_PROD)
+    invited = (await invite(schema, owner.token, owner.project_id, "oa@example.com", "VIEWER")).ok()
+    await schema.sign_up("oa@example.com", PASSWORD)
+    token = schema.oauth.token(sub="oa-at-issuer", email="oa@example.com", scope=scope)
 
     # when
-    result = await accept(api, token, invited["inviteMember"]["token"])
+    result = await accept(schema, token, invited["inviteMember"]["token"])
 
     # then
     if outcome == "OK":
@@ -265,15 +274,15 @@ closed_signup = pytest.mark.parametrize("signup_policy", [SignupPolicy.CLOSED])
 
 
 @closed_signup
-async def test_with_closed_sign_up_an_invited_email_signs_up_and_accepts(api: Api) -> None:
+async def test_with_closed_sign_up_an_invited_email_signs_up_and_accepts(schema: SchemaApi) -> None:
     # given: the first user may always sign up
-    owner = await new_tenant(api, "first@example.com", environments=DEV_AND_PROD)
-    invited = (await invite(api, owner.token, owner.project_id, "Guest@Example.com")).ok()
+    owner = await factories.tenant(schema.app, email="first@example.com", environments=DEV_AND_PROD)
+    invited = (await invite(schema, owner.token, owner.project_id, "Guest@Example.com")).ok()
 
     # when
-    token = await api.sign_up("guest@example.com", PASSWORD)
-    member = await accept(api, token, invited["inviteMember"]["token"])
-    stranger = await api.gql(
+    token = await schema.sign_up("guest@example.com", PASSWORD)
+    member = await accept(schema, token, invited["inviteMember"]["token"])
+    stranger = await schema.gql(
         "mutation($input: SignUpInput!) { signUp(input: $input) { accessToken } }",
         {"input": {"email": "stranger@example.com", "password": PASSWORD, "name": "S"}},
     )
@@ -285,15 +294,15 @@ async def test_with_closed_sign_up_an_invited_email_signs_up_and_accepts(api: Ap
 
 @closed_signup
 async def test_with_closed_sign_up_an_expired_or_replaced_invitation_admits_nobody(
-    api: Api, clock: Clock
+    schema: SchemaApi, clock: Clock
 ) -> None:
     # given
-    owner = await new_tenant(api, "first@example.com", environments=DEV_AND_PROD)
-    (await invite(api, owner.token, owner.project_id, "late@example.com")).ok()
+    owner = await factories.tenant(schema.app, email="first@example.com", environments=DEV_AND_PROD)
+    (await invite(schema, owner.token, owner.project_id, "late@example.com")).ok()
     clock.advance(SEVEN_DAYS + 1)
 
     # when
-    result = await api.gql(
+    result = await schema.gql(
         "mutation($input: SignUpInput!) { signUp(input: $input) { accessToken } }",
         {"input": {"email": "late@example.com", "password": PASSWORD, "name": "L"}},
     )

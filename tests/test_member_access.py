@@ -5,14 +5,11 @@ like missing ones).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
-
 import pytest
 
 from keyplane.permissions.scopes import Role
-from tests.helpers import Api, Tenant, new_tenant
+from tests import factories
+from tests.helpers import Api, Client, Operation, Tenant, each_operation, new_tenant
 from tests.member_helpers import (
     DEV_AND_PROD,
     INVITE,
@@ -22,22 +19,18 @@ from tests.member_helpers import (
     MISSING_PROJECT_ID,
     REMOVE,
     UPDATE,
+    Joined,
     add_member,
     assert_refused,
     state,
 )
+from tests.schema_client import SchemaApi
 
 # --- what every managing operation does alike ----------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Operation:
-    document: str
-    field: str
-    # (tenant, id of a DEVELOPER limited to the tenant's Development environment) -> variables
-    variables: Callable[[Tenant, str], dict[str, Any]]
-
-
+# Each operation's variables: (tenant, id of a DEVELOPER limited to the tenant's Development
+# environment) -> variables.
 OPERATIONS = {
     "members": Operation(MEMBERS, "members", lambda t, _: {"projectId": t.project_id}),
     "inviteMember": Operation(
@@ -61,12 +54,10 @@ OPERATIONS = {
     ),
     "removeMember": Operation(REMOVE, "removeMember", lambda _, member_id: {"memberId": member_id}),
 }
-every_operation = pytest.mark.parametrize(
-    "operation", list(OPERATIONS.values()), ids=list(OPERATIONS)
-)
+every_operation = each_operation(OPERATIONS)
 
 
-async def credential(api: Api, tenant: Tenant, kind: str) -> str:
+async def credential(api: Client, tenant: Tenant, kind: str) -> str:
     """`key:<SCOPE>`, `oauth:<scope words>`, `member:<ROLE>` (all environments) or
     `member:<ROLE>@Development` (limited to it), `owner`."""
     what, _, detail = kind.partition(":")
@@ -99,6 +90,14 @@ async def test_every_member_operation_without_credentials_is_unauthenticated(
     assert await state(owner.project_id) == before
 
 
+async def _a_member_and_a_caller(schema: SchemaApi, caller: str) -> tuple[Tenant, Joined, str]:
+    """An owner of Development and Production, a DEVELOPER limited to Development (the target)
+    and the `credential` of the caller."""
+    owner = await factories.tenant(schema.app, environments=DEV_AND_PROD)
+    target = await add_member(schema, owner, Role.DEVELOPER, [owner.environment_id])
+    return owner, target, await credential(schema, owner, caller)
+
+
 @every_operation
 @pytest.mark.parametrize(
     "caller",
@@ -117,16 +116,14 @@ async def test_every_member_operation_without_credentials_is_unauthenticated(
     ],
 )
 async def test_every_member_operation_refuses_a_caller_without_manage_project_everywhere(
-    api: Api, operation: Operation, caller: str
+    schema: SchemaApi, operation: Operation, caller: str
 ) -> None:
     # given
-    owner = await new_tenant(api, environments=DEV_AND_PROD)
-    target = await add_member(api, owner, Role.DEVELOPER, [owner.environment_id])
-    token = await credential(api, owner, caller)
+    owner, target, token = await _a_member_and_a_caller(schema, caller)
     before = await state(owner.project_id)
 
     # when
-    result = await api.gql(
+    result = await schema.gql(
         operation.document, operation.variables(owner, target.member_id), token=token
     )
 
@@ -140,15 +137,13 @@ async def test_every_member_operation_refuses_a_caller_without_manage_project_ev
     "caller", ["owner", "member:ADMIN", "oauth:project:manage", "key:MANAGE_PROJECT"]
 )
 async def test_every_member_operation_is_open_to_a_project_wide_manager_and_a_manage_key(
-    api: Api, operation: Operation, caller: str
+    schema: SchemaApi, operation: Operation, caller: str
 ) -> None:
     # given
-    owner = await new_tenant(api, environments=DEV_AND_PROD)
-    target = await add_member(api, owner, Role.DEVELOPER, [owner.environment_id])
-    token = await credential(api, owner, caller)
+    owner, target, token = await _a_member_and_a_caller(schema, caller)
 
     # when
-    result = await api.gql(
+    result = await schema.gql(
         operation.document, operation.variables(owner, target.member_id), token=token
     )
 
@@ -159,13 +154,13 @@ async def test_every_member_operation_is_open_to_a_project_wide_manager_and_a_ma
 @every_operation
 @pytest.mark.parametrize("caller", ["owner", "key:MANAGE_PROJECT"])
 async def test_every_member_operation_on_another_project_answers_like_a_missing_id(
-    api: Api, operation: Operation, caller: str
+    schema: SchemaApi, operation: Operation, caller: str
 ) -> None:
     # given
-    intruder = await new_tenant(api, environments=DEV_AND_PROD)
-    token = await credential(api, intruder, caller)
-    victim = await new_tenant(api, environments=DEV_AND_PROD)
-    target = await add_member(api, victim, Role.DEVELOPER, [victim.environment_id])
+    intruder = await factories.tenant(schema.app, environments=DEV_AND_PROD)
+    token = await credential(schema, intruder, caller)
+    victim = await factories.tenant(schema.app, environments=DEV_AND_PROD)
+    target = await add_member(schema, victim, Role.DEVELOPER, [victim.environment_id])
     missing = Tenant(
         token="",
         user_id="",
@@ -177,14 +172,14 @@ async def test_every_member_operation_on_another_project_answers_like_a_missing_
     before = await state(victim.project_id)
 
     # when
-    elsewhere = await api.gql(
+    elsewhere = await schema.gql(
         operation.document, operation.variables(victim, target.member_id), token=token
     )
-    nowhere = await api.gql(
+    nowhere = await schema.gql(
         operation.document, operation.variables(missing, MISSING_MEMBER_ID), token=token
     )
 
     # then
     assert_refused(elsewhere, operation.field, "NOT_FOUND")
-    assert elsewhere.body == nowhere.body
+    assert elsewhere == nowhere
     assert await state(victim.project_id) == before

@@ -11,6 +11,7 @@ from unittest.mock import ANY
 import pytest
 
 from keyplane.models import Invitation
+from tests import factories
 from tests.helpers import Api, Clock, new_tenant
 from tests.member_helpers import (
     CLIENT_IP,
@@ -28,6 +29,7 @@ from tests.member_helpers import (
     join,
     state,
 )
+from tests.schema_client import SchemaApi
 
 # --- inviteMember --------------------------------------------------------------------------------
 
@@ -68,12 +70,12 @@ async def test_inviting_returns_the_invitation_and_a_token_valid_for_seven_days(
     )
 
 
-async def test_an_invitation_without_environments_grants_all_of_them(api: Api) -> None:
+async def test_an_invitation_without_environments_grants_all_of_them(schema: SchemaApi) -> None:
     # given
-    owner = await new_tenant(api, environments=DEV_AND_PROD)
+    owner = await factories.tenant(schema.app, environments=DEV_AND_PROD)
 
     # when
-    result = await invite(api, owner.token, owner.project_id, "all@example.com", "VIEWER", [])
+    result = await invite(schema, owner.token, owner.project_id, "all@example.com", "VIEWER", [])
 
     # then
     invitation = result.ok()["inviteMember"]["invitation"]
@@ -84,12 +86,12 @@ async def test_an_invitation_without_environments_grants_all_of_them(api: Api) -
     ]
 
 
-async def test_the_invitation_token_is_stored_only_as_its_hash(api: Api) -> None:
+async def test_the_invitation_token_is_stored_only_as_its_hash(schema: SchemaApi) -> None:
     # given
-    owner = await new_tenant(api, environments=DEV_AND_PROD)
+    owner = await factories.tenant(schema.app, environments=DEV_AND_PROD)
 
     # when
-    payload = (await invite(api, owner.token, owner.project_id, "h@example.com")).ok()
+    payload = (await invite(schema, owner.token, owner.project_id, "h@example.com")).ok()
     token = payload["inviteMember"]["token"]
     stored = await Invitation.get(id=payload["inviteMember"]["invitation"]["id"])
 
@@ -98,12 +100,12 @@ async def test_the_invitation_token_is_stored_only_as_its_hash(api: Api) -> None
     assert token not in repr(await Invitation.filter(id=stored.id).values())
 
 
-async def test_inviting_records_member_invited_for_the_whole_project(api: Api) -> None:
+async def test_inviting_records_member_invited_for_the_whole_project(schema: SchemaApi) -> None:
     # given
-    owner = await new_tenant(api, environments=DEV_AND_PROD)
+    owner = await factories.tenant(schema.app, environments=DEV_AND_PROD)
 
     # when
-    payload = (await invite(api, owner.token, owner.project_id, "e@example.com", "VIEWER")).ok()[
+    payload = (await invite(schema, owner.token, owner.project_id, "e@example.com", "VIEWER")).ok()[
         "inviteMember"
     ]
 
@@ -117,15 +119,15 @@ async def test_inviting_records_member_invited_for_the_whole_project(api: Api) -
     }
 
 
-async def test_inviting_an_existing_member_is_a_conflict(api: Api) -> None:
+async def test_inviting_an_existing_member_is_a_conflict(schema: SchemaApi) -> None:
     # given
-    owner = await new_tenant(api, environments=DEV_AND_PROD)
-    member = await join(api, owner, "VIEWER")
+    owner = await factories.tenant(schema.app, environments=DEV_AND_PROD)
+    member = await join(schema, owner, "VIEWER")
     before = await state(owner.project_id)
 
     # when
-    again = await invite(api, owner.token, owner.project_id, member.email.upper())
-    yourself = await invite(api, owner.token, owner.project_id, owner.email)
+    again = await invite(schema, owner.token, owner.project_id, member.email.upper())
+    yourself = await invite(schema, owner.token, owner.project_id, owner.email)
 
     # then
     assert_refused(again, "inviteMember", "CONFLICT")
@@ -133,16 +135,20 @@ async def test_inviting_an_existing_member_is_a_conflict(api: Api) -> None:
     assert await state(owner.project_id) == before
 
 
-async def test_inviting_an_email_again_replaces_its_pending_invitation(api: Api) -> None:
+async def test_inviting_an_email_again_replaces_its_pending_invitation(schema: SchemaApi) -> None:
     # given
-    owner = await new_tenant(api, environments=DEV_AND_PROD)
-    first = (await invite(api, owner.token, owner.project_id, "twice@example.com", "VIEWER")).ok()
-    second = (await invite(api, owner.token, owner.project_id, "twice@example.com", "ADMIN")).ok()
-    token = await api.sign_up("twice@example.com", PASSWORD)
+    owner = await factories.tenant(schema.app, environments=DEV_AND_PROD)
+    first = (
+        await invite(schema, owner.token, owner.project_id, "twice@example.com", "VIEWER")
+    ).ok()
+    second = (
+        await invite(schema, owner.token, owner.project_id, "twice@example.com", "ADMIN")
+    ).ok()
+    token = await schema.sign_up("twice@example.com", PASSWORD)
 
     # when
-    stale = await accept(api, token, first["inviteMember"]["token"])
-    fresh = await accept(api, token, second["inviteMember"]["token"])
+    stale = await accept(schema, token, first["inviteMember"]["token"])
+    fresh = await accept(schema, token, second["inviteMember"]["token"])
 
     # then
     assert_refused(stale, "acceptInvitation", "NOT_FOUND")
@@ -163,11 +169,11 @@ async def test_inviting_an_email_again_replaces_its_pending_invitation(api: Api)
     ],
 )
 async def test_inviting_with_bad_input_names_the_field(
-    api: Api, email: str, environments: str, field: str
+    schema: SchemaApi, email: str, environments: str, field: str
 ) -> None:
     # given
-    owner = await new_tenant(api, environments=DEV_AND_PROD)
-    elsewhere = await new_tenant(api, environments=DEV_AND_PROD)
+    owner = await factories.tenant(schema.app, environments=DEV_AND_PROD)
+    elsewhere = await factories.tenant(schema.app, environments=DEV_AND_PROD)
     environment_ids = {
         "none": [],
         "missing": [owner.environment_id, MISSING_ENVIRONMENT_ID],
@@ -177,17 +183,17 @@ async def test_inviting_with_bad_input_names_the_field(
     before = await state(owner.project_id)
 
     # when
-    result = await invite(api, owner.token, owner.project_id, email, "VIEWER", environment_ids)
+    result = await invite(schema, owner.token, owner.project_id, email, "VIEWER", environment_ids)
 
     # then
     assert_bad_input(result, field)
     assert await state(owner.project_id) == before
 
 
-async def test_an_unknown_role_is_refused_by_graphql_validation(api: Api) -> None:
-    owner = await new_tenant(api, environments=DEV_AND_PROD)
+async def test_an_unknown_role_is_refused_by_graphql_validation(schema: SchemaApi) -> None:
+    owner = await factories.tenant(schema.app, environments=DEV_AND_PROD)
 
-    result = await invite(api, owner.token, owner.project_id, "x@example.com", "SUPERUSER")
+    result = await invite(schema, owner.token, owner.project_id, "x@example.com", "SUPERUSER")
 
     assert result.data is None
     assert len(result.errors) == 1

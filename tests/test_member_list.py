@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tests import factories
 from tests.helpers import Api, new_tenant
 from tests.member_helpers import (
     DEV_AND_PROD,
@@ -12,6 +13,7 @@ from tests.member_helpers import (
     members_of,
     production,
 )
+from tests.schema_client import SchemaApi
 
 # --- members -------------------------------------------------------------------------------------
 
@@ -36,16 +38,16 @@ async def test_members_lists_everyone_with_their_role_and_environments_oldest_fi
 
 
 async def test_a_member_with_all_environments_also_reaches_environments_created_later(
-    api: Api,
+    schema: SchemaApi,
 ) -> None:
     # given
-    owner = await new_tenant(api, environments=DEV_AND_PROD)
-    viewer = await join(api, owner, "VIEWER")
-    limited = await join(api, owner, "VIEWER", [owner.environment_id])
+    owner = await factories.tenant(schema.app, environments=DEV_AND_PROD)
+    viewer = await join(schema, owner, "VIEWER")
+    limited = await join(schema, owner, "VIEWER", [owner.environment_id])
 
     # when
-    staging = await api.create_environment(owner.token, owner.project_id, "Staging")
-    found = {m["id"]: m["environments"] for m in await members_of(api, owner)}
+    staging = await schema.create_environment(owner.token, owner.project_id, "Staging")
+    found = {m["id"]: m["environments"] for m in await members_of(schema, owner)}
 
     # then
     assert [e["id"] for e in found[viewer.member_id]] == [
@@ -54,4 +56,4 @@ async def test_a_member_with_all_environments_also_reaches_environments_created_
         staging,
     ]
     assert found[limited.member_id] == [{"id": owner.environment_id, "name": "Development"}]
-    assert (await api.gql(ENVIRONMENT, {"id": staging}, token=viewer.token)).ok()
+    assert (await schema.gql(ENVIRONMENT, {"id": staging}, token=viewer.token)).ok()

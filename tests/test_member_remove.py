@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from keyplane.models import MemberEnvironment
 from keyplane.permissions.scopes import Role
+from tests import factories
 from tests.helpers import Api, new_tenant
 from tests.member_helpers import (
     CLIENT_IP,
@@ -18,6 +19,7 @@ from tests.member_helpers import (
     member_view,
     members_of,
 )
+from tests.schema_client import SchemaApi
 
 # --- removeMember --------------------------------------------------------------------------------
 
@@ -48,26 +50,26 @@ async def test_removing_returns_what_the_membership_was_and_records_member_remov
     }
 
 
-async def test_removing_twice_answers_not_found(api: Api) -> None:
-    owner = await new_tenant(api, environments=DEV_AND_PROD)
-    member = await add_member(api, owner, Role.VIEWER)
-    (await api.gql(REMOVE, {"memberId": member.member_id}, token=owner.token)).ok()
+async def test_removing_twice_answers_not_found(schema: SchemaApi) -> None:
+    owner = await factories.tenant(schema.app, environments=DEV_AND_PROD)
+    member = await add_member(schema, owner, Role.VIEWER)
+    (await schema.gql(REMOVE, {"memberId": member.member_id}, token=owner.token)).ok()
 
-    again = await api.gql(REMOVE, {"memberId": member.member_id}, token=owner.token)
+    again = await schema.gql(REMOVE, {"memberId": member.member_id}, token=owner.token)
 
     assert_refused(again, "removeMember", "NOT_FOUND")
 
 
-async def test_a_member_may_leave_a_project_it_manages(api: Api) -> None:
+async def test_a_member_may_leave_a_project_it_manages(schema: SchemaApi) -> None:
     # given
-    owner = await new_tenant(api, environments=DEV_AND_PROD)
-    admin = await join(api, owner, "ADMIN")
+    owner = await factories.tenant(schema.app, environments=DEV_AND_PROD)
+    admin = await join(schema, owner, "ADMIN")
 
     # when
-    result = await api.gql(REMOVE, {"memberId": admin.member_id}, token=admin.token)
+    result = await schema.gql(REMOVE, {"memberId": admin.member_id}, token=admin.token)
 
     # then
     assert result.ok()["removeMember"]["id"] == admin.member_id
-    assert (await api.gql(PROJECT, {"id": owner.project_id}, token=admin.token)).codes == [
+    assert (await schema.gql(PROJECT, {"id": owner.project_id}, token=admin.token)).codes == [
         "NOT_FOUND"
     ]

@@ -11,6 +11,7 @@ import pytest
 
 from keyplane.models import Member
 from keyplane.permissions.scopes import Role
+from tests import factories
 from tests.helpers import Api, new_tenant
 from tests.member_helpers import (
     DEV_AND_PROD,
@@ -23,6 +24,7 @@ from tests.member_helpers import (
     join,
     state,
 )
+from tests.schema_client import SchemaApi
 
 # --- a project keeps an OWNER of every environment -----------------------------------------------
 
@@ -57,31 +59,31 @@ async def test_the_last_owner_cannot_be_removed_demoted_or_narrowed(api: Api, ch
     assert await state(owner.project_id) == before
 
 
-async def test_with_a_second_owner_one_may_step_down_but_not_both(api: Api) -> None:
+async def test_with_a_second_owner_one_may_step_down_but_not_both(schema: SchemaApi) -> None:
     # given
-    owner = await new_tenant(api, environments=DEV_AND_PROD)
-    second = await join(api, owner, "OWNER")
+    owner = await factories.tenant(schema.app, environments=DEV_AND_PROD)
+    second = await join(schema, owner, "OWNER")
 
     # when
-    first_steps_down = await api.gql(
+    first_steps_down = await schema.gql(
         UPDATE, {"input": {"memberId": owner.member_id, "role": "ADMIN"}}, token=owner.token
     )
-    second_leaves = await api.gql(REMOVE, {"memberId": second.member_id}, token=second.token)
+    second_leaves = await schema.gql(REMOVE, {"memberId": second.member_id}, token=second.token)
 
     # then
     assert first_steps_down.ok()["updateMember"]["role"] == "ADMIN"
     assert_refused(second_leaves, "removeMember", "CONFLICT")
 
 
-async def test_two_owners_leaving_at_once_leave_one_owner(api: Api) -> None:
+async def test_two_owners_leaving_at_once_leave_one_owner(schema: SchemaApi) -> None:
     # given
-    owner = await new_tenant(api, environments=DEV_AND_PROD)
-    second = await join(api, owner, "OWNER")
+    owner = await factories.tenant(schema.app, environments=DEV_AND_PROD)
+    second = await join(schema, owner, "OWNER")
 
     # when
     results = await asyncio.gather(
-        api.gql(REMOVE, {"memberId": owner.member_id}, token=owner.token),
-        api.gql(REMOVE, {"memberId": second.member_id}, token=second.token),
+        schema.gql(REMOVE, {"memberId": owner.member_id}, token=owner.token),
+        schema.gql(REMOVE, {"memberId": second.member_id}, token=second.token),
     )
 
     # then
@@ -92,19 +94,19 @@ async def test_two_owners_leaving_at_once_leave_one_owner(api: Api) -> None:
 # --- nobody grants above their own role ----------------------------------------------------------
 
 
-async def test_an_admin_cannot_invite_or_promote_an_owner(api: Api) -> None:
+async def test_an_admin_cannot_invite_or_promote_an_owner(schema: SchemaApi) -> None:
     # given
-    owner = await new_tenant(api, environments=DEV_AND_PROD)
-    admin = await join(api, owner, "ADMIN")
-    developer = await add_member(api, owner, Role.DEVELOPER)
+    owner = await factories.tenant(schema.app, environments=DEV_AND_PROD)
+    admin = await join(schema, owner, "ADMIN")
+    developer = await add_member(schema, owner, Role.DEVELOPER)
     before = await state(owner.project_id)
 
     # when
-    invited = await invite(api, admin.token, owner.project_id, "boss@example.com", "OWNER")
-    promoted = await api.gql(
+    invited = await invite(schema, admin.token, owner.project_id, "boss@example.com", "OWNER")
+    promoted = await schema.gql(
         UPDATE, {"input": {"memberId": developer.member_id, "role": "OWNER"}}, token=admin.token
     )
-    self_promoted = await api.gql(
+    self_promoted = await schema.gql(
         UPDATE, {"input": {"memberId": admin.member_id, "role": "OWNER"}}, token=admin.token
     )
 
@@ -115,18 +117,18 @@ async def test_an_admin_cannot_invite_or_promote_an_owner(api: Api) -> None:
     assert await state(owner.project_id) == before
 
 
-async def test_an_admin_cannot_change_or_remove_an_owner(api: Api) -> None:
+async def test_an_admin_cannot_change_or_remove_an_owner(schema: SchemaApi) -> None:
     # given
-    owner = await new_tenant(api, environments=DEV_AND_PROD)
-    second_owner = await add_member(api, owner, Role.OWNER)
-    admin = await join(api, owner, "ADMIN")
+    owner = await factories.tenant(schema.app, environments=DEV_AND_PROD)
+    second_owner = await add_member(schema, owner, Role.OWNER)
+    admin = await join(schema, owner, "ADMIN")
     before = await state(owner.project_id)
 
     # when
-    demoted = await api.gql(
+    demoted = await schema.gql(
         UPDATE, {"input": {"memberId": second_owner.member_id, "role": "VIEWER"}}, token=admin.token
     )
-    removed = await api.gql(REMOVE, {"memberId": second_owner.member_id}, token=admin.token)
+    removed = await schema.gql(REMOVE, {"memberId": second_owner.member_id}, token=admin.token)
 
     # then
     assert_refused(demoted, "updateMember", "FORBIDDEN")
@@ -134,15 +136,15 @@ async def test_an_admin_cannot_change_or_remove_an_owner(api: Api) -> None:
     assert await state(owner.project_id) == before
 
 
-async def test_an_admin_manages_admins_and_below(api: Api) -> None:
+async def test_an_admin_manages_admins_and_below(schema: SchemaApi) -> None:
     # given
-    owner = await new_tenant(api, environments=DEV_AND_PROD)
-    admin = await join(api, owner, "ADMIN")
-    other_admin = await add_member(api, owner, Role.ADMIN)
+    owner = await factories.tenant(schema.app, environments=DEV_AND_PROD)
+    admin = await join(schema, owner, "ADMIN")
+    other_admin = await add_member(schema, owner, Role.ADMIN)
 
     # when
-    invited = await invite(api, admin.token, owner.project_id, "peer@example.com", "ADMIN")
-    demoted = await api.gql(
+    invited = await invite(schema, admin.token, owner.project_id, "peer@example.com", "ADMIN")
+    demoted = await schema.gql(
         UPDATE, {"input": {"memberId": other_admin.member_id, "role": "VIEWER"}}, token=admin.token
     )
 
@@ -151,15 +153,15 @@ async def test_an_admin_manages_admins_and_below(api: Api) -> None:
     assert demoted.ok()["updateMember"]["role"] == "VIEWER"
 
 
-async def test_an_oauth_token_manages_members_with_its_users_role(api: Api) -> None:
+async def test_an_oauth_token_manages_members_with_its_users_role(schema: SchemaApi) -> None:
     # given
-    owner = await new_tenant(api, environments=DEV_AND_PROD)
-    admin = await join(api, owner, "ADMIN")
-    token = api.oauth.token(sub="admin-at-issuer", email=admin.email, scope="project:manage")
+    owner = await factories.tenant(schema.app, environments=DEV_AND_PROD)
+    admin = await join(schema, owner, "ADMIN")
+    token = schema.oauth.token(sub="admin-at-issuer", email=admin.email, scope="project:manage")
 
     # when
-    as_admin = await invite(api, token, owner.project_id, "x@example.com", "ADMIN")
-    above = await invite(api, token, owner.project_id, "y@example.com", "OWNER")
+    as_admin = await invite(schema, token, owner.project_id, "x@example.com", "ADMIN")
+    above = await invite(schema, token, owner.project_id, "y@example.com", "OWNER")
 
     # then
     assert as_admin.ok()["inviteMember"]["invitation"]["role"] == "ADMIN"
@@ -170,16 +172,16 @@ async def test_an_oauth_token_manages_members_with_its_users_role(api: Api) -> N
 
 
 async def test_a_lower_role_cannot_replace_an_invitation_issued_by_a_higher_one(
-    api: Api,
+    schema: SchemaApi,
 ) -> None:
     # given
-    owner = await new_tenant(api, environments=DEV_AND_PROD)
-    admin = await join(api, owner, "ADMIN")
-    (await invite(api, owner.token, owner.project_id, "heir@example.com", "OWNER")).ok()
+    owner = await factories.tenant(schema.app, environments=DEV_AND_PROD)
+    admin = await join(schema, owner, "ADMIN")
+    (await invite(schema, owner.token, owner.project_id, "heir@example.com", "OWNER")).ok()
     before = await state(owner.project_id)
 
     # when
-    result = await invite(api, admin.token, owner.project_id, "heir@example.com", "VIEWER")
+    result = await invite(schema, admin.token, owner.project_id, "heir@example.com", "VIEWER")
 
     # then
     assert_refused(result, "inviteMember", "CONFLICT")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from keyplane.permissions.scopes import Role
+from tests import factories
 from tests.helpers import Api, new_tenant
 from tests.member_helpers import (
     CLIENT_IP,
@@ -21,6 +22,7 @@ from tests.member_helpers import (
     production,
     state,
 )
+from tests.schema_client import SchemaApi
 
 # --- updateMember --------------------------------------------------------------------------------
 
@@ -62,21 +64,23 @@ async def test_updating_changes_role_and_environments(api: Api) -> None:
     assert (await members_of(api, owner))[1] == renamed_role.data["updateMember"]
 
 
-async def test_updating_records_member_updated_and_a_no_op_records_nothing(api: Api) -> None:
+async def test_updating_records_member_updated_and_a_no_op_records_nothing(
+    schema: SchemaApi,
+) -> None:
     # given
-    owner = await new_tenant(api, environments=DEV_AND_PROD)
-    member = await join(api, owner, "VIEWER")
+    owner = await factories.tenant(schema.app, environments=DEV_AND_PROD)
+    member = await join(schema, owner, "VIEWER")
     count = len(await events(owner.project_id))
 
     # when
     (
-        await api.gql(
+        await schema.gql(
             UPDATE,
             {"input": {"memberId": member.member_id, "environmentIds": [owner.environment_id]}},
             token=owner.token,
         )
     ).ok()
-    unchanged = await api.gql(
+    unchanged = await schema.gql(
         UPDATE, {"input": {"memberId": member.member_id, "role": "VIEWER"}}, token=owner.token
     )
 
@@ -106,12 +110,12 @@ async def test_updating_records_member_updated_and_a_no_op_records_nothing(api: 
     ],
 )
 async def test_updating_with_bad_input_names_the_field(
-    api: Api, environments: str, field: str
+    schema: SchemaApi, environments: str, field: str
 ) -> None:
     # given
-    owner = await new_tenant(api, environments=DEV_AND_PROD)
-    elsewhere = await new_tenant(api, environments=DEV_AND_PROD)
-    member = await add_member(api, owner, Role.VIEWER)
+    owner = await factories.tenant(schema.app, environments=DEV_AND_PROD)
+    elsewhere = await factories.tenant(schema.app, environments=DEV_AND_PROD)
+    member = await add_member(schema, owner, Role.VIEWER)
     environment_ids = {
         "missing": [MISSING_ENVIRONMENT_ID],
         "another project's": [owner.environment_id, elsewhere.environment_id],
@@ -120,7 +124,7 @@ async def test_updating_with_bad_input_names_the_field(
     before = await state(owner.project_id)
 
     # when
-    result = await api.gql(
+    result = await schema.gql(
         UPDATE,
         {"input": {"memberId": member.member_id, "environmentIds": environment_ids}},
         token=owner.token,

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Api, cost, new_tenant
+from tests.helpers import Api, Tenant, cost, new_tenant
 from tests.rate_limit_helpers import (
     CREATE_KEY,
     MANY_ROOT_FIELDS,
@@ -124,13 +124,19 @@ async def test_a_batch_of_25_operations_runs_and_26_is_refused_with_a_json_error
     }
 
 
+async def _three_requests_left(api: Api) -> tuple[Tenant, str]:
+    """A tenant and the secret of a key of theirs that has three requests of its minute left."""
+    tenant = await new_tenant(api)
+    _, secret = await new_key(api, tenant)
+    await spend(api, 97, token=secret)
+    return tenant, secret
+
+
 async def test_a_batch_larger_than_what_is_left_is_refused_and_none_of_it_runs(
     api: Api,
 ) -> None:
     # given: three requests left
-    tenant = await new_tenant(api)
-    _, secret = await new_key(api, tenant)
-    await spend(api, 97, token=secret)
+    tenant, secret = await _three_requests_left(api)
     keys_before = await key_ids(api, tenant)
     operations = [(CREATE_KEY, {"input": create_key_input(tenant, f"b{i}")}) for i in range(4)]
 
@@ -150,9 +156,7 @@ async def test_a_document_of_more_mutations_than_what_is_left_is_refused_and_non
     api: Api,
 ) -> None:
     # given: three requests left
-    tenant = await new_tenant(api)
-    _, secret = await new_key(api, tenant)
-    await spend(api, 97, token=secret)
+    tenant, secret = await _three_requests_left(api)
     keys_before = await key_ids(api, tenant)
 
     # when

@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 
 from keyplane.auth.passwords import Passwords
 from tests.helpers import Api, Clock, OAuthIssuer, Result, cost
-from tests.serve_process import Servers, needs_redis
+from tests.serve_process import Servers, any_worker_api, needs_redis
 
 PASSWORD = "correct horse"
 WRONG = "wrong horse!"
@@ -91,18 +91,6 @@ async def test_ten_wrong_passwords_lock_the_account_from_every_address(
     assert right_password == wrong_password
 
 
-async def test_nine_wrong_passwords_do_not_lock_the_account(api: Api) -> None:
-    # given
-    email = await new_account(api)
-    await fail(api, email, 9)
-
-    # when
-    right_password = await log_in(api, email, PASSWORD)
-
-    # then
-    assert answer(right_password) == accepted(email)
-
-
 async def test_the_lock_ends_after_fifteen_minutes(api: Api, clock: Clock) -> None:
     # given: a locked account, still locked a second before the end
     email = await new_account(api)
@@ -119,32 +107,35 @@ async def test_the_lock_ends_after_fifteen_minutes(api: Api, clock: Clock) -> No
     assert answer(right_password) == accepted(email)
 
 
-async def test_failures_older_than_fifteen_minutes_do_not_count(api: Api, clock: Clock) -> None:
-    # given: 9 failures, then 9 more over 15 minutes later
+@pytest.mark.parametrize(
+    ("first", "gap", "then", "locked"),
+    [
+        pytest.param(9, 0, 0, False, id="nine wrong passwords do not lock the account"),
+        pytest.param(
+            9, FIFTEEN_MINUTES, 9, False, id="failures older than fifteen minutes do not count"
+        ),
+        pytest.param(
+            5, FIFTEEN_MINUTES - 60, 5, True, id="failures within fifteen minutes count together"
+        ),
+    ],
+)
+async def test_only_ten_wrong_passwords_within_fifteen_minutes_lock_the_account(
+    api: Api, clock: Clock, first: int, gap: int, then: int, locked: bool
+) -> None:
+    # given: `first` failures, then `then` more `gap` seconds later
     email = await new_account(api)
-    await fail(api, email, 9)
-    clock.advance(FIFTEEN_MINUTES)
-    await fail(api, email, 9)
+    await fail(api, email, first)
+    clock.advance(gap)
+    await fail(api, email, then)
 
     # when
     right_password = await log_in(api, email, PASSWORD)
 
     # then
-    assert answer(right_password) == accepted(email)
-
-
-async def test_failures_within_fifteen_minutes_count_together(api: Api, clock: Clock) -> None:
-    # given: 5 failures, then 5 more 14 minutes later
-    email = await new_account(api)
-    await fail(api, email, 5)
-    clock.advance(FIFTEEN_MINUTES - 60)
-    await fail(api, email, 5)
-
-    # when
-    right_password = await log_in(api, email, PASSWORD)
-
-    # then
-    assert right_password.codes == ["UNAUTHENTICATED"]
+    if locked:
+        assert right_password.codes == ["UNAUTHENTICATED"]
+    else:
+        assert answer(right_password) == accepted(email)
 
 
 async def test_a_successful_login_starts_the_count_afresh(api: Api) -> None:
@@ -204,9 +195,7 @@ async def test_failures_spread_over_every_worker_lock_the_account_on_every_worke
     sqlite_servers: Servers, tmp_path: Path
 ) -> None:
     server = sqlite_servers.start()
-    limits = httpx.Limits(max_keepalive_connections=0)  # a new connection each time: any worker
-    async with httpx.AsyncClient(base_url=server, limits=limits, timeout=30) as client:
-        api = Api(client, OAuthIssuer.create(tmp_path / "jwks.json"))
+    async with any_worker_api(server, tmp_path, seconds=30) as api:
         # given
         email = await new_account(api)
         failures = await asyncio.gather(*(log_in(api, email, WRONG) for _ in range(10)))

@@ -12,14 +12,13 @@ import asyncio
 from pathlib import Path
 from typing import Any, cast
 
-import httpx
 import pytest
 
 from keyplane.models import ActivityEvent, ApiKey, Member
 from keyplane.models.activity import ActivityKind
-from tests.helpers import Api, OAuthIssuer, Result, Tenant, new_tenant
+from tests.helpers import Api, Result, Tenant, new_tenant
 from tests.member_helpers import DEV_AND_PROD, REMOVE, UPDATE, Joined, join, state
-from tests.serve_process import Servers, needs_redis
+from tests.serve_process import Servers, any_worker_api, needs_redis
 
 ALL_SCOPES = ["GENERATE_DOCUMENTS", "MANAGE_PROJECT", "MANAGE_TEMPLATES", "VIEW_ANALYTICS"]
 VIEWER = "{ viewer { kind scopes user { id } apiKey { id scopes } } }"
@@ -318,9 +317,7 @@ async def test_a_demotion_narrows_the_key_on_every_worker_on_the_next_request(
     sqlite_servers: Servers, tmp_path: Path
 ) -> None:
     server = sqlite_servers.start()
-    limits = httpx.Limits(max_keepalive_connections=0)  # a new connection each time: any worker
-    async with httpx.AsyncClient(base_url=server, limits=limits, timeout=10) as client:
-        api = Api(client, OAuthIssuer.create(tmp_path / "jwks.json"))
+    async with any_worker_api(server, tmp_path, seconds=10) as api:
         # given: an ADMIN's all-scope key that both workers have served (and kept)
         owner = await api.sign_up()
         project_id = await api.create_project(owner)

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.serve_process import Servers, needs_redis, started_servers
+from tests.serve_process import Servers, any_worker, needs_redis, started_servers
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 
@@ -93,8 +93,7 @@ async def test_a_revoked_key_is_refused_by_every_worker_on_the_very_next_request
     servers_on_each_database: Servers,
 ) -> None:
     server = servers_on_each_database.start()
-    limits = httpx.Limits(max_keepalive_connections=0)  # a new connection each time: any worker
-    async with httpx.AsyncClient(base_url=server, limits=limits, timeout=10) as client:
+    async with any_worker(server) as client:
         # given: a key that works through both workers
         token, key_id, secret = await _issue_key(client)
         before = await asyncio.gather(*(_gql(client, VIEWER, token=secret) for _ in range(20)))
@@ -116,8 +115,7 @@ async def test_narrowed_scopes_and_ended_sessions_hold_on_every_worker_at_once(
     servers_on_each_database: Servers,
 ) -> None:
     server = servers_on_each_database.start()
-    limits = httpx.Limits(max_keepalive_connections=0)
-    async with httpx.AsyncClient(base_url=server, limits=limits, timeout=10) as client:
+    async with any_worker(server) as client:
         # given: a key and a session that every worker has served (and kept)
         token, key_id, secret = await _issue_key(client)
         scoped = "{ viewer { apiKey { scopes } } }"
@@ -208,10 +206,9 @@ async def test_two_servers_sharing_redis_admit_exactly_100_of_300_requests_with_
 ) -> None:
     # given: two `keyplane serve --workers 2`, one database, one Redis
     first, second = servers.start(), servers.start()
-    limits = httpx.Limits(max_keepalive_connections=0)
     async with (
-        httpx.AsyncClient(base_url=first, limits=limits, timeout=30) as one,
-        httpx.AsyncClient(base_url=second, limits=limits, timeout=30) as two,
+        any_worker(first, timeout=30) as one,
+        any_worker(second, timeout=30) as two,
     ):
         token, key_id, secret = await _issue_key(one)
         semaphore = asyncio.Semaphore(20)

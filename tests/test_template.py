@@ -1,4 +1,6 @@
-"""Templates through GraphQL over HTTP: create, update, delete, publish, unpublish, list, read.
+"""Templates: create, update, delete, publish, unpublish, list, read. Behaviour goes through the
+schema (`schema`, rows from tests/factories.py); the unauthenticated matrix and one create go
+over HTTP.
 
 For every operation: success, no credentials, every single-scope key, another project's or
 environment's template (answered exactly like a missing one), and bad input. Then versions:
@@ -8,8 +10,6 @@ publish is in the activity log.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from unittest.mock import ANY
@@ -17,13 +17,12 @@ from unittest.mock import ANY
 import pytest
 from starlette.applications import Starlette
 
-from keyplane.models import Member, MemberEnvironment, Template, TemplateVersion
+from keyplane.models import Template, TemplateVersion
 from keyplane.models.activity import ActivityKind
 from keyplane.permissions.scopes import Role
 from tests import factories
-from tests.factories import add_member
-from tests.helpers import Api, new_tenant
-from tests.schema_client import execute
+from tests.helpers import Api, OAuthIssuer, Operation, Tenant, each_operation, new_tenant
+from tests.schema_client import SchemaApi, execute
 from tests.template_helpers import (
     CLIENT_IP,
     CREATE_TEMPLATE,
@@ -41,19 +40,14 @@ from tests.template_helpers import (
     create_template,
     events,
     new_template,
+    published_template,
     read_template,
 )
 
 # --- one table of operations, for what every operation must do alike -----------------------
 
 
-@dataclass(frozen=True)
-class Operation:
-    document: str
-    field: str
-    variables: Callable[[str, str], dict[str, Any]]  # (environment id, template id) -> variables
-
-
+# Each operation's variables: (environment id, template id) -> variables.
 OPERATIONS = {
     "createTemplate": Operation(
         CREATE_TEMPLATE,
@@ -79,9 +73,7 @@ READING = ["templates", "template"]
 READ_SCOPES = {"MANAGE_TEMPLATES", "GENERATE_DOCUMENTS"}
 WRITE_SCOPES = {"MANAGE_TEMPLATES"}
 
-every_operation = pytest.mark.parametrize(
-    "operation", list(OPERATIONS.values()), ids=list(OPERATIONS)
-)
+every_operation = each_operation(OPERATIONS)
 
 
 async def stored(environment_id: str) -> list[dict[str, Any]]:
@@ -95,16 +87,10 @@ async def stored(environment_id: str) -> list[dict[str, Any]]:
     return [*templates, *versions]
 
 
-async def a_published_template(api: Api, token: str, environment_id: str) -> str:
+async def a_published_template(owner: Tenant, environment_id: str | None = None) -> str:
     """A template with version 1 published and an edited draft (so that every operation has
-    something to do)."""
-    template_id = await new_template(api, token, environment_id, publish=True)
-    (
-        await api.gql(
-            UPDATE_TEMPLATE, {"input": {"id": template_id, "content": "Hi {{ name }}"}}, token=token
-        )
-    ).ok()
-    return template_id
+    something to do), in the owner's first environment unless told."""
+    return (await published_template(owner, environment_id, draft="Hi {{ name }}")).id
 
 
 @every_operation
@@ -113,7 +99,7 @@ async def test_every_template_operation_without_credentials_is_unauthenticated(
 ) -> None:
     # given
     owner = await new_tenant(api)
-    template_id = await a_published_template(api, owner.token, owner.environment_id)
+    template_id = await a_published_template(owner)
     before = await stored(owner.environment_id)
 
     # when
@@ -131,22 +117,21 @@ async def test_every_template_operation_without_credentials_is_unauthenticated(
 @every_operation
 @pytest.mark.parametrize("scope", SINGLE_SCOPES)
 async def test_every_template_operation_with_each_single_scope_key(
-    api: Api, operation: Operation, scope: str
+    schema: SchemaApi, operation: Operation, scope: str
 ) -> None:
     # given
-    owner = await new_tenant(api)
-    template_id = await a_published_template(api, owner.token, owner.environment_id)
-    _, secret = await api.create_key(owner.token, owner.environment_id, [scope])
+    owner = await factories.tenant(schema.app)
+    template_id = await a_published_template(owner)
+    _, secret = await factories.key_pair(owner.user_id, owner.environment_id, [scope])
     before = await stored(owner.environment_id)
     allowed = READ_SCOPES if operation.field in READING else WRITE_SCOPES
 
     # when
-    result = await api.gql(
+    result = await schema.gql(
         operation.document, operation.variables(owner.environment_id, template_id), token=secret
     )
 
     # then
-    assert result.status == 200
     if scope in allowed:
         assert result.errors == []
         assert result.data[operation.field] is not None
@@ -159,16 +144,16 @@ async def test_every_template_operation_with_each_single_scope_key(
 @every_operation
 @pytest.mark.parametrize("scope", SINGLE_SCOPES)
 async def test_every_template_operation_with_each_single_scope_oauth_token(
-    api: Api, operation: Operation, scope: str
+    schema: SchemaApi, oauth_issuer: OAuthIssuer, operation: Operation, scope: str
 ) -> None:
     # given
-    owner = await new_tenant(api)
-    template_id = await a_published_template(api, owner.token, owner.environment_id)
-    token = api.oauth.token(email=owner.email, scope=OAUTH_WORDS[scope])
+    owner = await factories.tenant(schema.app)
+    template_id = await a_published_template(owner)
+    token = oauth_issuer.token(email=owner.email, scope=OAUTH_WORDS[scope])
     allowed = READ_SCOPES if operation.field in READING else WRITE_SCOPES
 
     # when
-    result = await api.gql(
+    result = await schema.gql(
         operation.document, operation.variables(owner.environment_id, template_id), token=token
     )
 
@@ -178,61 +163,55 @@ async def test_every_template_operation_with_each_single_scope_oauth_token(
 
 @every_operation
 async def test_every_template_operation_on_another_projects_template_answers_like_a_missing_id(
-    api: Api, operation: Operation
+    schema: SchemaApi, operation: Operation
 ) -> None:
     # given
-    intruder = await new_tenant(api)
-    victim = await new_tenant(api)
-    template_id = await a_published_template(api, victim.token, victim.environment_id)
+    intruder = await factories.tenant(schema.app)
+    victim = await factories.tenant(schema.app)
+    template_id = await a_published_template(victim)
     before = await stored(victim.environment_id)
 
     # when
-    elsewhere = await api.gql(
+    elsewhere = await schema.gql(
         operation.document,
         operation.variables(victim.environment_id, template_id),
         token=intruder.token,
     )
-    missing = await api.gql(
+    missing = await schema.gql(
         operation.document,
         operation.variables(MISSING_ENVIRONMENT_ID, MISSING_TEMPLATE_ID),
         token=intruder.token,
     )
 
     # then
-    assert elsewhere.status == 200
     assert elsewhere.data == {operation.field: None}
     assert elsewhere.codes == ["NOT_FOUND"]
-    assert elsewhere.body == missing.body
+    assert elsewhere == missing
     assert await stored(victim.environment_id) == before
 
 
 @every_operation
 @pytest.mark.parametrize("credential", ["key with every scope", "admin of another environment"])
 async def test_every_template_operation_on_another_environment_answers_like_a_missing_id(
-    api: Api, operation: Operation, credential: str
+    schema: SchemaApi, operation: Operation, credential: str
 ) -> None:
     # given
-    owner = await new_tenant(api)
-    other_environment_id = await api.create_environment(owner.token, owner.project_id)
-    template_id = await a_published_template(api, owner.token, other_environment_id)
+    owner = await factories.tenant(schema.app)
+    other_environment_id = (await factories.environment(project_id=owner.project_id)).id
+    template_id = await a_published_template(owner, other_environment_id)
     if credential.startswith("key"):
-        _, caller = await api.create_key(owner.token, owner.environment_id, SINGLE_SCOPES)
+        _, caller = await factories.key_pair(owner.user_id, owner.environment_id, SINGLE_SCOPES)
     else:
-        caller = await api.sign_up()
-        member = await Member.create(
-            project_id=owner.project_id,
-            user_id=await api.user_id(caller),
-            role=Role.ADMIN,
-            all_environments=False,
+        caller = await factories.member_token(
+            schema.app, owner.project_id, Role.ADMIN, environment_ids=[owner.environment_id]
         )
-        await MemberEnvironment.create(member=member, environment_id=owner.environment_id)
     before = await stored(other_environment_id)
 
     # when
-    elsewhere = await api.gql(
+    elsewhere = await schema.gql(
         operation.document, operation.variables(other_environment_id, template_id), token=caller
     )
-    missing = await api.gql(
+    missing = await schema.gql(
         operation.document,
         operation.variables(MISSING_ENVIRONMENT_ID, MISSING_TEMPLATE_ID),
         token=caller,
@@ -241,22 +220,22 @@ async def test_every_template_operation_on_another_environment_answers_like_a_mi
     # then
     assert elsewhere.data == {operation.field: None}
     assert elsewhere.codes == ["NOT_FOUND"]
-    assert elsewhere.body == missing.body
+    assert elsewhere == missing
     assert await stored(other_environment_id) == before
 
 
 @every_operation
 @pytest.mark.parametrize(("role", "allowed"), [(Role.DEVELOPER, True), (Role.VIEWER, False)])
 async def test_a_developer_may_and_a_viewer_may_not_touch_templates(
-    api: Api, operation: Operation, role: Role, allowed: bool
+    schema: SchemaApi, operation: Operation, role: Role, allowed: bool
 ) -> None:
     # given
-    owner = await new_tenant(api)
-    template_id = await a_published_template(api, owner.token, owner.environment_id)
-    member = await add_member(api, owner.project_id, role)
+    owner = await factories.tenant(schema.app)
+    template_id = await a_published_template(owner)
+    member = await factories.member_token(schema.app, owner.project_id, role)
 
     # when
-    result = await api.gql(
+    result = await schema.gql(
         operation.document, operation.variables(owner.environment_id, template_id), token=member
     )
 
@@ -301,42 +280,42 @@ async def test_creating_a_template_returns_an_unpublished_draft(api: Api) -> Non
 
 @pytest.mark.parametrize("format", ["HTML", "MARKDOWN", "TEXT"])
 async def test_a_key_with_manage_templates_creates_templates_of_each_format(
-    api: Api, format: str
+    schema: SchemaApi, format: str
 ) -> None:
     # given
-    owner = await new_tenant(api)
-    _, secret = await api.create_key(owner.token, owner.environment_id, ["MANAGE_TEMPLATES"])
+    owner = await factories.tenant(schema.app)
+    _, secret = await factories.key_pair(owner.user_id, owner.environment_id, ["MANAGE_TEMPLATES"])
 
     # when
-    result = await create_template(api, secret, owner.environment_id, format=format)
+    result = await create_template(schema, secret, owner.environment_id, format=format)
 
     # then
     assert result.ok()["createTemplate"]["format"] == format
 
 
 async def test_a_name_of_64_characters_is_accepted_and_the_same_name_in_another_environment(
-    api: Api,
+    schema: SchemaApi,
 ) -> None:
     # given
-    owner = await new_tenant(api)
-    other_environment_id = await api.create_environment(owner.token, owner.project_id)
+    owner = await factories.tenant(schema.app)
+    other_environment_id = (await factories.environment(project_id=owner.project_id)).id
 
     # when
-    first = await create_template(api, owner.token, owner.environment_id, name="n" * 64)
-    second = await create_template(api, owner.token, other_environment_id, name="n" * 64)
+    first = await create_template(schema, owner.token, owner.environment_id, name="n" * 64)
+    second = await create_template(schema, owner.token, other_environment_id, name="n" * 64)
 
     # then
     assert first.ok()["createTemplate"]["name"] == "n" * 64
     assert second.ok()["createTemplate"]["name"] == "n" * 64
 
 
-async def test_a_name_taken_in_the_environment_is_a_conflict(api: Api) -> None:
+async def test_a_name_taken_in_the_environment_is_a_conflict(schema: SchemaApi) -> None:
     # given
-    owner = await new_tenant(api)
-    await new_template(api, owner.token, owner.environment_id, name="invoice")
+    owner = await factories.tenant(schema.app)
+    await new_template(schema, owner.token, owner.environment_id, name="invoice")
 
     # when
-    result = await create_template(api, owner.token, owner.environment_id, name="invoice")
+    result = await create_template(schema, owner.token, owner.environment_id, name="invoice")
 
     # then
     assert result.data == {"createTemplate": None}
@@ -345,12 +324,14 @@ async def test_a_name_taken_in_the_environment_is_a_conflict(api: Api) -> None:
 
 
 @pytest.mark.parametrize("name", ["", "   ", "n" * 65, "tab\there"])
-async def test_a_name_outside_1_to_64_printable_characters_is_refused(api: Api, name: str) -> None:
+async def test_a_name_outside_1_to_64_printable_characters_is_refused(
+    schema: SchemaApi, name: str
+) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await factories.tenant(schema.app)
 
     # when
-    result = await create_template(api, owner.token, owner.environment_id, name=name)
+    result = await create_template(schema, owner.token, owner.environment_id, name=name)
 
     # then
     assert bad_input(result)[0] == "name"
@@ -367,13 +348,13 @@ async def test_a_name_outside_1_to_64_printable_characters_is_refused(api: Api, 
     ],
 )
 async def test_a_syntax_error_is_bad_content_naming_its_line(
-    api: Api, content: str, line: int, words: str
+    schema: SchemaApi, content: str, line: int, words: str
 ) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await factories.tenant(schema.app)
 
     # when
-    result = await create_template(api, owner.token, owner.environment_id, content=content)
+    result = await create_template(schema, owner.token, owner.environment_id, content=content)
 
     # then
     field, message = bad_input(result)
@@ -382,13 +363,15 @@ async def test_a_syntax_error_is_bad_content_naming_its_line(
     assert words in message
 
 
-async def test_a_template_nesting_blocks_too_deeply_to_compile_is_bad_content(api: Api) -> None:
+async def test_a_template_nesting_blocks_too_deeply_to_compile_is_bad_content(
+    schema: SchemaApi,
+) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await factories.tenant(schema.app)
     content = "{% for a in b %}" * 30 + "x" + "{% endfor %}" * 30
 
     # when
-    result = await create_template(api, owner.token, owner.environment_id, content=content)
+    result = await create_template(schema, owner.token, owner.environment_id, content=content)
 
     # then
     assert bad_input(result) == (
@@ -397,17 +380,17 @@ async def test_a_template_nesting_blocks_too_deeply_to_compile_is_bad_content(ap
     )
 
 
-async def test_content_up_to_256_kib_is_accepted_and_beyond_is_refused(api: Api) -> None:
+async def test_content_up_to_256_kib_is_accepted_and_beyond_is_refused(schema: SchemaApi) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await factories.tenant(schema.app)
     limit = 256 * 1024
 
     # when
     fits = await create_template(
-        api, owner.token, owner.environment_id, name="fits", content="é" * (limit // 2)
+        schema, owner.token, owner.environment_id, name="fits", content="é" * (limit // 2)
     )
     too_big = await create_template(
-        api, owner.token, owner.environment_id, name="big", content="é" * (limit // 2) + "x"
+        schema, owner.token, owner.environment_id, name="big", content="é" * (limit // 2) + "x"
     )
 
     # then
@@ -418,23 +401,23 @@ async def test_content_up_to_256_kib_is_accepted_and_beyond_is_refused(api: Api)
     )
 
 
-async def test_content_with_a_nul_character_is_refused(api: Api) -> None:
+async def test_content_with_a_nul_character_is_refused(schema: SchemaApi) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await factories.tenant(schema.app)
 
     # when
-    result = await create_template(api, owner.token, owner.environment_id, content="a\x00b")
+    result = await create_template(schema, owner.token, owner.environment_id, content="a\x00b")
 
     # then
     assert bad_input(result) == ("content", "content must not contain NUL characters.")
 
 
-async def test_an_unknown_format_is_bad_input(api: Api) -> None:
+async def test_an_unknown_format_is_bad_input(schema: SchemaApi) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await factories.tenant(schema.app)
 
     # when
-    result = await create_template(api, owner.token, owner.environment_id, format="PDF")
+    result = await create_template(schema, owner.token, owner.environment_id, format="PDF")
 
     # then
     assert result.codes == ["BAD_USER_INPUT"]
@@ -444,14 +427,14 @@ async def test_an_unknown_format_is_bad_input(api: Api) -> None:
 # --- updateTemplate ----------------------------------------------------------------------------
 
 
-async def test_updating_renames_and_edits_the_draft(api: Api) -> None:
+async def test_updating_renames_and_edits_the_draft(schema: SchemaApi) -> None:
     # given
-    owner = await new_tenant(api)
-    template_id = await new_template(api, owner.token, owner.environment_id)
-    before = await read_template(api, owner.token, template_id)
+    owner = await factories.tenant(schema.app)
+    template_id = await new_template(schema, owner.token, owner.environment_id)
+    before = await read_template(schema, owner.token, template_id)
 
     # when
-    result = await api.gql(
+    result = await schema.gql(
         UPDATE_TEMPLATE,
         {"input": {"id": template_id, "name": "Receipt", "content": "Thanks {{ name }}"}},
         token=owner.token,
@@ -468,39 +451,39 @@ async def test_updating_renames_and_edits_the_draft(api: Api) -> None:
     assert datetime.fromisoformat(updated["updatedAt"]) > datetime.fromisoformat(
         before["updatedAt"]
     )
-    assert updated == await read_template(api, owner.token, template_id)
+    assert updated == await read_template(schema, owner.token, template_id)
 
 
-async def test_an_update_with_nothing_to_change_changes_nothing(api: Api) -> None:
+async def test_an_update_with_nothing_to_change_changes_nothing(schema: SchemaApi) -> None:
     # given
-    owner = await new_tenant(api)
-    template_id = await new_template(api, owner.token, owner.environment_id)
-    before = await read_template(api, owner.token, template_id)
+    owner = await factories.tenant(schema.app)
+    template_id = await new_template(schema, owner.token, owner.environment_id)
+    before = await read_template(schema, owner.token, template_id)
 
     # when
-    result = await api.gql(UPDATE_TEMPLATE, {"input": {"id": template_id}}, token=owner.token)
+    result = await schema.gql(UPDATE_TEMPLATE, {"input": {"id": template_id}}, token=owner.token)
 
     # then
     assert result.ok()["updateTemplate"] == before
 
 
-async def test_a_bad_update_changes_nothing(api: Api) -> None:
+async def test_a_bad_update_changes_nothing(schema: SchemaApi) -> None:
     # given
-    owner = await new_tenant(api)
-    template_id = await new_template(api, owner.token, owner.environment_id)
-    await new_template(api, owner.token, owner.environment_id, name="taken")
+    owner = await factories.tenant(schema.app)
+    template_id = await new_template(schema, owner.token, owner.environment_id)
+    await new_template(schema, owner.token, owner.environment_id, name="taken")
     before = await stored(owner.environment_id)
 
     # when
-    syntax = await api.gql(
+    syntax = await schema.gql(
         UPDATE_TEMPLATE,
         {"input": {"id": template_id, "name": "fine", "content": "{{ oops"}},
         token=owner.token,
     )
-    empty_name = await api.gql(
+    empty_name = await schema.gql(
         UPDATE_TEMPLATE, {"input": {"id": template_id, "name": ""}}, token=owner.token
     )
-    taken = await api.gql(
+    taken = await schema.gql(
         UPDATE_TEMPLATE, {"input": {"id": template_id, "name": "taken"}}, token=owner.token
     )
 
@@ -515,13 +498,15 @@ async def test_a_bad_update_changes_nothing(api: Api) -> None:
 # --- publishing and versions -------------------------------------------------------------------
 
 
-async def test_publishing_freezes_version_1_and_records_the_event(api: Api) -> None:
+async def test_publishing_freezes_version_1_and_records_the_event(schema: SchemaApi) -> None:
     # given
-    owner = await new_tenant(api)
-    template_id = await new_template(api, owner.token, owner.environment_id, content="v1 {{ a }}")
+    owner = await factories.tenant(schema.app)
+    template_id = await new_template(
+        schema, owner.token, owner.environment_id, content="v1 {{ a }}"
+    )
 
     # when
-    result = await api.gql(PUBLISH_TEMPLATE, {"id": template_id}, token=owner.token)
+    result = await schema.gql(PUBLISH_TEMPLATE, {"id": template_id}, token=owner.token)
 
     # then
     published = result.ok()["publishTemplate"]
@@ -557,21 +542,21 @@ async def test_publishing_freezes_version_1_and_records_the_event(api: Api) -> N
 
 
 async def test_editing_after_publishing_leaves_the_published_version_until_the_next_publish(
-    api: Api,
+    schema: SchemaApi,
 ) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await factories.tenant(schema.app)
     template_id = await new_template(
-        api, owner.token, owner.environment_id, content="v1", publish=True
+        schema, owner.token, owner.environment_id, content="v1", publish=True
     )
 
     # when
     edited = (
-        await api.gql(
+        await schema.gql(
             UPDATE_TEMPLATE, {"input": {"id": template_id, "content": "v2"}}, token=owner.token
         )
     ).ok()["updateTemplate"]
-    republished = (await api.gql(PUBLISH_TEMPLATE, {"id": template_id}, token=owner.token)).ok()[
+    republished = (await schema.gql(PUBLISH_TEMPLATE, {"id": template_id}, token=owner.token)).ok()[
         "publishTemplate"
     ]
 
@@ -591,21 +576,23 @@ async def test_editing_after_publishing_leaves_the_published_version_until_the_n
     ]
 
 
-async def test_an_edit_back_to_the_latest_version_has_no_unpublished_changes(api: Api) -> None:
+async def test_an_edit_back_to_the_latest_version_has_no_unpublished_changes(
+    schema: SchemaApi,
+) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await factories.tenant(schema.app)
     template_id = await new_template(
-        api, owner.token, owner.environment_id, content="v1", publish=True
+        schema, owner.token, owner.environment_id, content="v1", publish=True
     )
     (
-        await api.gql(
+        await schema.gql(
             UPDATE_TEMPLATE, {"input": {"id": template_id, "content": "v2"}}, token=owner.token
         )
     ).ok()
 
     # when
     reverted = (
-        await api.gql(
+        await schema.gql(
             UPDATE_TEMPLATE, {"input": {"id": template_id, "content": "v1"}}, token=owner.token
         )
     ).ok()["updateTemplate"]
@@ -614,14 +601,14 @@ async def test_an_edit_back_to_the_latest_version_has_no_unpublished_changes(api
     assert reverted["hasUnpublishedChanges"] is False
 
 
-async def test_publishing_an_unchanged_draft_again_freezes_nothing_new(api: Api) -> None:
+async def test_publishing_an_unchanged_draft_again_freezes_nothing_new(schema: SchemaApi) -> None:
     # given
-    owner = await new_tenant(api)
-    template_id = await new_template(api, owner.token, owner.environment_id, publish=True)
-    before = await read_template(api, owner.token, template_id)
+    owner = await factories.tenant(schema.app)
+    template_id = await new_template(schema, owner.token, owner.environment_id, publish=True)
+    before = await read_template(schema, owner.token, template_id)
 
     # when
-    again = (await api.gql(PUBLISH_TEMPLATE, {"id": template_id}, token=owner.token)).ok()
+    again = (await schema.gql(PUBLISH_TEMPLATE, {"id": template_id}, token=owner.token)).ok()
 
     # then
     assert again["publishTemplate"] == before
@@ -629,20 +616,20 @@ async def test_publishing_an_unchanged_draft_again_freezes_nothing_new(api: Api)
 
 
 async def test_unpublishing_keeps_the_versions_and_publishing_again_reuses_the_latest(
-    api: Api,
+    schema: SchemaApi,
 ) -> None:
     # given
-    owner = await new_tenant(api)
-    template_id = await new_template(api, owner.token, owner.environment_id, publish=True)
+    owner = await factories.tenant(schema.app)
+    template_id = await new_template(schema, owner.token, owner.environment_id, publish=True)
 
     # when
-    unpublished = (await api.gql(UNPUBLISH_TEMPLATE, {"id": template_id}, token=owner.token)).ok()[
-        "unpublishTemplate"
-    ]
-    unpublished_again = (
-        await api.gql(UNPUBLISH_TEMPLATE, {"id": template_id}, token=owner.token)
+    unpublished = (
+        await schema.gql(UNPUBLISH_TEMPLATE, {"id": template_id}, token=owner.token)
     ).ok()["unpublishTemplate"]
-    republished = (await api.gql(PUBLISH_TEMPLATE, {"id": template_id}, token=owner.token)).ok()[
+    unpublished_again = (
+        await schema.gql(UNPUBLISH_TEMPLATE, {"id": template_id}, token=owner.token)
+    ).ok()["unpublishTemplate"]
+    republished = (await schema.gql(PUBLISH_TEMPLATE, {"id": template_id}, token=owner.token)).ok()[
         "publishTemplate"
     ]
 
@@ -656,15 +643,17 @@ async def test_unpublishing_keeps_the_versions_and_publishing_again_reuses_the_l
 
 
 async def test_a_key_publishing_is_logged_as_the_key_and_its_creator_published_the_version(
-    api: Api,
+    schema: SchemaApi,
 ) -> None:
     # given
-    owner = await new_tenant(api)
-    key_id, secret = await api.create_key(owner.token, owner.environment_id, ["MANAGE_TEMPLATES"])
-    template_id = await new_template(api, secret, owner.environment_id)
+    owner = await factories.tenant(schema.app)
+    key_id, secret = await factories.key_pair(
+        owner.user_id, owner.environment_id, ["MANAGE_TEMPLATES"]
+    )
+    template_id = await new_template(schema, secret, owner.environment_id)
 
     # when
-    result = await api.gql(PUBLISH_TEMPLATE, {"id": template_id}, token=secret)
+    result = await schema.gql(PUBLISH_TEMPLATE, {"id": template_id}, token=secret)
 
     # then
     assert result.ok()["publishTemplate"]["versions"][0]["publishedBy"] == {"id": owner.user_id}
@@ -675,16 +664,16 @@ async def test_a_key_publishing_is_logged_as_the_key_and_its_creator_published_t
 # --- deleteTemplate ----------------------------------------------------------------------------
 
 
-async def test_deleting_returns_the_template_as_it_was_and_it_is_gone(api: Api) -> None:
+async def test_deleting_returns_the_template_as_it_was_and_it_is_gone(schema: SchemaApi) -> None:
     # given
-    owner = await new_tenant(api)
-    template_id = await new_template(api, owner.token, owner.environment_id, publish=True)
-    before = await read_template(api, owner.token, template_id)
+    owner = await factories.tenant(schema.app)
+    template_id = await new_template(schema, owner.token, owner.environment_id, publish=True)
+    before = await read_template(schema, owner.token, template_id)
 
     # when
-    result = await api.gql(DELETE_TEMPLATE, {"id": template_id}, token=owner.token)
-    after = await api.gql(GET_TEMPLATE, {"id": template_id}, token=owner.token)
-    again = await api.gql(DELETE_TEMPLATE, {"id": template_id}, token=owner.token)
+    result = await schema.gql(DELETE_TEMPLATE, {"id": template_id}, token=owner.token)
+    after = await schema.gql(GET_TEMPLATE, {"id": template_id}, token=owner.token)
+    again = await schema.gql(DELETE_TEMPLATE, {"id": template_id}, token=owner.token)
 
     # then
     assert result.ok()["deleteTemplate"] == before
@@ -693,14 +682,14 @@ async def test_deleting_returns_the_template_as_it_was_and_it_is_gone(api: Api) 
     assert await TemplateVersion.filter(template_id=template_id).count() == 0
 
 
-async def test_a_deleted_name_can_be_used_again(api: Api) -> None:
+async def test_a_deleted_name_can_be_used_again(schema: SchemaApi) -> None:
     # given
-    owner = await new_tenant(api)
-    template_id = await new_template(api, owner.token, owner.environment_id, name="reused")
-    (await api.gql(DELETE_TEMPLATE, {"id": template_id}, token=owner.token)).ok()
+    owner = await factories.tenant(schema.app)
+    template_id = await new_template(schema, owner.token, owner.environment_id, name="reused")
+    (await schema.gql(DELETE_TEMPLATE, {"id": template_id}, token=owner.token)).ok()
 
     # when
-    result = await create_template(api, owner.token, owner.environment_id, name="reused")
+    result = await create_template(schema, owner.token, owner.environment_id, name="reused")
 
     # then
     assert result.ok()["createTemplate"]["id"] != template_id
@@ -744,17 +733,17 @@ async def test_templates_are_listed_newest_first_in_pages(app: Starlette) -> Non
 
 
 async def test_templates_filter_on_being_published_and_stay_in_their_environment(
-    api: Api,
+    schema: SchemaApi,
 ) -> None:
     # given
-    owner = await new_tenant(api)
-    other_environment_id = await api.create_environment(owner.token, owner.project_id)
-    await new_template(api, owner.token, owner.environment_id, name="draft")
-    await new_template(api, owner.token, owner.environment_id, name="live", publish=True)
-    await new_template(api, owner.token, other_environment_id, name="elsewhere")
+    owner = await factories.tenant(schema.app)
+    other_environment_id = (await factories.environment(project_id=owner.project_id)).id
+    await new_template(schema, owner.token, owner.environment_id, name="draft")
+    await new_template(schema, owner.token, owner.environment_id, name="live", publish=True)
+    await new_template(schema, owner.token, other_environment_id, name="elsewhere")
 
     async def names(**arguments: Any) -> list[str]:
-        result = await api.gql(
+        result = await schema.gql(
             LIST_TEMPLATES, {"env": owner.environment_id, **arguments}, token=owner.token
         )
         return [e["node"]["name"] for e in result.ok()["templates"]["edges"]]
@@ -770,13 +759,13 @@ async def test_templates_filter_on_being_published_and_stay_in_their_environment
     [({"first": 0}, "first"), ({"first": 101}, "first"), ({"after": "nonsense!"}, "after")],
 )
 async def test_a_bad_page_request_is_bad_input(
-    api: Api, arguments: dict[str, Any], field: str
+    schema: SchemaApi, arguments: dict[str, Any], field: str
 ) -> None:
     # given
-    owner = await new_tenant(api)
+    owner = await factories.tenant(schema.app)
 
     # when
-    result = await api.gql(
+    result = await schema.gql(
         LIST_TEMPLATES, {"env": owner.environment_id, **arguments}, token=owner.token
     )
 

@@ -24,7 +24,8 @@ from keyplane.settings import (
     SignupPolicy,
     ensure_jwt_secret,
 )
-from tests.helpers import Api, Clock
+from tests.helpers import Api, Client, Clock
+from tests.schema_client import SchemaApi
 
 SIGN_UP = """
 mutation SignUp($input: SignUpInput!) {
@@ -50,11 +51,26 @@ REFUSED_BODY = {
 closed_signup = pytest.mark.parametrize("signup_policy", [SignupPolicy.CLOSED])
 
 
-async def sign_up(api: Api, email: str, *, password: str = PASSWORD, name: str = "Ada") -> Any:
+async def invite(
+    api: Client, email: str, *, expires_at: datetime, accepted_at: datetime | None = None
+) -> None:
+    """An invitation of `email` to a project that owner@example.com makes (the row, directly)."""
+    owner = await api.sign_up("owner@example.com")
+    await Invitation.create(
+        project_id=await api.create_project(owner),
+        email=email,
+        role=Role.DEVELOPER,
+        token_hash=hashlib.sha256(email.encode()).hexdigest(),
+        expires_at=expires_at,
+        accepted_at=accepted_at,
+    )
+
+
+async def sign_up(api: Client, email: str, *, password: str = PASSWORD, name: str = "Ada") -> Any:
     return await api.gql(SIGN_UP, {"input": {"email": email, "password": password, "name": name}})
 
 
-async def log_in(api: Api, email: str, password: str = PASSWORD) -> Any:
+async def log_in(api: Client, email: str, password: str = PASSWORD) -> Any:
     return await api.gql(LOG_IN, {"input": {"email": email, "password": password}})
 
 
@@ -111,22 +127,22 @@ async def test_sign_up_with_a_taken_email_in_any_case_is_a_conflict(api: Api) ->
     ids=["no-at", "no-domain", "short-password", "blank-name", "long-name"],
 )
 async def test_sign_up_with_bad_input_names_the_field(
-    api: Api, email: str, password: str, name: str, field: str
+    schema: SchemaApi, email: str, password: str, name: str, field: str
 ) -> None:
     # when
-    result = await sign_up(api, email, password=password, name=name)
+    result = await sign_up(schema, email, password=password, name=name)
 
     # then
     assert result.data == {"signUp": None}
     assert [e["extensions"] for e in result.errors] == [{"code": "BAD_USER_INPUT", "field": field}]
 
 
-async def test_bad_sign_up_input_creates_no_account(api: Api) -> None:
+async def test_bad_sign_up_input_creates_no_account(schema: SchemaApi) -> None:
     # given
-    await sign_up(api, "ada@example.com", password="short")
+    await sign_up(schema, "ada@example.com", password="short")
 
     # when
-    result = await sign_up(api, "ada@example.com")
+    result = await sign_up(schema, "ada@example.com")
 
     # then
     assert result.ok()["signUp"]["user"]["email"] == "ada@example.com"
@@ -135,18 +151,18 @@ async def test_bad_sign_up_input_creates_no_account(api: Api) -> None:
 # logIn
 
 
-async def test_log_in_returns_a_new_working_token(api: Api) -> None:
+async def test_log_in_returns_a_new_working_token(schema: SchemaApi) -> None:
     # given
-    signed_up = (await sign_up(api, "ada@example.com")).ok()["signUp"]
+    signed_up = (await sign_up(schema, "ada@example.com")).ok()["signUp"]
 
     # when
-    result = await log_in(api, "  ADA@example.com")
+    result = await log_in(schema, "  ADA@example.com")
 
     # then
     payload = result.ok()["logIn"]
     assert payload["user"] == signed_up["user"]
     assert payload["accessToken"] != signed_up["accessToken"]
-    viewer = (await api.gql(VIEWER, token=payload["accessToken"])).ok()["viewer"]
+    viewer = (await schema.gql(VIEWER, token=payload["accessToken"])).ok()["viewer"]
     assert viewer["user"] == {"id": signed_up["user"]["id"], "email": "ada@example.com"}
 
 
@@ -288,35 +304,27 @@ async def test_a_token_signed_with_another_secret_is_refused(api: Api) -> None:
 
 
 @closed_signup
-async def test_closed_sign_up_admits_the_first_user_only(api: Api) -> None:
+async def test_closed_sign_up_admits_the_first_user_only(schema: SchemaApi) -> None:
     # given
-    (await sign_up(api, "first@example.com")).ok()
+    (await sign_up(schema, "first@example.com")).ok()
 
     # when
-    result = await sign_up(api, "second@example.com")
+    result = await sign_up(schema, "second@example.com")
 
     # then
     assert result.data == {"signUp": None}
     assert result.codes == ["FORBIDDEN"]
-    refused_login = await log_in(api, "second@example.com")
+    refused_login = await log_in(schema, "second@example.com")
     assert refused_login.codes == ["UNAUTHENTICATED"]
 
 
 @closed_signup
-async def test_closed_sign_up_admits_an_invited_email(api: Api, clock: Clock) -> None:
+async def test_closed_sign_up_admits_an_invited_email(schema: SchemaApi, clock: Clock) -> None:
     # given
-    owner = await api.sign_up("owner@example.com")
-    project_id = await api.create_project(owner)
-    await Invitation.create(
-        project_id=project_id,
-        email="invited@example.com",
-        role=Role.DEVELOPER,
-        token_hash="a" * 64,
-        expires_at=clock() + timedelta(days=7),
-    )
+    await invite(schema, "invited@example.com", expires_at=clock() + timedelta(days=7))
 
     # when
-    result = await sign_up(api, "Invited@Example.com")
+    result = await sign_up(schema, "Invited@Example.com")
 
     # then
     assert result.ok()["signUp"]["user"]["email"] == "invited@example.com"
@@ -325,22 +333,18 @@ async def test_closed_sign_up_admits_an_invited_email(api: Api, clock: Clock) ->
 @closed_signup
 @pytest.mark.parametrize("state", ["expired", "accepted"])
 async def test_closed_sign_up_ignores_an_invitation_that_is_no_longer_pending(
-    api: Api, clock: Clock, state: str
+    schema: SchemaApi, clock: Clock, state: str
 ) -> None:
     # given
-    owner = await api.sign_up("owner@example.com")
-    project_id = await api.create_project(owner)
-    await Invitation.create(
-        project_id=project_id,
-        email="invited@example.com",
-        role=Role.DEVELOPER,
-        token_hash="b" * 64,
+    await invite(
+        schema,
+        "invited@example.com",
         expires_at=clock() + timedelta(days=-1 if state == "expired" else 7),
         accepted_at=clock() if state == "accepted" else None,
     )
 
     # when
-    result = await sign_up(api, "invited@example.com")
+    result = await sign_up(schema, "invited@example.com")
 
     # then
     assert result.data == {"signUp": None}

@@ -467,6 +467,14 @@ async def _locked_member(access: Access, member_id: str) -> tuple[MemberRecord, 
     return await _managed_member(access, member_id)
 
 
+class _Unchanged(Exception):
+    """An update that asks for the grant the member already has."""
+
+    def __init__(self, record: MemberRecord) -> None:
+        super().__init__(record.id)
+        self.record = record
+
+
 async def update_member(
     access: Access,
     *,
@@ -477,29 +485,34 @@ async def update_member(
     credentials: VerifiedCredentials,
 ) -> MemberRecord:
     """Change a member's role and/or environments (null: unchanged; [] for environments: all).
-    The member's keys are narrowed with them, on every worker."""
-    async with credentials.change():
-        record, manager = await _locked_member(access, member_id)
-        new_role = record.grant.role if role is None else role
-        _check_role(manager, new_role)
-        reach = (
-            record.grant.environment_ids
-            if environment_ids is None
-            else await _environments(manager, record.project_id, environment_ids)
-        )
-        wanted = Grant(new_role, reach)
-        if wanted == record.grant:
-            return record
-        await _keeps_an_owner(record.project_id, record, wanted)
-        await _set_grant(record.id, wanted)
-        await record_event(
-            ActivityKind.MEMBER_UPDATED,
-            access=access,
-            project_id=record.project_id,
-            environment_id=None,
-            target=f"{record.describe()} {record.grant.describe()} -> {wanted.describe()}",
-            at=now,
-        )
+    The member's keys are narrowed with them, on every worker. An update that changes nothing
+    writes nothing and leaves the credentials' version where it was."""
+    try:
+        async with credentials.change():
+            record, manager = await _locked_member(access, member_id)
+            new_role = record.grant.role if role is None else role
+            _check_role(manager, new_role)
+            reach = (
+                record.grant.environment_ids
+                if environment_ids is None
+                else await _environments(manager, record.project_id, environment_ids)
+            )
+            wanted = Grant(new_role, reach)
+            if wanted == record.grant:
+                # Leaves change() by an exception, as a failed write does, so nothing moves.
+                raise _Unchanged(record)
+            await _keeps_an_owner(record.project_id, record, wanted)
+            await _set_grant(record.id, wanted)
+            await record_event(
+                ActivityKind.MEMBER_UPDATED,
+                access=access,
+                project_id=record.project_id,
+                environment_id=None,
+                target=f"{record.describe()} {record.grant.describe()} -> {wanted.describe()}",
+                at=now,
+            )
+    except _Unchanged as same:
+        return same.record
     return MemberRecord(
         id=record.id,
         project_id=record.project_id,

@@ -13,7 +13,8 @@ import pytest
 
 from keyplane.usage.buffer import UsageBuffer
 from tests.helpers import Api, Clock, new_tenant
-from tests.usage.helpers import (
+from tests.usage_helpers import (
+    HOURLY_FLUSH,
     KEY_USAGE,
     LAST_SECOND,
     LIST_KEYS,
@@ -31,6 +32,8 @@ from tests.usage.helpers import (
     send,
     series,
 )
+
+pytestmark = HOURLY_FLUSH
 
 # --- what a bucket counts ------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -26,8 +27,9 @@ from keyplane.settings import Settings
 from keyplane.usage.buffer import UsageBuffer, minute_of
 from tests.helpers import Api, Clock, Result, new_tenant
 from tests.serve_process import free_port, wait_ready
-from tests.usage.helpers import (
+from tests.usage_helpers import (
     DAY,
+    HOURLY_FLUSH,
     KEY_USAGE,
     LIST_KEYS,
     MINUTE,
@@ -43,6 +45,8 @@ from tests.usage.helpers import (
     send,
     totals,
 )
+
+pytestmark = HOURLY_FLUSH
 
 # --- exact counts under load, flushing and pruning -----------------------------------------
 
@@ -121,7 +125,7 @@ async def test_usage_is_exact_after_1000_requests_from_20_concurrent_clients(
     assert after.ok()["apiKey"] == before.ok()["apiKey"]
 
 
-@pytest.mark.parametrize("flush_seconds", [0.1])
+@pytest.mark.usage_flush_seconds(0.1)
 async def test_the_flusher_writes_counts_to_the_database_within_its_interval(
     api: Api, usage: UsageBuffer
 ) -> None:
@@ -313,32 +317,57 @@ async def test_counts_survive_a_sigterm_restart_of_a_real_server(server: Server)
 # --- a flush committing while a key is read ---------------------------------------------
 
 
-async def _key_with_three_requests(api: Api) -> tuple[str, str, str]:
+KEY_TOTAL = "query($id: ID!) { apiKey(id: $id) { totalRequests } }"
+PAGE_TOTALS = (
+    "query($id: ID!) { environment(id: $id) { apiKeys { edges { node { totalRequests } } } } }"
+)
+
+
+@dataclass(frozen=True)
+class UsedKey:
+    """A key that made three requests, its environment and its owner's session token."""
+
+    owner: str
+    environment_id: str
+    id: str
+    secret: str
+
+
+async def _key_with_three_requests(api: Api) -> UsedKey:
     owner = await api.sign_up()
     project_id = await api.create_project(owner)
     env = await api.create_environment(owner, project_id)
     key_id, secret = await api.create_key(owner, env, ["VIEW_ANALYTICS"])
     for _ in range(3):
         (await api.gql("{ viewer { kind } }", token=secret)).ok()
-    return owner, key_id, secret
+    return UsedKey(owner, env, key_id, secret)
+
+
+def _flush_before_next(
+    app: Starlette, monkeypatch: pytest.MonkeyPatch, owner: type, method: str
+) -> None:
+    """Makes the next call of `owner.method` flush the pending counts (a flush that begins and
+    commits) before it runs."""
+    real = getattr(owner, method)
+
+    async def flush_first(self: Any, *args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(owner, method, real)
+        await app.state.services.usage.flush()
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(owner, method, flush_first)
 
 
 async def test_a_flush_landing_while_a_key_is_read_loses_no_count(
     api: Api, app: Starlette, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # given: three unflushed requests, and a flush that commits while the key is being read
+    # (once its access has been checked)
     from keyplane.access import Access
 
-    owner, key_id, _ = await _key_with_three_requests(api)
-    usage = app.state.services.usage
-    real_scopes_in = Access.scopes_in
-
-    async def flush_midway(self: Access, **where: str) -> Any:
-        monkeypatch.setattr(Access, "scopes_in", real_scopes_in)
-        await usage.flush()
-        return await real_scopes_in(self, **where)
-
-    monkeypatch.setattr(Access, "scopes_in", flush_midway)
+    key = await _key_with_three_requests(api)
+    owner, key_id = key.owner, key.id
+    _flush_before_next(app, monkeypatch, Access, "scopes_in")
 
     # when
     read = await api.gql(
@@ -353,17 +382,10 @@ async def test_the_calling_key_reads_its_own_counts_after_a_flush_mid_request(
     api: Api, app: Starlette, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # given: the key's row is read (or kept) by authentication, then a flush commits
-    _, _, secret = await _key_with_three_requests(api)
-    usage = app.state.services.usage
     from keyplane.http import GraphQLView
 
-    real_get_context = GraphQLView.get_context
-
-    async def flush_after_authentication(self: Any, request: Any, response: Any) -> Any:
-        await usage.flush()
-        return await real_get_context(self, request, response)
-
-    monkeypatch.setattr(GraphQLView, "get_context", flush_after_authentication)
+    secret = (await _key_with_three_requests(api)).secret
+    _flush_before_next(app, monkeypatch, GraphQLView, "get_context")
 
     # when
     read = await api.gql("{ viewer { apiKey { totalRequests } } }", token=secret)
@@ -372,30 +394,25 @@ async def test_the_calling_key_reads_its_own_counts_after_a_flush_mid_request(
     assert read.ok()["viewer"]["apiKey"]["totalRequests"] == 4
 
 
-async def test_the_calling_key_counts_right_when_a_flush_commits_while_it_is_read(
-    api: Api, app: Starlette, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # given: three unflushed requests, and a flush that commits just before authentication
-    # reads the key's row (so the row read already holds them)
-    _, _, secret = await _key_with_three_requests(api)
-    services = app.state.services
-    services.credentials.keys.clear()  # nothing kept: this request reads the row
+def _flush_while_counters_are_read(app: Starlette, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Makes the next read of stored key counters run a flush (which begins and commits) after
+    its query and before the counts are added up; returns the ids that read asked for, once it
+    has happened."""
     from keyplane.records import Lookups
 
-    real_key_by_hash = Lookups.key_by_hash
+    real_by_ids = Lookups.by_ids
+    read: list[str] = []
 
-    async def flush_then_read(self: Lookups, secret_hash: str) -> Any:
-        monkeypatch.setattr(Lookups, "key_by_hash", real_key_by_hash)
-        await services.usage.flush()
-        return await real_key_by_hash(self, secret_hash)
+    async def flush_while_reading(self: Lookups, table: str, columns: str, ids: list[str]) -> Any:
+        rows = await real_by_ids(self, table, columns, ids)
+        if table == "api_key" and "total_requests" in columns:
+            monkeypatch.setattr(Lookups, "by_ids", real_by_ids)
+            read.extend(ids)
+            await app.state.services.usage.flush()
+        return rows
 
-    monkeypatch.setattr(Lookups, "key_by_hash", flush_then_read)
-
-    # when
-    read = await api.gql("{ viewer { apiKey { totalRequests } } }", token=secret)
-
-    # then: the three before, and this one, each counted once
-    assert read.ok()["viewer"]["apiKey"]["totalRequests"] == 4
+    monkeypatch.setattr(Lookups, "by_ids", flush_while_reading)
+    return read
 
 
 async def _flush_paused(
@@ -421,61 +438,62 @@ async def _flush_paused(
 
 
 @pytest.mark.parametrize("committed", [False, True], ids=["before commit", "after commit"])
+@pytest.mark.parametrize("page", [False, True], ids=["one key", "a page of keys"])
 async def test_counters_read_while_a_flush_is_in_progress_count_each_request_once(
-    api: Api, app: Starlette, monkeypatch: pytest.MonkeyPatch, committed: bool
+    api: Api, app: Starlette, monkeypatch: pytest.MonkeyPatch, committed: bool, page: bool
 ) -> None:
     # given: three unflushed requests, and a flush of them in progress
-    owner, key_id, _ = await _key_with_three_requests(api)
+    key = await _key_with_three_requests(api)
     flush = await _flush_paused(app, monkeypatch, committed=committed)
 
     # when
-    read = await api.gql(
-        "query($id: ID!) { apiKey(id: $id) { totalRequests } }", {"id": key_id}, token=owner
-    )
+    if page:
+        read = await api.gql(PAGE_TOTALS, {"id": key.environment_id}, token=key.owner)
+    else:
+        read = await api.gql(KEY_TOTAL, {"id": key.id}, token=key.owner)
 
     # then
     await flush
-    assert read.ok()["apiKey"]["totalRequests"] == 3
-
-
-async def test_counters_read_while_a_flush_commits_count_each_request_once(
-    api: Api, app: Starlette, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # given: three unflushed requests, and a flush that begins and commits while the stored
-    # counters are being read
-    owner, key_id, _ = await _key_with_three_requests(api)
-    from keyplane.records import Lookups
-
-    real_by_ids = Lookups.by_ids
-
-    async def flush_while_reading(self: Lookups, table: str, columns: str, ids: list[str]) -> Any:
-        rows = await real_by_ids(self, table, columns, ids)
-        if table == "api_key":
-            monkeypatch.setattr(Lookups, "by_ids", real_by_ids)
-            await app.state.services.usage.flush()
-        return rows
-
-    monkeypatch.setattr(Lookups, "by_ids", flush_while_reading)
-
-    # when
-    read = await api.gql(
-        "query($id: ID!) { apiKey(id: $id) { totalRequests } }", {"id": key_id}, token=owner
+    assert read.ok() == (
+        {"environment": {"apiKeys": {"edges": [{"node": {"totalRequests": 3}}]}}}
+        if page
+        else {"apiKey": {"totalRequests": 3}}
     )
 
-    # then
-    assert read.ok()["apiKey"]["totalRequests"] == 3
+
+@pytest.mark.parametrize(
+    "by_the_key", [False, True], ids=["read by its owner", "read by the calling key itself"]
+)
+async def test_counters_read_while_a_flush_commits_count_each_request_once(
+    api: Api, app: Starlette, monkeypatch: pytest.MonkeyPatch, by_the_key: bool
+) -> None:
+    # given: three unflushed requests, and a flush that begins and commits while the key's
+    # stored counters are being read
+    key = await _key_with_three_requests(api)
+    read_while_flushing = _flush_while_counters_are_read(app, monkeypatch)
+
+    # when
+    if by_the_key:
+        read = await api.gql("{ viewer { apiKey { totalRequests } } }", token=key.secret)
+    else:
+        read = await api.gql(KEY_TOTAL, {"id": key.id}, token=key.owner)
+
+    # then: the flush did land in that read, and each request is counted once (the calling
+    # key's own request too)
+    assert read_while_flushing == [key.id]
+    assert read.ok() == (
+        {"viewer": {"apiKey": {"totalRequests": 4}}}
+        if by_the_key
+        else {"apiKey": {"totalRequests": 3}}
+    )
 
 
 async def test_a_page_of_keys_shows_flushed_and_unflushed_requests_together(
     api: Api, app: Starlette
 ) -> None:
     # given: three requests flushed, then two not yet
-    owner = await api.sign_up()
-    project_id = await api.create_project(owner)
-    env = await api.create_environment(owner, project_id)
-    _, secret = await api.create_key(owner, env, ["VIEW_ANALYTICS"])
-    for _ in range(3):
-        (await api.gql("{ viewer { kind } }", token=secret)).ok()
+    key = await _key_with_three_requests(api)
+    owner, env, secret = key.owner, key.environment_id, key.secret
     await app.state.services.usage.flush()
     for _ in range(2):
         (await api.gql("{ viewer { kind } }", token=secret)).ok()
@@ -489,28 +507,3 @@ async def test_a_page_of_keys_shows_flushed_and_unflushed_requests_together(
 
     # then
     assert page.ok() == {"environment": {"apiKeys": {"edges": [{"node": {"totalRequests": 5}}]}}}
-
-
-@pytest.mark.parametrize("committed", [False, True], ids=["before commit", "after commit"])
-async def test_a_page_of_keys_read_while_a_flush_is_in_progress_counts_each_request_once(
-    api: Api, app: Starlette, monkeypatch: pytest.MonkeyPatch, committed: bool
-) -> None:
-    # given: three unflushed requests, and a flush of them in progress
-    owner = await api.sign_up()
-    project_id = await api.create_project(owner)
-    env = await api.create_environment(owner, project_id)
-    _, secret = await api.create_key(owner, env, ["VIEW_ANALYTICS"])
-    for _ in range(3):
-        (await api.gql("{ viewer { kind } }", token=secret)).ok()
-    flush = await _flush_paused(app, monkeypatch, committed=committed)
-
-    # when
-    page = await api.gql(
-        "query($id: ID!) { environment(id: $id) { apiKeys { edges { node { totalRequests } } } } }",
-        {"id": env},
-        token=owner,
-    )
-
-    # then
-    await flush
-    assert page.ok() == {"environment": {"apiKeys": {"edges": [{"node": {"totalRequests": 3}}]}}}

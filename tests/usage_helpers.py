@@ -1,4 +1,6 @@
-"""What the usage tests share: documents, periods and helpers (fixtures: conftest.py)."""
+"""What the usage tests share: documents, periods, helpers, and the mark (`HOURLY_FLUSH`) that
+slows the background flusher down to once an hour in each usage test module, so that each test
+decides when counts reach the database (`await usage.flush()`)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.helpers import Api, Clock, Result
 
@@ -170,3 +173,7 @@ def usage_of(result: Result) -> Any:
     [found] = result.data.values()
     assert found is not None, result.body
     return found["usage"]
+
+
+# Each usage test decides when counts reach the database (`await usage.flush()`).
+HOURLY_FLUSH = pytest.mark.usage_flush_seconds(3600)

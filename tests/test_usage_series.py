@@ -10,9 +10,10 @@ import pytest
 
 from keyplane.usage.buffer import UsageBuffer
 from tests.helpers import Api, Clock, new_tenant
-from tests.usage.helpers import (
+from tests.usage_helpers import (
     DELETE_KEY,
     ENVIRONMENT_USAGE,
+    HOURLY_FLUSH,
     KEY_USAGE,
     LIST_KEYS,
     MINUTE,
@@ -28,6 +29,8 @@ from tests.usage.helpers import (
     series,
     usage_of,
 )
+
+pytestmark = HOURLY_FLUSH
 
 # --- series --------------------------------------------------------------------------------
 

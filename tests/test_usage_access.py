@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.helpers import Api, Clock, new_tenant
-from tests.usage.helpers import (
+from tests.usage_helpers import (
     ENVIRONMENT_USAGE,
     HOUR,
+    HOURLY_FLUSH,
     KEY_USAGE,
     LAST_SECOND,
     MINUTE,
@@ -21,6 +22,8 @@ from tests.usage.helpers import (
     range_of,
     send,
 )
+
+pytestmark = HOURLY_FLUSH
 
 # --- who may read usage --------------------------------------------------------------------
 
