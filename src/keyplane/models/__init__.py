@@ -4,6 +4,7 @@ from keyplane.models.activity import ActivityEvent
 from keyplane.models.api_key import ApiKey
 from keyplane.models.document import Document
 from keyplane.models.member import Invitation, Member, MemberEnvironment
+from keyplane.models.policy import EnvironmentPolicy
 from keyplane.models.project import Environment, Project
 from keyplane.models.template import Template, TemplateVersion
 from keyplane.models.usage import UsageBucket
@@ -14,6 +15,7 @@ __all__ = [
     "ApiKey",
     "Document",
     "Environment",
+    "EnvironmentPolicy",
     "Invitation",
     "LoginFailure",
     "Member",

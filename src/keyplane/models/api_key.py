@@ -42,6 +42,11 @@ class ApiKey(Model):
     total_requests = fields.BigIntField(default=0)
     # Overrides the API-key tier's per-minute limit for this key when set (1 to 10,000).
     rate_limit_per_minute = fields.IntField(null=True)
+    # Restrictions beyond the scopes (permissions/checks/): comma-separated CIDRs, origins
+    # and plugin scope names; empty or null means unrestricted (CIDRs, origins) or none.
+    allowed_cidrs = fields.TextField(null=True)
+    allowed_origins = fields.TextField(null=True)
+    extra_scopes = fields.CharField(max_length=1024, null=True)
 
     class Meta:
         table = "api_key"

@@ -12,12 +12,16 @@ from keyplane.errors import BadUserInput, Conflict, Forbidden, NotFound
 from keyplane.models import ApiKey
 from keyplane.models.activity import ActivityKind
 from keyplane.models.api_key import ApiKeyStatus
+from keyplane.permissions.checks.allowed_origins import stored_origins
+from keyplane.permissions.checks.environment_policy import Policy
+from keyplane.permissions.checks.ip_allowlist import stored_cidrs
 from keyplane.permissions.scopes import Scope, encode_scopes
 from keyplane.ratelimit.tiers import MAX_KEY_LIMIT, MIN_KEY_LIMIT
 from keyplane.records import KeyRecord
 from keyplane.resolvers import validate
 from keyplane.resolvers.activity import record_event
 from keyplane.resolvers.pagination import Page, decode_cursor, page_of
+from keyplane.resolvers.policy import key_scope_names, policy_of, scope_names
 from keyplane.usage.counters import Counters, KeyCounters
 
 READ_KEYS = frozenset({Scope.MANAGE_PROJECT, Scope.VIEW_ANALYTICS})
@@ -55,6 +59,41 @@ def _creator_id(access: Access) -> str:
     return principal.user_id
 
 
+@dataclass(frozen=True, slots=True)
+class Restrictions:
+    """What a key's create or update input restricts beyond its scopes; None: leave as is
+    (an update), or none (a create)."""
+
+    allowed_cidrs: list[str] | None = None
+    allowed_origins: list[str] | None = None
+    extra_scopes: list[str] | None = None
+
+
+def _stored_restrictions(
+    given: Restrictions, *, access: Access, catalog: frozenset[str]
+) -> dict[str, str]:
+    """The given restrictions, checked, as the columns they change."""
+    changes: dict[str, str] = {}
+    if given.allowed_cidrs is not None:
+        changes["allowed_cidrs"] = stored_cidrs(given.allowed_cidrs)
+    if given.allowed_origins is not None:
+        changes["allowed_origins"] = stored_origins(given.allowed_origins)
+    if given.extra_scopes is not None:
+        wanted = scope_names(given.extra_scopes, catalog=catalog, field="extraScopes")
+        key = access.principal.key
+        if key is not None:  # a key grants no extra scope it does not carry itself
+            _no_escalation_of_names(wanted, key.restrictions.extra_scopes)
+        changes["extra_scopes"] = ",".join(sorted(wanted))
+    return changes
+
+
+def _no_escalation_of_names(wanted: frozenset[str], held: frozenset[str]) -> None:
+    missing = wanted - held
+    if missing:
+        names = ", ".join(sorted(missing))
+        raise Forbidden(f"You cannot grant scopes you do not hold here: {names}.")
+
+
 async def _new_key(
     *,
     environment_id: str,
@@ -64,6 +103,7 @@ async def _new_key(
     created_by_id: str,
     expires_at: datetime | None,
     rate_limit_per_minute: int | None,
+    restrictions: dict[str, str],
 ) -> IssuedKey:
     secret = key_format.generate_secret()
     key = await ApiKey.create(
@@ -76,6 +116,9 @@ async def _new_key(
         created_by_id=created_by_id,
         expires_at=expires_at,
         rate_limit_per_minute=rate_limit_per_minute,
+        allowed_cidrs=restrictions.get("allowed_cidrs", ""),
+        allowed_origins=restrictions.get("allowed_origins", ""),
+        extra_scopes=restrictions.get("extra_scopes", ""),
     )
     return IssuedKey(api_key=key, secret=secret)
 
@@ -89,6 +132,8 @@ async def create_api_key(
     expires_at: datetime | None,
     now: datetime,
     rate_limit_per_minute: int | None = None,
+    restrictions: Restrictions = Restrictions(),
+    catalog: frozenset[str] = frozenset(),
     credentials: VerifiedCredentials,
 ) -> IssuedKey:
     environment, held = await access.environment(environment_id, any_of=MANAGE_KEYS)
@@ -101,6 +146,13 @@ async def create_api_key(
         else validate.future_instant(expires_at, now=now, field="expiresAt")
     )
     _no_escalation(wanted, held)
+    stored = _stored_restrictions(restrictions, access=access, catalog=catalog)
+    policy = await policy_of(environment.id)
+    policy.require(
+        scopes=key_scope_names(encode_scopes(wanted), stored.get("extra_scopes", "")),
+        issued_at=now,
+        expires_at=expiry,
+    )
     async with credentials.change():
         issued = await _new_key(
             environment_id=environment.id,
@@ -110,6 +162,7 @@ async def create_api_key(
             created_by_id=_creator_id(access),
             expires_at=expiry,
             rate_limit_per_minute=limit,
+            restrictions=stored,
         )
         await _log(ActivityKind.KEY_CREATED, access, issued.api_key, now)
     return issued
@@ -194,6 +247,8 @@ async def update_api_key(
     scopes: list[Scope] | None,
     rate_limit_per_minute: int | None = None,
     clear_rate_limit: bool = False,
+    restrictions: Restrictions = Restrictions(),
+    catalog: frozenset[str] = frozenset(),
     now: datetime,
     credentials: VerifiedCredentials,
 ) -> ApiKey:
@@ -213,6 +268,20 @@ async def update_api_key(
         wanted = validate.scopes(scopes)
         _no_escalation(wanted, held)
         changes["scopes"] = encode_scopes(wanted)
+    changes.update(_stored_restrictions(restrictions, access=access, catalog=catalog))
+    if "scopes" in changes or "extra_scopes" in changes:
+        # Only the rule the update touches: renaming a key issued before the policy stays
+        # possible (Environment.keysOutsidePolicy lists it).
+        policy = await policy_of(key.environment_id)  # type: ignore[attr-defined]
+        if policy.allowed_scopes:
+            Policy(allowed_scopes=policy.allowed_scopes).require(
+                scopes=key_scope_names(
+                    str(changes.get("scopes", key.scopes)),
+                    str(changes.get("extra_scopes", key.extra_scopes or "")),
+                ),
+                issued_at=key.created_at,
+                expires_at=key.expires_at,
+            )
     if changes:
         async with credentials.change():
             await ApiKey.filter(id=key.id).update(**changes)
@@ -278,6 +347,10 @@ async def rotate_api_key(
         except OverflowError:
             # An expiry near year 9999 pushed past the last representable instant: stop there.
             new_expiry = datetime.max.replace(tzinfo=UTC)
+    policy = await policy_of(key.environment_id)  # type: ignore[attr-defined]
+    policy.require(
+        scopes=key_scope_names(key.scopes, key.extra_scopes or ""), issued_at=now, expires_at=new_expiry
+    )
     async with credentials.change():  # the old key's cached expiry is gone everywhere
         issued = await _new_key(
             environment_id=key.environment_id,  # type: ignore[attr-defined]
@@ -287,6 +360,11 @@ async def rotate_api_key(
             created_by_id=_creator_id(access),
             expires_at=new_expiry,
             rate_limit_per_minute=key.rate_limit_per_minute,
+            restrictions={
+                "allowed_cidrs": key.allowed_cidrs or "",
+                "allowed_origins": key.allowed_origins or "",
+                "extra_scopes": key.extra_scopes or "",
+            },
         )
         await ApiKey.filter(id=key.id).update(expires_at=old_expiry)
         await record_event(

@@ -6,7 +6,7 @@ and holds a scope *there*, is decided by the resolver through `Access`, since th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from strawberry.permission import BasePermission
@@ -14,6 +14,7 @@ from strawberry.permission import BasePermission
 from keyplane.auth.principal import AuthKind, Principal
 from keyplane.context import Info
 from keyplane.errors import Forbidden, Unauthenticated
+from keyplane.permissions.checks import NO_RESTRICTIONS, CheckRequest
 from keyplane.permissions.scopes import Scope
 
 
@@ -73,3 +74,61 @@ class HasAnyScope(BasePermission):
             names = " or ".join(sorted(self.scopes))
             raise Forbidden(f"This needs the {names} scope.")
         return True
+
+
+def _target(kwargs: dict[str, Any]) -> str | None:
+    """The environment a field names in its arguments (`environmentId`, or its input's)."""
+    environment_id = kwargs.get("environment_id")
+    if environment_id is None:
+        environment_id = getattr(kwargs.get("input"), "environment_id", None)
+    return None if environment_id is None else str(environment_id)
+
+
+async def run_field_checks(info: Info, kwargs: dict[str, Any]) -> None:
+    """The checks of a guarded field (permissions/checks/), after its rule admitted it."""
+    context = info.context
+    checks = context.services.checks
+    principal = context.principal
+    key = principal.key
+    environment_id = _target(kwargs)
+    project_id = None
+    if key is not None and (environment_id is None or environment_id == key.environment_id):
+        environment_id, project_id = key.environment_id, key.project_id
+    elif environment_id is not None:
+        known = context.services.records.known_environment(environment_id)
+        project_id = None if known is None else known.project_id
+    operation = info.operation.name
+    request = CheckRequest(
+        principal=principal,
+        operation=None if operation is None else operation.value,
+        field=info.field_name,
+        path=tuple(info.path.as_list()),
+        environment_id=environment_id,
+        project_id=project_id,
+        client_ip=context.access.ip,
+        headers=context.request.headers,
+        restrictions=NO_RESTRICTIONS if key is None else key.restrictions,
+        arguments=kwargs,
+    )
+    await checks.run(checks.field_checks, request)
+
+
+class PassesChecks(BasePermission):
+    """The hook of the field checks: the last permission of every guarded field.
+
+    With no field check selected (the default: the built-in checks are about the request) it
+    answers at once, synchronously; else it returns the checks' awaitable, which Strawberry
+    awaits for an async resolver (every guarded field's is)."""
+
+    def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool | Awaitable[bool]:
+        if not info.context.services.checks.field_checks:
+            return True
+        return self._run(info, kwargs)
+
+    @staticmethod
+    async def _run(info: Info, kwargs: dict[str, Any]) -> bool:
+        await run_field_checks(info, kwargs)
+        return True
+
+
+PASSES_CHECKS = PassesChecks()

@@ -21,6 +21,7 @@ from keyplane.resolvers import (
     api_key,
     document,
     member,
+    policy,
     project,
     template,
     user,
@@ -45,13 +46,22 @@ from keyplane.schema.member import (
     Member,
     UpdateMemberInput,
 )
-from keyplane.schema.permissions import HasAnyScope, IsAuthenticated, IsUser, open_to_anyone
+from keyplane.schema.permissions import (
+    PASSES_CHECKS,
+    HasAnyScope,
+    IsAuthenticated,
+    IsUser,
+    open_to_anyone,
+)
 from keyplane.schema.project import (
     CreateEnvironmentInput,
     CreateProjectInput,
     Environment,
+    EnvironmentPolicy,
     Project,
+    UpdateEnvironmentPolicyInput,
 )
+from keyplane.schema.scope import ScopeInfo
 from keyplane.schema.template import (
     CreateTemplateInput,
     Template,
@@ -70,9 +80,17 @@ def guarded(*permissions: BasePermission) -> list[Any]:
     metadata that it is `open_to_anyone()`."""
     return [
         PermissionExtension(
-            permissions=list(permissions), fail_silently=False, use_directives=False
+            permissions=[*permissions, PASSES_CHECKS], fail_silently=False, use_directives=False
         )
     ]
+
+
+def _restrictions(input: CreateApiKeyInput | UpdateApiKeyInput) -> api_key.Restrictions:
+    return api_key.Restrictions(
+        allowed_cidrs=input.allowed_cidrs,
+        allowed_origins=input.allowed_origins,
+        extra_scopes=input.extra_scopes,
+    )
 
 
 def _grant(result: user.SessionGrant) -> AuthPayload:
@@ -92,6 +110,14 @@ class Query:
     def viewer(self, info: Info) -> Viewer:
         principal = info.context.principal
         return Viewer(kind=principal.kind, scopes=sorted(principal.token_scopes))
+
+    @strawberry.field(
+        description="Every scope a key may carry, with what it allows: the four built-in "
+        "`Scope` values, then the extra scopes the running checks declare.",
+        metadata=open_to_anyone(),
+    )
+    def scope_catalog(self, info: Info) -> list[ScopeInfo]:
+        return [ScopeInfo.from_record(s) for s in info.context.services.checks.catalog]
 
     @strawberry.field(
         description="Projects the caller belongs to (for a key: its own).",
@@ -344,6 +370,8 @@ class Mutation:
             expires_at=input.expires_at,
             now=info.context.now,
             rate_limit_per_minute=input.rate_limit_per_minute,
+            restrictions=_restrictions(input),
+            catalog=info.context.services.checks.extra_scopes,
             credentials=info.context.services.credentials,
         )
         return await CreateApiKeyPayload.from_issued(issued, context=info.context)
@@ -359,6 +387,8 @@ class Mutation:
             scopes=input.scopes,
             rate_limit_per_minute=input.rate_limit_per_minute,
             clear_rate_limit=input.clear_rate_limit,
+            restrictions=_restrictions(input),
+            catalog=info.context.services.checks.extra_scopes,
             now=info.context.now,
             credentials=info.context.services.credentials,
         )
@@ -403,6 +433,26 @@ class Mutation:
             credentials=info.context.services.credentials,
         )
         return await RotateApiKeyPayload.from_issued(issued, context=info.context)
+
+    @strawberry.mutation(
+        description="Set an environment's key policy: createApiKey, updateApiKey and "
+        "rotateApiKey outside it get BAD_USER_INPUT naming the rule; keys issued before are "
+        "listed by Environment.keysOutsidePolicy. Needs MANAGE_PROJECT there; people only.",
+        extensions=guarded(IsUser(), MANAGE),
+    )
+    async def update_environment_policy(
+        self, info: Info, input: UpdateEnvironmentPolicyInput
+    ) -> EnvironmentPolicy | None:
+        checks = info.context.services.checks
+        updated = await policy.update_environment_policy(
+            info.context.access,
+            environment_id=str(input.environment_id),
+            require_expiry=input.require_expiry,
+            max_lifetime_days=input.max_lifetime_days,
+            allowed_scopes=input.allowed_scopes,
+            catalog=frozenset(Scope) | checks.extra_scopes,
+        )
+        return EnvironmentPolicy.from_policy(updated)
 
     @strawberry.mutation(
         description="Invite someone by email to a project, valid 7 days; the token is in the "
