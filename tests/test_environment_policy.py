@@ -32,7 +32,7 @@ ROTATE = """
 mutation($input: RotateApiKeyInput!) { rotateApiKey(input: $input) { apiKey { id } } }
 """
 
-NO_POLICY = {"requireExpiry": False, "maxLifetimeDays": None, "allowedScopes": []}
+NO_POLICY: dict[str, Any] = {"requireExpiry": False, "maxLifetimeDays": None, "allowedScopes": []}
 
 
 async def set_policy(api: Api, token: str, environment_id: str, **rules: Any) -> Any:
@@ -48,7 +48,7 @@ async def read(api: Api, tenant: Tenant) -> Any:
 
 async def named_key(api: Api, tenant: Tenant, name: str, **input: Any) -> str:
     result = await api.gql(
-        """mutation($input: CreateApiKeyInput!) { createApiKey(input: $input) { apiKey { id } } }""",
+        "mutation($input: CreateApiKeyInput!) { createApiKey(input: $input) { apiKey { id } } }",
         {"input": {"environmentId": tenant.environment_id, "name": name} | input},
         token=tenant.token,
     )

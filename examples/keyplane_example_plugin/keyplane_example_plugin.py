@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from keyplane.errors import Forbidden
 from keyplane.permissions.checks import CheckRequest
 
 
 class BulkDocuments:
     name = "bulk_documents"
-    scopes = {"documents:bulk": "Generate documents with an API key (example plugin)."}
+    scopes: ClassVar = {"documents:bulk": "Generate documents with an API key (example plugin)."}
 
     async def __call__(self, request: CheckRequest) -> None:
         if (

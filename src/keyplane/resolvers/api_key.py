@@ -349,7 +349,9 @@ async def rotate_api_key(
             new_expiry = datetime.max.replace(tzinfo=UTC)
     policy = await policy_of(key.environment_id)  # type: ignore[attr-defined]
     policy.require(
-        scopes=key_scope_names(key.scopes, key.extra_scopes or ""), issued_at=now, expires_at=new_expiry
+        scopes=key_scope_names(key.scopes, key.extra_scopes or ""),
+        issued_at=now,
+        expires_at=new_expiry,
     )
     async with credentials.change():  # the old key's cached expiry is gone everywhere
         issued = await _new_key(
