@@ -353,7 +353,11 @@ class GraphQLView(GraphQL[Context, None]):
                     else RefusedKey(key.project_id, key.record.prefix, key.record.name),
                 )
             raise RateLimitExceeded(decision)
-        if context.services.checks.request_checks:
+        checks = context.services.checks
+        if checks.request_checks and (
+            not checks.request_checks_need_restrictions
+            or (key is not None and key.restrictions is not NO_RESTRICTIONS)
+        ):
             await self._check_request(context, items, decision)
         sub_response.raw_headers.extend(raw_rate_headers(decision, time.time()))
         if key is not None:

@@ -19,6 +19,9 @@ that returns to allow and raises `keyplane.errors.Forbidden` (or `NotFound`) to 
   `path` set; a refusal is that field's FORBIDDEN (or NOT_FOUND) error.
 - A check that raises anything else is logged and counted (`keyplane_check_failures_total`)
   and refuses as FORBIDDEN: a broken plugin never becomes a 500, nor lets a request through.
+- `restricted_keys_only = True` (the built-in IP and origin checks) promises that the check
+  allows every caller whose key has no restrictions (and every person), so that such a
+  request skips it.
 - `scopes` (name -> description) declares extra scope names that keys may carry
   (`extraScopes`), listed by `Query.scopeCatalog`; `request.restrictions.extra_scopes` holds
   those of the calling key.
@@ -69,8 +72,8 @@ NO_RESTRICTIONS = KeyRestrictions()
 
 
 def split_words(text: str) -> list[str]:
-    """The stored form (comma-separated, as scopes are) as a list."""
-    return [word for word in text.split(",") if word]
+    """The stored form (comma-separated, as scopes are, no empty word) as a list."""
+    return text.split(",") if text else []
 
 
 @functools.lru_cache(maxsize=1024)
@@ -200,6 +203,11 @@ class Checks:
         self.all = tuple(checks)
         self.request_checks = tuple(c for c in checks if about_request(c))
         self.field_checks = tuple(c for c in checks if not about_request(c))
+        # Every request check says it does nothing for a caller without key restrictions (the
+        # built-in ones): the view then skips them for such callers, the most common.
+        self.request_checks_need_restrictions = all(
+            getattr(c, "restricted_keys_only", False) for c in self.request_checks
+        )
         # Checks that raised something other than Forbidden or NotFound, by name (/metrics).
         self.failures: Counter[str] = Counter() if failures is None else failures
         catalog = [

@@ -14,6 +14,7 @@ MAX_ORIGINS = 50
 class AllowedOrigins:
     name: ClassVar[str] = "allowed_origins"
     about_request: ClassVar[bool] = True
+    restricted_keys_only: ClassVar[bool] = True
 
     async def __call__(self, request: CheckRequest) -> None:
         allowed = request.restrictions.allowed_origins

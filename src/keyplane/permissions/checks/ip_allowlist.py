@@ -18,6 +18,7 @@ class IpDenied(Forbidden):
 class IpAllowlist:
     name: ClassVar[str] = "ip_allowlist"
     about_request: ClassVar[bool] = True
+    restricted_keys_only: ClassVar[bool] = True
 
     async def __call__(self, request: CheckRequest) -> None:
         allowed = request.restrictions.allowed_cidrs
