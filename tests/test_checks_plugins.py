@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -18,7 +19,7 @@ from keyplane.auth.oauth import JwksCache
 from keyplane.errors import Forbidden
 from keyplane.models import Project
 from keyplane.permissions.checks import CheckRequest, UnknownCheck
-from keyplane.settings import Settings
+from keyplane.settings import Settings, SettingsError
 from tests.check_helpers import VIEWER_KEY, create_key, refused, restricted_key
 from tests.factories import FAST_PASSWORDS
 from tests.helpers import Api, Clock, Tenant, new_tenant
@@ -164,6 +165,21 @@ class TestNoChecksNamed:
         result = await api.gql(VIEWER_KEY, token=secret)
 
         assert result.ok()["viewer"]["kind"] == "API_KEY"
+
+
+def test_keyplane_checks_is_read_as_names_in_order(tmp_path: Path) -> None:
+    development = {"KEYPLANE_ENV": "development", "KEYPLANE_DATA_DIR": str(tmp_path)}
+
+    unset = Settings.from_environ(development)
+    listed = Settings.from_environ(
+        development | {"KEYPLANE_CHECKS": " bulk_documents, ip_allowlist ,"}
+    )
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_environ(development | {"KEYPLANE_CHECKS": "ip_allowlist,ip_allowlist"})
+
+    assert unset.checks is None
+    assert listed.checks == ("bulk_documents", "ip_allowlist")
+    assert refused.value.problems == ["KEYPLANE_CHECKS names a check twice"]
 
 
 async def test_naming_a_check_that_is_not_installed_stops_the_app(settings: Settings) -> None:

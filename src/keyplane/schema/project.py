@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
@@ -125,7 +126,9 @@ class Environment:
             project_id=self.project_id,
             now=info.context.now,
         )
-        return [await ApiKey.load(key, context=info.context) for key in found]
+        return list(
+            await asyncio.gather(*(ApiKey.load(key, context=info.context) for key in found))
+        )
 
     @strawberry.field(
         description="Requests and refusals of all this environment's keys over time. Needs "

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from keyplane.errors import Forbidden, KeyplaneError, NotFound
+from keyplane.errors import Forbidden, KeyplaneError, NotFound, ServiceUnavailable
 from keyplane.permissions.scopes import Scope
 
 if TYPE_CHECKING:
@@ -228,8 +228,8 @@ class Checks:
         for check in checks:
             try:
                 await check(request)
-            except (Forbidden, NotFound):
-                raise
+            except (Forbidden, NotFound, ServiceUnavailable):
+                raise  # a refusal, or the database is down (503), as anywhere else
             except Exception as exc:
                 # A refusal of another kind, or a bug in a plugin: refuse, never answer 500.
                 self.failures[check.name] += 1
