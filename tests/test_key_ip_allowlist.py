@@ -203,3 +203,25 @@ async def test_refusals_are_logged_once_per_key_and_minute_with_their_count(
             }
         }
     ]
+
+
+async def test_a_rotated_key_keeps_its_cidrs(api: Api) -> None:
+    # given
+    tenant = await new_tenant(api)
+    key_id, _ = await restricted_key(
+        api, tenant.token, tenant.environment_id, allowedCidrs=["198.51.100.0/24"]
+    )
+
+    # when
+    rotated = await api.gql(
+        """mutation($input: RotateApiKeyInput!) {
+             rotateApiKey(input: $input) { apiKey { allowedCidrs } secret }
+           }""",
+        {"input": {"id": key_id}},
+        token=tenant.token,
+    )
+    payload = rotated.ok()["rotateApiKey"]
+
+    # then
+    assert payload["apiKey"]["allowedCidrs"] == ["198.51.100.0/24"]
+    refused(await api.gql(VIEWER_KEY, token=payload["secret"]))
