@@ -14,8 +14,11 @@ $(VENV)/.run-installed: $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e .
 	touch $@
 
-$(VENV)/.test-installed: $(VENV)/.run-installed
+# The example plugin (examples/keyplane_example_plugin) too: the tests prove that an installed
+# check, registered only through its entry point, changes an answer once KEYPLANE_CHECKS names it.
+$(VENV)/.test-installed: $(VENV)/.run-installed examples/keyplane_example_plugin/pyproject.toml
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/pip install --quiet --no-deps -e examples/keyplane_example_plugin
 	touch $@
 
 $(VENV)/.ci-installed: $(VENV)/.test-installed

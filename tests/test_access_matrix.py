@@ -132,6 +132,7 @@ PARENT = {
     "Environment.usage": "Query.environment",
     "ApiKey.usage": "Query.apiKey",
     "ApiKey.rotatedFrom": "Query.apiKey",
+    "Environment.keysOutsidePolicy": "Query.environment",
     "ApiKey.replacedBy": "Query.apiKey",
 }
 
@@ -500,6 +501,16 @@ OPERATIONS: dict[str, tuple[str, Variables]] = {
     "ApiKey.replacedBy": (
         "query($id: ID!) { apiKey(id: $id) { replacedBy { id } } }",
         key_in_e1,
+    ),
+    "Query.scopeCatalog": ("{ scopeCatalog { name } }", nothing),
+    "Mutation.updateEnvironmentPolicy": (
+        "mutation($e: ID!) { updateEnvironmentPolicy(input: {environmentId: $e}) "
+        "{ requireExpiry } }",
+        in_e1,
+    ),
+    "Environment.keysOutsidePolicy": (
+        "query($e: ID!) { environment(id: $e) { keysOutsidePolicy { id } } }",
+        in_e1,
     ),
     # Last: it ends the session it is called with.
     "Mutation.logOut": ("mutation { logOut }", nothing),

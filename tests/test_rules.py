@@ -12,7 +12,7 @@ from strawberry.types.base import StrawberryObjectDefinition
 from keyplane.errors import Forbidden
 from keyplane.permissions.rules import RULES, Reach, root_rule
 from keyplane.permissions.scopes import Scope
-from keyplane.schema.permissions import RULE, MeetsRule, is_open_to_anyone
+from keyplane.schema.permissions import PASSES_CHECKS, RULE, MeetsRule, is_open_to_anyone
 from keyplane.schema.root import schema
 
 SOURCE = Path(__file__).resolve().parent.parent / "src" / "keyplane"
@@ -62,11 +62,15 @@ def test_each_root_permission_is_the_credential_side_of_its_own_rule() -> None:
             assert (extensions, is_open_to_anyone(metadata)) == ([], True), name
         elif name.startswith(("Query.", "Mutation.")):
             [extension] = extensions
-            [permission] = extension.permissions
+            # the rule's credential side, then the checks (permissions/checks/), last
+            [permission, checks] = extension.permissions
             assert isinstance(permission, MeetsRule), name
             assert permission.rule is rule, name
+            assert checks is PASSES_CHECKS, name
         else:
-            assert extensions == [], name  # nested: the resolver's Access.require decides
+            # nested: the resolver's Access.require decides; the checks run all the same
+            [extension] = extensions
+            assert extension.permissions == [PASSES_CHECKS], name
 
 
 def test_each_description_ends_with_the_rule_s_needs_sentence() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 
@@ -19,6 +19,7 @@ from keyplane.db import apply_migrations, tortoise_config
 from keyplane.edge import Edge
 from keyplane.graphiql.page import assets_mount
 from keyplane.http import AuthenticationMiddleware, GraphQLView, healthz, metrics, readyz
+from keyplane.permissions.checks import Check
 from keyplane.schema.engine import QueryPolicy, fast_http_view
 from keyplane.schema.root import build_schema
 from keyplane.services import build_services
@@ -44,8 +45,10 @@ def create_app(
     jwks: JwksCache | None = None,
     clock: Callable[[], datetime] = utcnow,
     migrate: bool = True,
+    checks: Sequence[Check] = (),
 ) -> Starlette:
-    services = build_services(settings, passwords=passwords, jwks=jwks, clock=clock)
+    """The app; `checks` are run as KEYPLANE_CHECKS says (permissions/checks/)."""
+    services = build_services(settings, passwords=passwords, jwks=jwks, clock=clock, checks=checks)
     fast_http_view()
     schema = build_schema(
         max_batch=settings.max_batch,

@@ -36,9 +36,17 @@ from keyplane.access import Access
 from keyplane.auth.principal import ANONYMOUS, Principal
 from keyplane.context import Context
 from keyplane.db import database_fault
-from keyplane.errors import InvalidCredentials, MethodNotAllowed, ServiceUnavailable
+from keyplane.errors import (
+    Forbidden,
+    InvalidCredentials,
+    MethodNotAllowed,
+    NotFound,
+    ServiceUnavailable,
+)
 from keyplane.graphiql.page import graphiql_page
 from keyplane.loaders import Loaders
+from keyplane.permissions.checks import NO_RESTRICTIONS, CheckRequest
+from keyplane.permissions.checks.ip_allowlist import IpDenied
 from keyplane.post_only import transport_refusal
 from keyplane.ratelimit.client_ip import client_ip
 from keyplane.ratelimit.headers import (
@@ -170,6 +178,23 @@ class AuthenticationMiddleware:
 class RateLimitExceeded(Exception):
     def __init__(self, decision: Decision) -> None:
         self.decision = decision
+
+
+class RequestRefused(Exception):
+    """A check about the request itself (permissions/checks/) refused it: no field runs."""
+
+    def __init__(self, refusal: Forbidden | NotFound, decision: Decision) -> None:
+        self.refusal = refusal
+        self.decision = decision
+
+    def response(self) -> Response:
+        refusal = self.refusal
+        body = {
+            "data": None,
+            "errors": [{"message": refusal.message, "extensions": refusal.extensions}],
+        }
+        status = 404 if isinstance(refusal, NotFound) else 403
+        return JSONResponse(body, status, headers=rate_headers(self.decision, time.time()))
 
 
 def _codes(result: ExecutionResult | list[ExecutionResult] | Any) -> set[object]:
@@ -323,6 +348,8 @@ class GraphQLView(GraphQL[Context, None]):
             return await super().run(request, context, root_value)
         except RateLimitExceeded as exceeded:
             return too_many_requests(exceeded.decision, time.time())
+        except RequestRefused as refused:
+            return refused.response()
         except LimiterUnavailable:
             return limiter_unavailable()
         except ServiceUnavailable:
@@ -438,6 +465,12 @@ class GraphQLView(GraphQL[Context, None]):
                     else RefusedKey(key.project_id, key.record.prefix, key.record.name),
                 )
             raise RateLimitExceeded(decision)
+        checks = context.services.checks
+        if checks.request_checks and (
+            not checks.request_checks_need_restrictions
+            or (key is not None and key.restrictions is not NO_RESTRICTIONS)
+        ):
+            await self._check_request(context, items, decision)
         sub_response.raw_headers.extend(raw_rate_headers(decision, time.time()))
         if wants_graphql_response(request.scope):
             sub_response.media_type = GRAPHQL_RESPONSE  # read by create_response
@@ -455,6 +488,42 @@ class GraphQLView(GraphQL[Context, None]):
         if key is not None and "FORBIDDEN" in codes:
             usage.refused(key.key_id, key.environment_id, context.now, Refusal.FORBIDDEN)
         return result
+
+    async def _check_request(
+        self, context: Context, items: list[GraphQLRequestData], decision: Decision
+    ) -> None:
+        """The checks about the request itself (IP, origin...), once, before any field."""
+        checks = context.services.checks
+        principal = context.principal
+        key = principal.key
+        request = CheckRequest(
+            principal=principal,
+            operation=items[0].operation_name if len(items) == 1 else None,
+            field=None,
+            path=(),
+            environment_id=None if key is None else key.environment_id,
+            project_id=None if key is None else key.project_id,
+            client_ip=context.access.ip,
+            headers=context.request.headers,
+            restrictions=NO_RESTRICTIONS if key is None else key.restrictions,
+        )
+        try:
+            await checks.run(checks.request_checks, request)
+        except (Forbidden, NotFound) as refusal:
+            if key is not None:
+                usage = context.services.usage
+                known = (
+                    None
+                    if key.record is None
+                    else RefusedKey(key.project_id, key.record.prefix, key.record.name)
+                )
+                if isinstance(refusal, IpDenied) and known is not None:
+                    usage.ip_denied(
+                        key.key_id, key.environment_id, context.now, ip=context.access.ip, key=known
+                    )
+                else:
+                    usage.refused(key.key_id, key.environment_id, context.now, Refusal.FORBIDDEN)
+            raise RequestRefused(refusal, decision) from None
 
     async def _charge(self, context: Context, *, units: int, ip_units: int) -> Decision:
         decision = await charge(

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 class Metrics:
     auth_failures: Counter[str] = field(default_factory=Counter)
     rate_limited: Counter[str] = field(default_factory=Counter)
+    # Checks (permissions/checks/) that failed with something other than a refusal, by name.
+    check_failures: Counter[str] = field(default_factory=Counter)
 
     def render(
         self,
@@ -30,6 +32,13 @@ class Metrics:
             *(
                 f'keyplane_rate_limited_total{{tier="{tier}"}} {count}'
                 for tier, count in sorted(self.rate_limited.items())
+            ),
+            "# HELP keyplane_check_failures_total Checks that raised an error (refused as "
+            "FORBIDDEN), by check.",
+            "# TYPE keyplane_check_failures_total counter",
+            *(
+                f'keyplane_check_failures_total{{check="{name}"}} {count}'
+                for name, count in sorted(self.check_failures.items())
             ),
             "# HELP keyplane_rate_limit_storage_failures_total Rate-limit storage errors "
             "(requests served without a limit unless failing closed).",

@@ -19,6 +19,7 @@ from tortoise import connections
 from keyplane.db import database_fault, placeholder
 from keyplane.errors import ServiceUnavailable
 from keyplane.models.api_key import ApiKeyStatus
+from keyplane.permissions.checks import KeyRestrictions, parse_restrictions
 from keyplane.permissions.scopes import ROLE_SCOPES, Role, Scope, decode_scopes
 
 R = TypeVar("R")
@@ -35,6 +36,9 @@ KEY_FIELDS = (
     "expires_at",
     "revoked_at",
     "rate_limit_per_minute",
+    "allowed_cidrs",
+    "allowed_origins",
+    "extra_scopes",
 )
 KEY_COLUMNS = ", ".join(KEY_FIELDS)
 
@@ -55,10 +59,19 @@ class KeyRecord:
     expires_at: datetime | None
     revoked_at: datetime | None
     rate_limit_per_minute: int | None
+    # Restrictions beyond the scopes, as stored (permissions/checks/): part of the kept
+    # credential, so that a change (through VerifiedCredentials.change()) reaches every worker.
+    allowed_cidrs: str = ""
+    allowed_origins: str = ""
+    extra_scopes: str = ""
 
     @property
     def scope_set(self) -> frozenset[Scope]:
         return decode_scopes(self.scopes)
+
+    @property
+    def restrictions(self) -> KeyRestrictions:
+        return parse_restrictions(self.allowed_cidrs, self.allowed_origins, self.extra_scopes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +100,9 @@ def key_record(row: dict[str, Any]) -> KeyRecord:
         expires_at=instant(row["expires_at"]),
         revoked_at=instant(row["revoked_at"]),
         rate_limit_per_minute=row["rate_limit_per_minute"],
+        allowed_cidrs=row["allowed_cidrs"] or "",
+        allowed_origins=row["allowed_origins"] or "",
+        extra_scopes=row["extra_scopes"] or "",
     )
 
 

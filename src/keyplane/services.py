@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -14,6 +14,7 @@ from keyplane.auth.passwords import Passwords
 from keyplane.auth.verified import VerifiedCredentials
 from keyplane.deadlines import Deadlines
 from keyplane.metrics import Metrics
+from keyplane.permissions.checks import Check, Checks, select_checks
 from keyplane.ratelimit.limiter import Limiter
 from keyplane.ratelimit.policy import RatePolicy
 from keyplane.records import Lookups, RecordLoaders
@@ -38,6 +39,7 @@ class Services:
     counters: Counters
     deadlines: Deadlines
     clock: Callable[[], datetime]
+    checks: Checks
     metrics: Metrics = field(default_factory=Metrics)
 
 
@@ -47,7 +49,9 @@ def build_services(
     passwords: Passwords | None = None,
     jwks: JwksCache | None = None,
     clock: Callable[[], datetime] = utcnow,
+    checks: Sequence[Check] = (),
 ) -> Services:
+    metrics = Metrics()
     lookups = Lookups(settings.database_url)
     verifier = None
     if settings.oauth is not None:
@@ -87,4 +91,6 @@ def build_services(
         counters=Counters(lookups, usage),
         deadlines=Deadlines(settings.operation_timeout_seconds),
         clock=clock,
+        checks=Checks(select_checks(settings.checks, checks), failures=metrics.check_failures),
+        metrics=metrics,
     )

@@ -120,6 +120,9 @@ class Settings:
     max_in_flight: int = 64
     # Browser origins allowed to call the API (cors.py); empty: no CORS headers at all.
     cors_origins: tuple[str, ...] = ()
+    # KEYPLANE_CHECKS: the checks to run, by name and in order (permissions/checks/); None
+    # (unset): the built-in ones and those given to create_app, no installed plugin.
+    checks: tuple[str, ...] | None = None
 
     @property
     def development(self) -> bool:
@@ -156,6 +159,7 @@ class Settings:
         head_timeout = _int(env, "KEYPLANE_REQUEST_HEAD_TIMEOUT", 10, 1, 300, problems)
         max_in_flight = _int(env, "KEYPLANE_MAX_IN_FLIGHT", 64, 1, 100_000, problems)
         cors_origins = parse_origins(env.get("KEYPLANE_CORS_ORIGINS", ""), problems)
+        checks = _names(env, "KEYPLANE_CHECKS", problems)
 
         secret_text = env.get("KEYPLANE_JWT_SECRET")
         if secret_text is not None:
@@ -227,6 +231,7 @@ class Settings:
             request_head_timeout=head_timeout,
             max_in_flight=max_in_flight,
             cors_origins=cors_origins,
+            checks=checks,
         )
 
 
@@ -358,6 +363,20 @@ def _int(
         problems.append(f"{name} must be a whole number from {low} to {high} (got {raw!r})")
         return default
     return value
+
+
+def _names(env: Mapping[str, str], name: str, problems: list[str]) -> tuple[str, ...] | None:
+    """A comma-separated list of names (None when unset; empty when set to nothing)."""
+    raw = env.get(name)
+    if raw is None:
+        return None
+    names = tuple(part.strip() for part in raw.split(",") if part.strip())
+    bad = [n for n in names if not n.replace("_", "").replace("-", "").replace(".", "").isalnum()]
+    if bad:
+        problems.append(f"{name}: {', '.join(map(repr, bad))} is not a check name")
+    if len(set(names)) != len(names):
+        problems.append(f"{name} names a check twice")
+    return names
 
 
 def _flag(env: Mapping[str, str], name: str, problems: list[str]) -> bool:

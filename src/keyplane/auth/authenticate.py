@@ -104,6 +104,7 @@ class Authenticator:
                 created_by_id=record.created_by_id,
                 rate_limit_per_minute=record.rate_limit_per_minute,
                 record=record,
+                restrictions=record.restrictions,
             ),
         )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from keyplane.permissions.checks import NO_RESTRICTIONS, KeyRestrictions
 from keyplane.permissions.scopes import ALL_SCOPES, Scope
 from keyplane.records import KeyRecord
 
@@ -28,6 +29,8 @@ class KeyGrant:
     rate_limit_per_minute: int | None = None
     # The key's row as read to authenticate this request (viewer.apiKey serves it as is).
     record: KeyRecord | None = None
+    # Its restrictions beyond the scopes (IP, origins, extra scopes: permissions/checks/).
+    restrictions: KeyRestrictions = NO_RESTRICTIONS
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ from tortoise.fields.base import OnDelete
 from tortoise import fields
 
 class Migration(migrations.Migration):
-    dependencies = [('keyplane', '0004_login_lockout')]
+    dependencies = [('keyplane', '0006_key_restrictions_and_policy')]
 
     initial = False
 

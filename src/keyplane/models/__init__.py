@@ -5,6 +5,7 @@ from keyplane.models.api_key import ApiKey
 from keyplane.models.document import Document
 from keyplane.models.idempotency import IdempotentRequest
 from keyplane.models.member import Invitation, Member, MemberEnvironment
+from keyplane.models.policy import EnvironmentPolicy
 from keyplane.models.project import Environment, Project
 from keyplane.models.template import Template, TemplateVersion
 from keyplane.models.usage import ApiKeyScopeUse, UsageBucket
@@ -16,6 +17,7 @@ __all__ = [
     "ApiKeyScopeUse",
     "Document",
     "Environment",
+    "EnvironmentPolicy",
     "IdempotentRequest",
     "Invitation",
     "LoginFailure",

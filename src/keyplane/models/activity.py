@@ -19,6 +19,7 @@ class ActivityKind(StrEnum):
     KEY_DELETED = "KEY_DELETED"
     AUTH_FAILED = "AUTH_FAILED"
     RATE_LIMITED = "RATE_LIMITED"
+    KEY_IP_DENIED = "KEY_IP_DENIED"
     MEMBER_INVITED = "MEMBER_INVITED"
     MEMBER_UPDATED = "MEMBER_UPDATED"
     MEMBER_REMOVED = "MEMBER_REMOVED"
@@ -44,7 +45,7 @@ class ActivityEvent(Model):
     actor = fields.CharField(max_length=255)
     target = fields.CharField(max_length=255)
     ip = fields.CharField(max_length=64, null=True)
-    # Aggregated kinds (AUTH_FAILED, RATE_LIMITED) keep one row per key and minute.
+    # Aggregated kinds (AUTH_FAILED, RATE_LIMITED, KEY_IP_DENIED) keep one row per key and minute.
     count = fields.IntField(default=1)
     aggregate_key = fields.CharField(max_length=128, null=True, unique=True)
 

@@ -46,6 +46,11 @@ class ApiKey(Model):
     rotated_from: fields.OneToOneNullableRelation[ApiKey] = fields.OneToOneField(
         "keyplane.ApiKey", related_name="replaced_by", on_delete=fields.SET_NULL, null=True
     )
+    # Restrictions beyond the scopes (permissions/checks/): comma-separated CIDRs, origins
+    # and plugin scope names; empty or null means unrestricted (CIDRs, origins) or none.
+    allowed_cidrs = fields.TextField(null=True)
+    allowed_origins = fields.TextField(null=True)
+    extra_scopes = fields.CharField(max_length=1024, null=True)
 
     class Meta:
         table = "api_key"

@@ -113,6 +113,7 @@ RULES: dict[str, Rule] = _rules(
     Rule("Query.document", READ_DOCUMENTS),
     Rule("Query.analytics", (Scope.VIEW_ANALYTICS,)),
     Rule("Query.node", reach=Reach.TOKEN, note=NODE_NOTE),
+    Rule("Query.scopeCatalog", reach=Reach.OPEN),
     Rule("Query.nodes", reach=Reach.OPEN, note=NODE_NOTE),
     # Mutation
     Rule("Mutation.signUp", reach=Reach.OPEN),
@@ -136,9 +137,11 @@ RULES: dict[str, Rule] = _rules(
     Rule("Mutation.unpublishTemplate", MANAGE_TEMPLATES),
     Rule("Mutation.generateDocument", (Scope.GENERATE_DOCUMENTS,)),
     Rule("Mutation.generateReport", (Scope.VIEW_ANALYTICS,)),
+    Rule("Mutation.updateEnvironmentPolicy", MANAGE_PROJECT, people_only=True),
     # Scoped nested fields
     Rule("Environment.apiKeys", READ_KEYS),
     Rule("Environment.usage", READ_KEYS),
+    Rule("Environment.keysOutsidePolicy", READ_KEYS),
     Rule("ApiKey.usage", READ_KEYS),
     Rule("ApiKey.rotatedFrom", READ_KEYS),
     Rule("ApiKey.replacedBy", READ_KEYS),

@@ -16,6 +16,9 @@ from keyplane.errors import BadUserInput, Conflict, Forbidden
 from keyplane.models import ApiKey
 from keyplane.models.activity import ActivityKind
 from keyplane.models.api_key import ApiKeyStatus
+from keyplane.permissions.checks.allowed_origins import stored_origins
+from keyplane.permissions.checks.environment_policy import Policy
+from keyplane.permissions.checks.ip_allowlist import stored_cidrs
 from keyplane.permissions.rules import Rule, rule
 from keyplane.permissions.scopes import Scope, encode_scopes
 from keyplane.ratelimit.tiers import MAX_KEY_LIMIT, MIN_KEY_LIMIT
@@ -23,6 +26,7 @@ from keyplane.records import KeyRecord
 from keyplane.resolvers import idempotency, validate
 from keyplane.resolvers.activity import record_event
 from keyplane.resolvers.pagination import Page, decode_cursor, page_of
+from keyplane.resolvers.policy import key_scope_names, policy_of, scope_names
 from keyplane.usage.counters import Counters, KeyCounters
 
 MAX_ROTATION_OVERLAP = timedelta(days=7)
@@ -75,6 +79,41 @@ def _creator_id(access: Access) -> str:
     return principal.user_id
 
 
+@dataclass(frozen=True, slots=True)
+class Restrictions:
+    """What a key's create or update input restricts beyond its scopes; None: leave as is
+    (an update), or none (a create)."""
+
+    allowed_cidrs: list[str] | None = None
+    allowed_origins: list[str] | None = None
+    extra_scopes: list[str] | None = None
+
+
+def _stored_restrictions(
+    given: Restrictions, *, access: Access, catalog: frozenset[str]
+) -> dict[str, str]:
+    """The given restrictions, checked, as the columns they change."""
+    changes: dict[str, str] = {}
+    if given.allowed_cidrs is not None:
+        changes["allowed_cidrs"] = stored_cidrs(given.allowed_cidrs)
+    if given.allowed_origins is not None:
+        changes["allowed_origins"] = stored_origins(given.allowed_origins)
+    if given.extra_scopes is not None:
+        wanted = scope_names(given.extra_scopes, catalog=catalog, field="extraScopes")
+        key = access.principal.key
+        if key is not None:  # a key grants no extra scope it does not carry itself
+            _no_escalation_of_names(wanted, key.restrictions.extra_scopes)
+        changes["extra_scopes"] = ",".join(sorted(wanted))
+    return changes
+
+
+def _no_escalation_of_names(wanted: frozenset[str], held: frozenset[str]) -> None:
+    missing = wanted - held
+    if missing:
+        names = ", ".join(sorted(missing))
+        raise Forbidden(f"You cannot grant scopes you do not hold here: {names}.")
+
+
 async def _new_key(
     *,
     environment_id: str,
@@ -85,6 +124,7 @@ async def _new_key(
     expires_at: datetime | None,
     rate_limit_per_minute: int | None,
     rotated_from_id: str | None = None,
+    restrictions: dict[str, str],
 ) -> IssuedKey:
     secret = key_format.generate_secret()
     key = await ApiKey.create(
@@ -98,6 +138,9 @@ async def _new_key(
         expires_at=expires_at,
         rate_limit_per_minute=rate_limit_per_minute,
         rotated_from_id=rotated_from_id,
+        allowed_cidrs=restrictions.get("allowed_cidrs", ""),
+        allowed_origins=restrictions.get("allowed_origins", ""),
+        extra_scopes=restrictions.get("extra_scopes", ""),
     )
     return IssuedKey(api_key=key, secret=secret)
 
@@ -111,6 +154,8 @@ async def create_api_key(
     expires_at: datetime | None,
     now: datetime,
     rate_limit_per_minute: int | None = None,
+    restrictions: Restrictions = Restrictions(),
+    catalog: frozenset[str] = frozenset(),
     credentials: VerifiedCredentials,
     idempotency_key: str | None = None,
 ) -> IssuedKey:
@@ -126,6 +171,9 @@ async def create_api_key(
         scopes=scopes,
         expires_at=expires_at,
         rate_limit_per_minute=rate_limit_per_minute,
+        allowed_cidrs=restrictions.allowed_cidrs,
+        allowed_origins=restrictions.allowed_origins,
+        extra_scopes=restrictions.extra_scopes,
     )
     if (made := await idempotency.earlier(retry, now=now)) is not None:
         return await _replayed(made)
@@ -138,6 +186,13 @@ async def create_api_key(
         else validate.future_instant(expires_at, now=now, field="expiresAt")
     )
     _no_escalation(wanted, held)
+    stored = _stored_restrictions(restrictions, access=access, catalog=catalog)
+    policy = await policy_of(environment.id)
+    policy.require(
+        scopes=key_scope_names(encode_scopes(wanted), stored.get("extra_scopes", "")),
+        issued_at=now,
+        expires_at=expiry,
+    )
 
     async def issue() -> IssuedKey:
         issued = await _new_key(
@@ -148,6 +203,7 @@ async def create_api_key(
             created_by_id=_creator_id(access),
             expires_at=expiry,
             rate_limit_per_minute=limit,
+            restrictions=stored,
         )
         await _log(ActivityKind.KEY_CREATED, access, issued.api_key, now)
         return issued
@@ -248,6 +304,8 @@ async def update_api_key(
     scopes: list[Scope] | None,
     rate_limit_per_minute: int | None = None,
     clear_rate_limit: bool = False,
+    restrictions: Restrictions = Restrictions(),
+    catalog: frozenset[str] = frozenset(),
     now: datetime,
     credentials: VerifiedCredentials,
 ) -> ApiKey:
@@ -267,6 +325,20 @@ async def update_api_key(
         wanted = validate.scopes(scopes)
         _no_escalation(wanted, held)
         changes["scopes"] = encode_scopes(wanted)
+    changes.update(_stored_restrictions(restrictions, access=access, catalog=catalog))
+    if "scopes" in changes or "extra_scopes" in changes:
+        # Only the rule the update touches: renaming a key issued before the policy stays
+        # possible (Environment.keysOutsidePolicy lists it).
+        policy = await policy_of(key.environment_id)  # type: ignore[attr-defined]
+        if policy.allowed_scopes:
+            Policy(allowed_scopes=policy.allowed_scopes).require(
+                scopes=key_scope_names(
+                    str(changes.get("scopes", key.scopes)),
+                    str(changes.get("extra_scopes", key.extra_scopes or "")),
+                ),
+                issued_at=key.created_at,
+                expires_at=key.expires_at,
+            )
     if changes:
         async with credentials.change():
             await ApiKey.filter(id=key.id).update(**changes)
@@ -341,6 +413,12 @@ async def rotate_api_key(
     old_expiry = now + timedelta(seconds=overlap)
     if key.expires_at is not None and key.expires_at < old_expiry:
         old_expiry = key.expires_at
+    policy = await policy_of(key.environment_id)  # type: ignore[attr-defined]
+    policy.require(
+        scopes=key_scope_names(key.scopes, key.extra_scopes or ""),
+        issued_at=now,
+        expires_at=new_expiry,
+    )
 
     async def roll() -> IssuedKey:
         issued = await _new_key(
@@ -352,6 +430,11 @@ async def rotate_api_key(
             expires_at=new_expiry,
             rate_limit_per_minute=key.rate_limit_per_minute,
             rotated_from_id=key.id,
+            restrictions={
+                "allowed_cidrs": key.allowed_cidrs or "",
+                "allowed_origins": key.allowed_origins or "",
+                "extra_scopes": key.extra_scopes or "",
+            },
         )
         await ApiKey.filter(id=key.id).update(expires_at=old_expiry)
         await record_event(

@@ -33,8 +33,8 @@ class ActivityEvent(Node):
     )
     ip: str | None = strawberry.field(description="The client address, when known.")
     count: int = strawberry.field(
-        description="How many times it happened (AUTH_FAILED and RATE_LIMITED are aggregated "
-        "per key and minute; 1 otherwise)."
+        description="How many times it happened (AUTH_FAILED, RATE_LIMITED and KEY_IP_DENIED are "
+        "aggregated per key and minute; 1 otherwise)."
     )
 
     @classmethod

@@ -15,6 +15,7 @@ from keyplane import models
 from keyplane.context import Context, Info
 from keyplane.errors import NotFound
 from keyplane.models.api_key import ApiKeyStatus, status_of
+from keyplane.permissions.checks import split_words
 from keyplane.permissions.scopes import Scope, sorted_scopes
 from keyplane.ratelimit.tiers import Tier
 from keyplane.records import EnvironmentRecord, KeyRecord, UserRecord
@@ -98,6 +99,16 @@ class ApiKey(Node):
     rate_limit_per_minute: int = strawberry.field(
         description="Requests per minute this key may make: its own limit if set, else the "
         "API-key tier's."
+    )
+    allowed_cidrs: list[str] = strawberry.field(
+        description="The addresses (IPv4 and IPv6 CIDRs) it may be used from; empty: any."
+    )
+    allowed_origins: list[str] = strawberry.field(
+        description="The browser origins it may be used from (requests without an Origin "
+        "header are refused then); empty: any, and none needed."
+    )
+    extra_scopes: list[str] = strawberry.field(
+        description="Scopes declared by installed checks (Query.scopeCatalog) that it carries."
     )
     # Plain fields, filled when the key is made (a page names each creator and environment
     # once): graphql answers a plain field far cheaper than a resolver, 40 times a page.
@@ -190,6 +201,9 @@ class ApiKey(Node):
             expires_at=key.expires_at,
             revoked_at=key.revoked_at,
             rate_limit_per_minute=limit,
+            allowed_cidrs=split_words(key.allowed_cidrs or ""),
+            allowed_origins=split_words(key.allowed_origins or ""),
+            extra_scopes=split_words(key.extra_scopes or ""),
             environment=_environment(environment),
             created_by=_user(creator, creator_email),
             last_used_at=(
@@ -355,6 +369,17 @@ class CreateApiKeyInput:
         description="This key's own limit, 1 to 10000 requests a minute; null for the tier's.",
     )
     idempotency_key: str | None = idempotency_key_field()
+    allowed_cidrs: list[str] | None = strawberry.field(
+        default=None,
+        description="Only from these addresses: IPv4 or IPv6 CIDRs (or addresses), at most 50.",
+    )
+    allowed_origins: list[str] | None = strawberry.field(
+        default=None,
+        description="Only from browsers on these origins (`https://host[:port]`), at most 50.",
+    )
+    extra_scopes: list[str] | None = strawberry.field(
+        default=None, description="Scopes declared by installed checks (Query.scopeCatalog)."
+    )
 
 
 @strawberry.input(description="Rename a key or change its scopes; omitted fields stay.")
@@ -370,6 +395,17 @@ class UpdateApiKeyInput:
     )
     clear_rate_limit: bool = strawberry.field(
         default=False, description="Drop the key's own limit and use the tier's again."
+    )
+    allowed_cidrs: list[str] | None = strawberry.field(
+        default=None,
+        description="New address restriction: CIDRs, at most 50; [] lifts it (omit to keep it).",
+    )
+    allowed_origins: list[str] | None = strawberry.field(
+        default=None,
+        description="New origin restriction, at most 50; [] lifts it (omit to keep it).",
+    )
+    extra_scopes: list[str] | None = strawberry.field(
+        default=None, description="New extra scopes (Query.scopeCatalog); omit to keep them."
     )
 
 

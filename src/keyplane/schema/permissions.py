@@ -7,7 +7,7 @@ Every root field's check, and its description's last sentence, come from its rul
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from strawberry import Schema
@@ -19,6 +19,7 @@ from keyplane.auth.principal import AuthKind, Principal
 from keyplane.context import Info
 from keyplane.errors import Forbidden, Unauthenticated
 from keyplane.permissions import rules
+from keyplane.permissions.checks import NO_RESTRICTIONS, CheckRequest
 from keyplane.permissions.rules import Reach, Rule
 from keyplane.permissions.scopes import Scope
 
@@ -142,9 +143,70 @@ def ruled(field: str, description: str) -> dict[str, Any]:
     metadata: dict[str, Any] = {RULE: rule.field}
     if rule.reach is Reach.OPEN:
         return {"description": text, "metadata": open_to_anyone() | metadata}
-    if field.partition(".")[0] not in rules.ROOT_TYPES:
-        return {"description": text, "metadata": metadata}
+    # The checks (permissions/checks/) run after the rule: PASSES_CHECKS stays last. A nested
+    # field's rule is its resolver's (`Access.require`); its checks run here all the same.
+    root = field.partition(".")[0] in rules.ROOT_TYPES
     extension = PermissionExtension(
-        permissions=[MeetsRule(rule)], fail_silently=False, use_directives=False
+        permissions=[MeetsRule(rule), PASSES_CHECKS] if root else [PASSES_CHECKS],
+        fail_silently=False,
+        use_directives=False,
     )
     return {"description": text, "metadata": metadata, "extensions": [extension]}
+
+
+def _target(kwargs: dict[str, Any]) -> str | None:
+    """The environment a field names in its arguments (`environmentId`, or its input's)."""
+    environment_id = kwargs.get("environment_id")
+    if environment_id is None:
+        environment_id = getattr(kwargs.get("input"), "environment_id", None)
+    return None if environment_id is None else str(environment_id)
+
+
+async def run_field_checks(info: Info, kwargs: dict[str, Any]) -> None:
+    """The checks of a guarded field (permissions/checks/), after its rule admitted it."""
+    context = info.context
+    checks = context.services.checks
+    principal = context.principal
+    key = principal.key
+    environment_id = _target(kwargs)
+    project_id = None
+    if key is not None and (environment_id is None or environment_id == key.environment_id):
+        environment_id, project_id = key.environment_id, key.project_id
+    elif environment_id is not None:
+        known = context.services.records.known_environment(environment_id)
+        project_id = None if known is None else known.project_id
+    operation = info.operation.name
+    request = CheckRequest(
+        principal=principal,
+        operation=None if operation is None else operation.value,
+        field=info.field_name,
+        path=tuple(info.path.as_list()),
+        environment_id=environment_id,
+        project_id=project_id,
+        client_ip=context.access.ip,
+        headers=context.request.headers,
+        restrictions=NO_RESTRICTIONS if key is None else key.restrictions,
+        arguments=kwargs,
+    )
+    await checks.run(checks.field_checks, request)
+
+
+class PassesChecks(BasePermission):
+    """The hook of the field checks: the last permission of every guarded field.
+
+    With no field check selected (the default: the built-in checks are about the request) it
+    answers at once, synchronously; else it returns the checks' awaitable, which Strawberry
+    awaits for an async resolver (every guarded field's is)."""
+
+    def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool | Awaitable[bool]:
+        if not info.context.services.checks.field_checks:
+            return True
+        return self._run(info, kwargs)
+
+    @staticmethod
+    async def _run(info: Info, kwargs: dict[str, Any]) -> bool:
+        await run_field_checks(info, kwargs)
+        return True
+
+
+PASSES_CHECKS = PassesChecks()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
@@ -12,8 +13,10 @@ from keyplane import models
 from keyplane.context import Info
 from keyplane.errors import NotFound
 from keyplane.models.api_key import ApiKeyStatus
+from keyplane.permissions.checks.environment_policy import Policy
 from keyplane.records import EnvironmentRecord
 from keyplane.resolvers import api_key as api_key_resolvers
+from keyplane.resolvers import policy as policy_resolvers
 from keyplane.resolvers import project as project_resolvers
 from keyplane.resolvers import usage as usage_resolvers
 from keyplane.resolvers.usage import Granularity
@@ -23,7 +26,7 @@ from keyplane.schema.permissions import may_refuse, ruled
 from keyplane.schema.usage import UsagePoint
 
 if TYPE_CHECKING:
-    from keyplane.schema.api_key import ApiKeyConnection
+    from keyplane.schema.api_key import ApiKey, ApiKeyConnection
 
 
 @strawberry.type(description="A project: a set of environments and the members who use them.")
@@ -105,6 +108,34 @@ class Environment(Node):
         )
         return connection
 
+    @strawberry.field(description="The key policy of this environment (none: no rule).")
+    async def policy(self, info: Info) -> EnvironmentPolicy:
+        found = await policy_resolvers.environment_policy(
+            info.context.access, environment_id=self.id
+        )
+        return EnvironmentPolicy.from_policy(found)
+
+    @strawberry.field(
+        **ruled(
+            "Environment.keysOutsidePolicy",
+            "Live keys of this environment that break its policy (issued before it), newest first.",
+        )
+    )
+    async def keys_outside_policy(
+        self, info: Info
+    ) -> list[Annotated[ApiKey, strawberry.lazy("keyplane.schema.api_key")]] | None:
+        from keyplane.schema.api_key import ApiKey
+
+        found = await policy_resolvers.keys_outside_policy(
+            info.context.access,
+            environment_id=self.id,
+            project_id=self.project_id,
+            now=info.context.now,
+        )
+        return list(
+            await asyncio.gather(*(ApiKey.load(key, context=info.context) for key in found))
+        )
+
     @strawberry.field(
         **ruled(
             "Environment.usage", "Requests and refusals of all this environment's keys over time."
@@ -128,6 +159,38 @@ class Environment(Node):
             granularity=granularity,
         )
         return [UsagePoint.from_point(p) for p in points]
+
+
+@strawberry.type(description="What every key issued in an environment must respect.")
+class EnvironmentPolicy:
+    require_expiry: bool = strawberry.field(description="Keys must have an expiry.")
+    max_lifetime_days: int | None = strawberry.field(
+        description="Keys may live at most this many days from issue (or rotation); null: no limit."
+    )
+    allowed_scopes: list[str] = strawberry.field(
+        description="The only scopes (built-in or extra) keys may carry; empty: any."
+    )
+
+    @classmethod
+    def from_policy(cls, policy: Policy) -> EnvironmentPolicy:
+        return cls(
+            require_expiry=policy.require_expiry,
+            max_lifetime_days=policy.max_lifetime_days,
+            allowed_scopes=sorted(policy.allowed_scopes),
+        )
+
+
+@strawberry.input(description="Set an environment's key policy (it replaces the previous one).")
+class UpdateEnvironmentPolicyInput:
+    environment_id: strawberry.ID = strawberry.field(description="The environment.")
+    require_expiry: bool = strawberry.field(default=False, description="Keys must have an expiry.")
+    max_lifetime_days: int | None = strawberry.field(
+        default=None, description="1 to 3650 days; null: no limit."
+    )
+    allowed_scopes: list[str] | None = strawberry.field(
+        default=None,
+        description="Scope names from Query.scopeCatalog; null or empty: any scope.",
+    )
 
 
 @strawberry.input(description="Create a project; you become its OWNER.")

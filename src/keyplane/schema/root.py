@@ -24,6 +24,7 @@ from keyplane.resolvers import (
     api_key,
     document,
     member,
+    policy,
     project,
     template,
     user,
@@ -49,13 +50,20 @@ from keyplane.schema.member import (
     UpdateMemberInput,
 )
 from keyplane.schema.node import Node, NodeLookup, find_node, find_nodes, permissions_of
-from keyplane.schema.permissions import HasAnyScope, ruled
+from keyplane.schema.permissions import (
+    PASSES_CHECKS,
+    HasAnyScope,
+    ruled,
+)
 from keyplane.schema.project import (
     CreateEnvironmentInput,
     CreateProjectInput,
     Environment,
+    EnvironmentPolicy,
     Project,
+    UpdateEnvironmentPolicyInput,
 )
+from keyplane.schema.scope import ScopeInfo
 from keyplane.schema.template import (
     CreateTemplateInput,
     Template,
@@ -74,9 +82,17 @@ def guarded(*permissions: BasePermission) -> list[Any]:
     metadata that it is `open_to_anyone()`."""
     return [
         PermissionExtension(
-            permissions=list(permissions), fail_silently=False, use_directives=False
+            permissions=[*permissions, PASSES_CHECKS], fail_silently=False, use_directives=False
         )
     ]
+
+
+def _restrictions(input: CreateApiKeyInput | UpdateApiKeyInput) -> api_key.Restrictions:
+    return api_key.Restrictions(
+        allowed_cidrs=input.allowed_cidrs,
+        allowed_origins=input.allowed_origins,
+        extra_scopes=input.extra_scopes,
+    )
 
 
 def _grant(result: user.SessionGrant) -> AuthPayload:
@@ -98,6 +114,16 @@ class Query:
     def viewer(self, info: Info) -> Viewer:
         principal = info.context.principal
         return Viewer(kind=principal.kind, scopes=sorted(principal.token_scopes))
+
+    @strawberry.field(
+        **ruled(
+            "Query.scopeCatalog",
+            "Every scope a key may carry, with what it allows: the four built-in `Scope` "
+            "values, then the extra scopes the running checks declare.",
+        )
+    )
+    def scope_catalog(self, info: Info) -> list[ScopeInfo]:
+        return [ScopeInfo.from_record(s) for s in info.context.services.checks.catalog]
 
     @strawberry.field(
         **ruled(
@@ -473,6 +499,8 @@ class Mutation:
             expires_at=input.expires_at,
             now=info.context.now,
             rate_limit_per_minute=input.rate_limit_per_minute,
+            restrictions=_restrictions(input),
+            catalog=info.context.services.checks.extra_scopes,
             credentials=info.context.services.credentials,
             idempotency_key=input.idempotency_key,
         )
@@ -492,6 +520,8 @@ class Mutation:
             scopes=input.scopes,
             rate_limit_per_minute=input.rate_limit_per_minute,
             clear_rate_limit=input.clear_rate_limit,
+            restrictions=_restrictions(input),
+            catalog=info.context.services.checks.extra_scopes,
             now=info.context.now,
             credentials=info.context.services.credentials,
         )
@@ -548,6 +578,28 @@ class Mutation:
             idempotency_key=input.idempotency_key,
         )
         return await RotateApiKeyPayload.from_issued(issued, context=info.context)
+
+    @strawberry.mutation(
+        **ruled(
+            "Mutation.updateEnvironmentPolicy",
+            "Set an environment's key policy: createApiKey, updateApiKey and rotateApiKey "
+            "outside it get BAD_USER_INPUT naming the rule; keys issued before are listed by "
+            "Environment.keysOutsidePolicy.",
+        )
+    )
+    async def update_environment_policy(
+        self, info: Info, input: UpdateEnvironmentPolicyInput
+    ) -> EnvironmentPolicy | None:
+        checks = info.context.services.checks
+        updated = await policy.update_environment_policy(
+            info.context.access,
+            environment_id=str(input.environment_id),
+            require_expiry=input.require_expiry,
+            max_lifetime_days=input.max_lifetime_days,
+            allowed_scopes=input.allowed_scopes,
+            catalog=frozenset(Scope) | checks.extra_scopes,
+        )
+        return EnvironmentPolicy.from_policy(updated)
 
     @strawberry.mutation(
         **ruled(

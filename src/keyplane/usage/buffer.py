@@ -46,12 +46,16 @@ class Counts:
     unauthorized: int = 0
     forbidden: int = 0
     rate_limited: int = 0
+    # Of the `forbidden`, those refused for the client's address (KEY_IP_DENIED in the
+    # activity log; not a column of usage_bucket).
+    ip_denied: int = 0
 
     def add(self, other: Counts) -> None:
         self.requests += other.requests
         self.unauthorized += other.unauthorized
         self.forbidden += other.forbidden
         self.rate_limited += other.rate_limited
+        self.ip_denied += other.ip_denied
 
     @property
     def refused(self) -> int:
@@ -150,6 +154,14 @@ class UsageBuffer:
             self._pending.refusal_ips[(key_id, minute)] = ip
         if key is not None:
             self._pending.refused_keys[key_id] = key
+
+    def ip_denied(
+        self, key_id: str, environment_id: str, at: datetime, *, ip: str, key: RefusedKey
+    ) -> None:
+        """A FORBIDDEN for the client's address: counted as a refusal, and logged as one
+        KEY_IP_DENIED event per key and minute, its count growing."""
+        self.refused(key_id, environment_id, at, Refusal.FORBIDDEN, ip=ip, key=key)
+        self._pending.buckets[(key_id, environment_id, minute_of(at))].ip_denied += 1
 
     # -- reading what is not flushed yet -----------------------------------------------------
 
@@ -329,12 +341,12 @@ class UsageBuffer:
             )
 
     async def _write_events(self, connection: BaseDBAsyncClient, taken: _Pending) -> None:
-        """AUTH_FAILED and RATE_LIMITED in the activity log: one row per key and minute,
-        its count growing, instead of one row per refused request."""
+        """AUTH_FAILED, RATE_LIMITED and KEY_IP_DENIED in the activity log: one row per key
+        and minute, its count growing, instead of one row per refused request."""
         refused = [
             (key_id, minute, counts)
             for (key_id, _, minute), counts in taken.buckets.items()
-            if counts.unauthorized or counts.rate_limited
+            if counts.unauthorized or counts.rate_limited or counts.ip_denied
         ]
         if not refused:
             return
@@ -357,6 +369,7 @@ class UsageBuffer:
             for kind, count, actor in (
                 (ActivityKind.AUTH_FAILED, counts.unauthorized, "anonymous"),
                 (ActivityKind.RATE_LIMITED, counts.rate_limited, f"key:{key_id}"),
+                (ActivityKind.KEY_IP_DENIED, counts.ip_denied, f"key:{key_id}"),
             ):
                 if not count:
                     continue
