@@ -276,6 +276,12 @@ async def list_members(access: Access, *, project_id: str) -> list[MemberRecord]
 async def get_member(access: Access, *, member_id: str) -> MemberRecord:
     """One member, to whoever `list_members` shows it: NOT_FOUND outside the caller's project
     (or, for a key, for a member who does not reach its environment), FORBIDDEN as there."""
+    record, _ = await _reachable_member(access, member_id)
+    return record
+
+
+async def _reachable_member(access: Access, member_id: str) -> tuple[MemberRecord, Manager]:
+    """A member as `list_members` shows it, and the caller's power over its project."""
     access.require_authenticated()
     member = await Member.get_or_none(id=member_id)
     if member is None or not await access.can_see_project(
@@ -286,7 +292,7 @@ async def get_member(access: Access, *, member_id: str) -> MemberRecord:
     record = _record(member, (await _grants([member]))[member.id])
     if manager.environment_id is not None and not record.grant.reaches(manager.environment_id):
         raise NotFound()
-    return record
+    return record, manager
 
 
 async def environments_of(
@@ -439,16 +445,7 @@ async def accept_invitation(access: Access, *, token: str, now: datetime) -> Mem
 
 async def _managed_member(access: Access, member_id: str) -> tuple[MemberRecord, Manager]:
     """A member the caller may change: NOT_FOUND out of reach, FORBIDDEN beyond its power."""
-    access.require_authenticated()
-    member = await Member.get_or_none(id=member_id)
-    if member is None or not await access.can_see_project(
-        member.project_id  # type: ignore[attr-defined]
-    ):
-        raise NotFound()
-    manager = await _manager(access, member.project_id)  # type: ignore[attr-defined]
-    record = _record(member, (await _grants([member]))[member.id])
-    if manager.environment_id is not None and not record.grant.reaches(manager.environment_id):
-        raise NotFound()
+    record, manager = await _reachable_member(access, member_id)
     if ROLE_RANK[record.grant.role] > manager.rank:
         raise Forbidden("You cannot change or remove a member ranked above you.")
     if not manager.covers(record.grant):
