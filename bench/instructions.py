@@ -295,6 +295,7 @@ async def _inner_limits(side: str, requests: int) -> None:
         "KEYPLANE_DATA_DIR": data,
         "KEYPLANE_JWT_SECRET": "bench-secret-" + "x" * 32,
         "KEYPLANE_RATE_LIMITS": LIMITS,
+        "KEYPLANE_OPERATION_TIMEOUT_SECONDS": "3600",  # valgrind is ~50x slower
     }
     app = create_app(Settings.from_environ(environ))
     keep = await _lifespan(app)  # noqa: F841  (the lifespan runs as long as we do)

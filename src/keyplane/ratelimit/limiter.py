@@ -253,5 +253,9 @@ class Limiter:
             reset_at=self._clock() + bucket.window_seconds,
         )
 
+    def close(self) -> None:
+        if self._windows is not None:
+            self._windows.close()
+
     async def clear(self, bucket: Bucket) -> None:
         await cast(Storage, self.storage).clear(bucket.key)

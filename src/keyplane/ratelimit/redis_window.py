@@ -116,7 +116,12 @@ class RedisWindows:
         assert isinstance(bridge, CoredisBridge)
         self._prefixed = bridge.prefixed_key
         self._version_key = version_key
-        self._script = bridge.get_connection().register_script(SCRIPT)
+        self._connection = bridge.get_connection()
+        self._script = self._connection.register_script(SCRIPT)
+
+    def close(self) -> None:
+        """Drop the connections (limits' storage has no close of its own)."""
+        self._connection.connection_pool.disconnect()
 
     @staticmethod
     def usable(storage: object) -> bool:
