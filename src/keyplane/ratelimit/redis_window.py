@@ -17,8 +17,14 @@ The version check: when the caller says which version it trusted its credential 
 different version in Redis means the credential must be verified again before anything is
 charged: the script then changes nothing and answers with the version it read.
 
+limits' storage is made with redis-py (`implementation="redispy"`, Limiter.start), not coredis:
+measured side by side, one script call cost ~200 µs of CPU through coredis, ~140 µs through
+redis-py's Script and ~115 µs through a plain EVALSHA (tests' commands, uvloop). So the call is
+a plain EVALSHA, and redis-py's registered Script (which loads the script) only runs when Redis
+answers NOSCRIPT (first call, restart, SCRIPT FLUSH).
+
 Boundary: this module uses limits' storage's `bridge` (its connection and key prefix) and
-coredis' `register_script`; tests/test_library_contracts.py holds both.
+redis-py's `register_script`; tests/test_library_contracts.py holds both.
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from limits.aio.storage import RedisClusterStorage, RedisStorage
-from limits.aio.storage.redis.coredis import CoredisBridge
+from limits.aio.storage.redis.redispy import RedispyBridge
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 SCRIPT = """
 local now = tonumber(ARGV[1])
@@ -113,24 +121,24 @@ class RedisWindows:
 
     def __init__(self, storage: RedisStorage, version_key: str) -> None:
         bridge = storage.bridge
-        assert isinstance(bridge, CoredisBridge)
+        assert isinstance(bridge, RedispyBridge)
         self._prefixed = bridge.prefixed_key
         self._version_key = version_key
-        self._connection = bridge.get_connection()
+        self._connection = cast(Redis, bridge.get_connection())
         self._script = self._connection.register_script(SCRIPT)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Drop the connections (limits' storage has no close of its own)."""
-        self._connection.connection_pool.disconnect()
+        await self._connection.aclose()
 
     @staticmethod
     def usable(storage: object) -> bool:
-        """A single Redis (or a sentinel's master) through coredis: a cluster would spread the
+        """A single Redis (or a sentinel's master) through redis-py: a cluster would spread the
         version and the buckets over slots, which one script cannot touch."""
         return (
             isinstance(storage, RedisStorage)
             and not isinstance(storage, RedisClusterStorage)
-            and isinstance(storage.bridge, CoredisBridge)
+            and isinstance(storage.bridge, RedispyBridge)
         )
 
     async def charge(
@@ -150,7 +158,11 @@ class RedisWindows:
         for key, limit, expiry, cost in charges:
             keys.append(self._prefixed(key))
             args += [limit, expiry, cost]
-        answer = cast(list[Any], await self._script(keys, args))  # type: ignore[arg-type]
+        try:
+            answer = await self._connection.evalsha(self._script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            answer = await self._script(keys=keys, args=args)
+        answer = cast(list[Any], answer)
         version_text, refused, start, used = answer
         version = int(version_text)
         if int(refused) < 0:
