@@ -12,22 +12,26 @@ commands a script runs inside Redis are not round trips.)
 from __future__ import annotations
 
 import asyncio
+import random
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 import pytest
 import redis.asyncio as redis
+from limits.aio.storage import RedisStorage
 from starlette.applications import Starlette
 from tortoise import connections
 
-from keyplane.auth.changes import RedisVersion
+from keyplane.auth.changes import REDIS_KEY, RedisVersion
+from keyplane.ratelimit.redis_window import RedisWindows, VersionMoved
 from keyplane.settings import Settings
 from tests.conftest import PG_URL
 from tests.helpers import Api
-from tests.serve_process import REDIS_URL
+from tests.serve_process import REDIS_URL, needs_redis
 
-pytestmark = pytest.mark.skipif(
+needs_postgres_and_redis = pytest.mark.skipif(
     not (PG_URL and REDIS_URL),
     reason="KEYPLANE_TEST_DATABASE_URL (PostgreSQL) and KEYPLANE_TEST_REDIS_URL are not both set",
 )
@@ -75,6 +79,7 @@ async def _window_length(key_id: str) -> int:
     return length
 
 
+@needs_postgres_and_redis
 async def test_each_keyed_request_makes_exactly_one_redis_round_trip(
     app: Starlette, api: Api
 ) -> None:
@@ -95,6 +100,7 @@ async def test_each_keyed_request_makes_exactly_one_redis_round_trip(
     assert commands == ["EVALSHA"] * REQUESTS
 
 
+@needs_postgres_and_redis
 async def test_a_key_revoked_by_another_worker_is_refused_on_the_next_request_uncharged(
     app: Starlette, api: Api
 ) -> None:
@@ -120,6 +126,7 @@ async def test_a_key_revoked_by_another_worker_is_refused_on_the_next_request_un
     assert await _window_length(key_id) == charged == 3
 
 
+@needs_postgres_and_redis
 async def test_a_moved_version_with_the_key_still_valid_costs_a_second_trip_and_charges_once(
     app: Starlette, api: Api
 ) -> None:
@@ -149,6 +156,7 @@ async def test_a_moved_version_with_the_key_still_valid_costs_a_second_trip_and_
     assert int(answers[0].headers["x-ratelimit-remaining"]) == remaining - 1
 
 
+@needs_postgres_and_redis
 async def test_when_redis_fails_a_kept_key_is_read_again_before_the_request_is_let_through(
     app: Starlette, api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -173,3 +181,41 @@ async def test_when_redis_fails_a_kept_key_is_read_again_before_the_request_is_l
     # then: the version was unknown, so the key was read again, and refused
     assert answer.status == 401
     assert limiter.storage_failures >= 1
+
+
+@needs_redis
+async def test_the_script_answers_as_limits_own_redis_window_for_one_sequence_of_hits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """limits' Redis storage (acquire, then read the window) and the one script get the same
+    hits at the same clock readings, on two keys of one Redis: every answer is the same."""
+    client = redis.Redis.from_url(REDIS_URL)
+    await client.flushdb()
+    now = [1_800_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    theirs = RedisStorage("async+" + REDIS_URL, implementation="redispy")
+    ours_storage = RedisStorage("async+" + REDIS_URL, implementation="redispy")
+    ours = RedisWindows(ours_storage, REDIS_KEY)
+    pick = random.Random(14)
+    admitted = 0
+    for step in range(600):
+        now[0] += pick.choice([0.0, 0.25, 1.0, 3.0]) * (20 if step % 150 == 0 else 1)
+        limit = pick.choice([1, 3, 10])
+        amount = pick.choice([1, 1, 2, 5])
+        expected = await theirs.acquire_entry("theirs", limit, 10, amount)
+        their_start, their_used = await theirs.get_moving_window("theirs", limit, 10)
+        charged = await ours.charge(
+            [("ours", limit, 10, amount)], now=now[0], expected_version=None
+        )
+        assert (charged.refused == 0) == expected, step
+        assert charged.used == their_used, step
+        if their_used:
+            assert charged.start == their_start, step
+        admitted += expected
+    assert 100 < admitted < 500
+    # and a version other than the one in Redis charges nothing
+    with pytest.raises(VersionMoved):
+        await ours.charge([("ours", 10, 10, 1)], now=now[0], expected_version=12345)
+    await ours.close()
+    await client.flushdb()
+    await client.aclose()
