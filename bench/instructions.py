@@ -285,6 +285,8 @@ async def _limit_keys(app: Any, limit: int) -> list[list[tuple[bytes, bytes]]]:
 
 
 async def _inner_limits(side: str, requests: int) -> None:
+    from dataclasses import replace
+
     from keyplane.app import create_app
     from keyplane.settings import Settings
 
@@ -297,7 +299,10 @@ async def _inner_limits(side: str, requests: int) -> None:
         "KEYPLANE_RATE_LIMITS": LIMITS,
         "KEYPLANE_OPERATION_TIMEOUT_SECONDS": "3600",  # valgrind is ~50x slower
     }
-    app = create_app(Settings.from_environ(environ))
+    # No usage flush while counting: how many run depends on the wall-clock time a run takes
+    # under valgrind, and each writes 100 keys' counters (~millions of instructions).
+    settings = replace(Settings.from_environ(environ), usage_flush_seconds=3600)
+    app = create_app(settings)
     keep = await _lifespan(app)  # noqa: F841  (the lifespan runs as long as we do)
     keys = await _limit_keys(app, limit)
     body = json.dumps({"query": LIMIT_QUERY}).encode()

@@ -12,11 +12,13 @@ commands a script runs inside Redis are not round trips.)
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from typing import Any, cast
 
 import pytest
 import redis.asyncio as redis
@@ -29,8 +31,17 @@ from keyplane.ratelimit.redis_window import RedisWindows, VersionMoved
 from keyplane.settings import Settings
 from tests.conftest import PG_URL
 from tests.helpers import Api
-from tests.serve_process import REDIS_URL, needs_redis
+from tests.serve_process import REDIS_URL as SHARED_REDIS_URL
+from tests.serve_process import needs_redis
 
+# MONITOR sees every database: these tests count on one that no other test module uses (the
+# multi-process tests take 15, 14... per xdist worker).
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+REDIS_URL = (
+    SHARED_REDIS_URL.rsplit("/", 1)[0] + f"/{7 - int(_WORKER.removeprefix('gw') or 0)}"
+    if SHARED_REDIS_URL
+    else ""
+)
 needs_postgres_and_redis = pytest.mark.skipif(
     not (PG_URL and REDIS_URL),
     reason="KEYPLANE_TEST_DATABASE_URL (PostgreSQL) and KEYPLANE_TEST_REDIS_URL are not both set",
@@ -217,5 +228,6 @@ async def test_the_script_answers_as_limits_own_redis_window_for_one_sequence_of
     with pytest.raises(VersionMoved):
         await ours.charge([("ours", 10, 10, 1)], now=now[0], expected_version=12345)
     await ours.close()
+    await cast(Any, theirs.bridge).get_connection().aclose()
     await client.flushdb()
     await client.aclose()
