@@ -85,7 +85,8 @@ end
 local key = KEYS[shown + 1]
 local limit = tonumber(ARGV[3 * shown])
 local start = now - tonumber(ARGV[3 * shown + 1])
-local low, high, found = 0, limit - 1, nil
+-- limits searches the limit's whole range; entries past the list's end are nil either way
+local low, high, found = 0, math.min(limit, redis.call('llen', key)) - 1, nil
 while low <= high do
     local mid = math.floor((low + high) / 2)
     local value = tonumber(redis.call('lindex', key, mid))
