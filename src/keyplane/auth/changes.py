@@ -17,8 +17,9 @@ the lookup it saves. Where the version lives follows from who can share the data
 - SQLite in a file: only processes on this host can open it; 8 bytes in a memory-mapped file
   beside the database (about a microsecond to read, against ~35 µs and a thread hop for the
   lookup).
-- PostgreSQL with a Redis URL (KEYPLANE_RATE_LIMIT_STORAGE): a Redis key, one GET a request
-  (~170 µs, against ~360 µs for the lookup through Tortoise, measured side by side).
+- PostgreSQL with a Redis URL (KEYPLANE_RATE_LIMIT_STORAGE): a Redis key, read in the rate
+  limiter's round trip (below; a GET of its own cost ~170 µs, against ~360 µs for the lookup
+  through Tortoise, measured side by side).
 - PostgreSQL without Redis: hosts share nothing cheaper than the lookup itself, so nothing is
   cached and every request reads its row.
 
