@@ -5,7 +5,7 @@ The moving window (exact: at most N admitted units in any `expiry`-second span) 
 algorithm, entry for entry, with the entries kept the other way round. limits' MemoryStorage
 keeps one `Entry` per admitted unit in a list, newest first: every hit inserts at the front
 (a memmove of the whole list) and every read bisects through a Python key function. Its cost
-grows with the bucket: near a 10,000/minute limit a keyed request cost 16 % more instructions
+grows with the bucket: near a 10,000/minute limit a keyed request cost 5.3 % more instructions
 than near a 100/minute one (bench/instructions.py, "limits" table). Here each bucket is an
 array of admission times (doubles), oldest first: a hit appends (amortised O(1)), the acquire
 test reads one index, the window is a C bisect. The answers are limits' own, hit for hit (the

@@ -72,7 +72,7 @@ limits 5.8
 - limits' memory moving window is replaced, not patched (ratelimit/memory.py): the same
   algorithm and answers (tested against limits' own, hit for hit), its entries kept oldest
   first in an array, so a hit near a 10,000/minute limit costs what one near 100 does
-  (bench/instructions.py limits table: 0.865 -> 0.97x); `incr`/`get` and the clean-up hook stay.
+  (bench/instructions.py limits table: 0.950 -> 0.985); `incr`/`get` and the clean-up hook stay.
 - limits' async Redis storage's `bridge` (redis-py `RedispyBridge`): `get_connection()` and
   `prefixed_key()` (ratelimit/redis_window.py, undocumented): one Lua script on limits' own
   connection and keys does the credentials' version, the acquire and the read-back, one round
