@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-browser lint schema bench bench-instructions ci scan fuzz vendor-graphiql clean
+.PHONY: run test test-browser lint schema bench bench-instructions bench-scaleout ci scan fuzz vendor-graphiql clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ bench: $(VENV)/.run-installed
 # Instructions per request under valgrind (steady on a busy machine); see bench/instructions.py.
 bench-instructions: $(VENV)/.run-installed
 	$(BIN)/python bench/instructions.py $(BENCH_ARGS)
+
+# Server CPU per request and throughput: SQLite + memory vs PostgreSQL + Redis, 1 and 2 workers.
+bench-scaleout: $(VENV)/.run-installed
+	$(BIN)/python bench/scaleout.py $(BENCH_ARGS)
 
 ci:
 	bash .ci/run

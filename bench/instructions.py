@@ -48,6 +48,12 @@ CORS_ORIGIN = "KEYPLANE_BENCH_CORS_ORIGIN"  # listed in KEYPLANE_CORS_ORIGINS (-
 SEND_ORIGIN = "KEYPLANE_BENCH_SEND_ORIGIN"  # "1": every request carries it (--send-origin)
 CONCURRENCY = 16
 LIMITS = "api_key=1000000/second;oauth=1000000/second;jwt=1000000/second;anonymous=1000000/second"
+# Limits that do not slow down as they grow: the same keyed viewer over 100 rotating keys, each
+# overridden to a small or a large per-minute limit and filled to near it before counting.
+LIMIT_SIDES = {"100/minute": 100, "10,000/minute": 10_000}
+LIMIT_KEYS = 100
+LIMIT_HEADROOM = 40  # units left in each key's window once filled: more than a run spends
+LIMIT_QUERY = "{ viewer { kind apiKey { id } } }"
 
 
 # --- inside valgrind: one side, N requests -------------------------------------------------
@@ -249,6 +255,97 @@ async def _inner(side: str, scenario: str, requests: int) -> None:
     os._exit(0)  # skip the shutdown: it is not part of any request
 
 
+async def _limit_keys(app: Any, limit: int) -> list[list[tuple[bytes, bytes]]]:
+    """LIMIT_KEYS keys overridden to `limit`/minute, each window filled to LIMIT_HEADROOM below
+    its limit through the limiter's own storage: one Authorization header list per key."""
+    import httpx
+
+    token, _, environment = await _seed(app, 0)
+    transport = httpx.ASGITransport(app=app)
+    secrets = []
+    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+        for n in range(LIMIT_KEYS):
+            answer = await client.post(
+                "/graphql",
+                json={
+                    "query": "mutation($i: CreateApiKeyInput!) { createApiKey(input: $i) "
+                    "{ secret } }",
+                    "variables": {
+                        "i": {
+                            "environmentId": environment,
+                            "name": f"limited{n}",
+                            "scopes": ["VIEW_ANALYTICS", "MANAGE_PROJECT"],
+                            "rateLimitPerMinute": limit,
+                        }
+                    },
+                },
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            secrets.append(answer.json()["data"]["createApiKey"]["secret"])
+    services = app.state.services
+    headers = [[(b"authorization", f"Bearer {secret}".encode())] for secret in secrets]
+    for header in headers:
+        principal = await services.authenticator.authenticate(header[0][1].decode())
+        bucket = services.rates.bucket_for(principal, "127.0.0.1")
+        assert bucket.amount == limit, bucket
+        await services.limiter.charge([(bucket, limit - LIMIT_HEADROOM)])
+    return headers
+
+
+async def _inner_limits(side: str, requests: int) -> None:
+    from dataclasses import replace
+
+    from keyplane.app import create_app
+    from keyplane.settings import Settings
+
+    limit = LIMIT_SIDES[side]
+    data = tempfile.mkdtemp(prefix="keyplane-instr-")
+    environ = {
+        "KEYPLANE_ENV": "production",
+        "KEYPLANE_DATA_DIR": data,
+        "KEYPLANE_JWT_SECRET": "bench-secret-" + "x" * 32,
+        "KEYPLANE_RATE_LIMITS": LIMITS,
+        "KEYPLANE_OPERATION_TIMEOUT_SECONDS": "3600",  # valgrind is ~50x slower
+    }
+    # No usage flush while counting: how many run depends on the wall-clock time a run takes
+    # under valgrind, and each writes 100 keys' counters (~millions of instructions).
+    settings = replace(Settings.from_environ(environ), usage_flush_seconds=3600)
+    app = create_app(settings)
+    keep = await _lifespan(app)  # noqa: F841  (the lifespan runs as long as we do)
+    keys = await _limit_keys(app, limit)
+    body = json.dumps({"query": LIMIT_QUERY}).encode()
+    for header in keys:  # every key verified and cached once, as in a warm server
+        if await _call(app, body, header) != 200:
+            raise RuntimeError(f"{side}: the keyed viewer did not answer 200")
+    turn = 0
+
+    async def worker(count: int) -> None:
+        nonlocal turn
+        for _ in range(count):
+            turn += 1
+            if await _call(app, body, keys[turn % LIMIT_KEYS]) != 200:
+                raise RuntimeError(f"{side}: a keyed viewer near its limit was refused")
+
+    await asyncio.gather(*(worker(requests // CONCURRENCY) for _ in range(CONCURRENCY)))
+    shutil.rmtree(data, ignore_errors=True)
+    sys.stdout.flush()
+    os._exit(0)
+
+
+def limits_table(requests: int) -> None:
+    """Keyed viewer near a 100/minute limit vs near a 10,000/minute one (target: ratio >= 0.95)."""
+    short, long = CONCURRENCY, max(2 * CONCURRENCY, requests - requests % CONCURRENCY)
+    figures = {side: _per_request("limits", side, short, long) for side in LIMIT_SIDES}
+    small, large = figures.values()
+    print()
+    print(
+        f"| {LIMIT_KEYS} keys rotating, near their limit | 100/minute instr/req "
+        "| 10,000/minute instr/req | ratio (100/min / 10,000/min) |"
+    )
+    print("|---|---|---|---|")
+    print(f"| keyed viewer | {small:,.0f} | {large:,.0f} | **{small / large:.3f}** |", flush=True)
+
+
 # --- outside: run the sides under valgrind and subtract --------------------------------------
 
 
@@ -294,7 +391,10 @@ def main() -> None:
     sys.path.insert(0, str(BENCH_DIR))
     if args.inner:
         side, scenario, requests = args.inner
-        asyncio.run(_inner(side, scenario, int(requests)))
+        if side == "limits":
+            asyncio.run(_inner_limits(scenario, int(requests)))
+        else:
+            asyncio.run(_inner(side, scenario, int(requests)))
         return
     if shutil.which("valgrind") is None:
         parser.exit(2, "bench/instructions.py needs valgrind (Debian: apt install valgrind)\n")
@@ -316,6 +416,8 @@ def main() -> None:
             print(
                 f"| {scenario} | {keyplane:,.0f} | {reference:,.0f} | **{ratio:.2f}** |", flush=True
             )
+        if not args.only or args.only in "limits near 10,000/minute":
+            limits_table(args.requests)
     finally:
         shutil.rmtree(issuer_dir, ignore_errors=True)
 

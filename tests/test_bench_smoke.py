@@ -72,3 +72,20 @@ def test_the_instruction_bench_drives_each_side_without_valgrind(side: str, scen
     )
 
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("limit", ["100/minute", "10,000/minute"])
+def test_the_instruction_bench_drives_keys_near_their_limit_without_valgrind(limit: str) -> None:
+    # The limits table: 100 keys filled to near `limit`, every request still admitted.
+    script = Path(__file__).resolve().parents[1] / "bench" / "instructions.py"
+
+    done = subprocess.run(
+        [sys.executable, str(script), "--inner", "limits", limit, "32"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr[-2000:]

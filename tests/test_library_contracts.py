@@ -23,7 +23,8 @@ from graphql import build_schema as build_sdl
 from graphql import graphql as run_graphql
 from graphql.execution.collect_fields import CollectedFields, FieldDetails
 from limits import parse as parse_limit
-from limits.aio.storage import MemoryStorage
+from limits.aio.storage import MemoryStorage, RedisStorage
+from limits.aio.storage.redis.redispy import RedispyBridge
 from limits.limits import safe_string
 from strawberry.extensions import MaskErrors
 from strawberry.http import async_base_view
@@ -223,6 +224,28 @@ async def test_limits_memory_storage_keeps_its_state_where_the_paced_clean_up_re
     assert {"moving", "counter"} <= set(storage.locks)
     assert storage.timer is not None
     storage.timer.cancel()
+
+
+def test_limits_redis_storage_talks_through_a_redispy_bridge_whose_connection_runs_our_script() -> (
+    None
+):
+    # given: no connection is made until a command is sent
+    storage = RedisStorage("async+redis://127.0.0.1:6379/0", implementation="redispy")
+
+    # then: the connection and key prefix ratelimit/redis_window.py uses
+    assert isinstance(storage.bridge, RedispyBridge)
+    assert storage.bridge.prefixed_key("k") == "LIMITS:k"
+    assert callable(storage.bridge.get_connection().register_script)
+
+
+def test_limits_redis_moving_window_is_a_list_newest_first_trimmed_to_the_limit() -> None:
+    """ratelimit/redis_window.py writes and reads limits' lists exactly as limits' scripts do."""
+    acquire = RedispyBridge.SCRIPT_ACQUIRE_MOVING_WINDOW.decode()
+    assert "redis.call('lindex', KEYS[1], limit - amount)" in acquire
+    assert "redis.call('lpush', KEYS[1]" in acquire
+    assert "redis.call('ltrim', KEYS[1], 0, limit - 1)" in acquire
+    assert "redis.call('expire', KEYS[1], expiry)" in acquire
+    assert "if val and val >= target then" in RedispyBridge.SCRIPT_MOVING_WINDOW.decode()
 
 
 @pytest.mark.parametrize(

@@ -85,6 +85,7 @@ def create_app(
                 await services.deadlines.stop()
                 await services.renderer.stop()  # kills the render children, if any started
                 await services.credentials.close()
+                await services.limiter.close()
                 # Graceful shutdown (SIGTERM): the buffered usage reaches the database first.
                 await services.usage.stop()
 

@@ -55,7 +55,7 @@ from keyplane.ratelimit.headers import (
     raw_rate_headers,
     too_many_requests,
 )
-from keyplane.ratelimit.limiter import Decision, LimiterUnavailable
+from keyplane.ratelimit.limiter import CredentialsMoved, Decision, LimiterUnavailable
 from keyplane.ratelimit.tiers import Tier
 from keyplane.records import KeyRecord
 from keyplane.schema.engine import KeyplaneSchema
@@ -85,6 +85,32 @@ def services_of(scope: Scope) -> Services:
     return services
 
 
+def _authorization(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:  # ASGI header names are lower-case bytes
+        if name == b"authorization":
+            header: str = value.decode("latin-1")
+            return header
+    return None
+
+
+async def charge_confirmed(
+    services: Services, scope: Scope, principal: Principal, *, units: int = 1, ip_units: int = 0
+) -> tuple[Decision, Principal]:
+    """`charge`, and the principal it was charged to. A principal trusted under the version
+    this worker saw last is confirmed in the limiter's round trip; when the version moved,
+    nothing was charged: the credential is verified again under the version read (a refusal
+    raises InvalidCredentials: nothing charged to the key) and then charged (auth/changes.py)."""
+    ip = client_ip(scope, services.settings.trusted_proxies)
+    try:
+        return await charge(services, principal, ip, units=units, ip_units=ip_units), principal
+    except CredentialsMoved as moved:
+        principal = await services.authenticator.authenticate_under(
+            _authorization(scope), moved.version
+        )
+        scope.setdefault("state", {})["principal"] = principal
+        return await charge(services, principal, ip, units=units, ip_units=ip_units), principal
+
+
 async def charge(
     services: Services, principal: Principal, ip: str, *, units: int = 1, ip_units: int = 0
 ) -> Decision:
@@ -94,7 +120,7 @@ async def charge(
     charges = [(bucket, units)]
     if ip_units and bucket.tier is not Tier.ANONYMOUS:
         charges.append((services.rates.ip_bucket(ip), ip_units))
-    decision = await services.limiter.charge(charges)
+    decision = await services.limiter.charge(charges, expected_version=principal.version)
     if not decision.allowed:
         services.metrics.rate_limited[decision.bucket.tier.value] += 1
     return decision
@@ -125,15 +151,11 @@ class AuthenticationMiddleware:
                 await refused(scope, receive, send)
                 return
         services = self.services
-        authorization = None
-        for name, value in scope["headers"]:  # ASGI header names are lower-case bytes
-            if name == b"authorization":
-                authorization = value.decode("latin-1")
-                break
+        authorization = _authorization(scope)
         try:
             principal = await services.authenticator.authenticate(authorization)
         except InvalidCredentials as refusal:
-            response = await self._refuse(scope, services, refusal)
+            response = await refuse(scope, services, refusal)
             await response(scope, receive, send)
             return
         except ServiceUnavailable:
@@ -149,30 +171,30 @@ class AuthenticationMiddleware:
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
 
-    async def _refuse(
-        self, scope: Scope, services: Services, refusal: InvalidCredentials
-    ) -> Response:
-        services.metrics.auth_failures[refusal.reason] += 1
-        ip = client_ip(scope, services.settings.trusted_proxies)
-        record = refusal.refused_key
-        if isinstance(record, KeyRecord):
-            services.usage.refused(
-                record.id,
-                record.environment_id,
-                services.clock(),
-                Refusal.UNAUTHORIZED,
-                ip=ip,
-                key=RefusedKey(record.project_id, record.prefix, record.name),
-            )
-        try:
-            decision = await charge(services, ANONYMOUS, ip)
-        except LimiterUnavailable:
-            return limiter_unavailable()
-        now = time.time()
-        if not decision.allowed:
-            return too_many_requests(decision, now)
-        headers = UNAUTHORIZED_HEADERS | rate_headers(decision, now)
-        return JSONResponse(UNAUTHORIZED_BODY, 401, headers=headers)
+
+async def refuse(scope: Scope, services: Services, refusal: InvalidCredentials) -> Response:
+    """401 for refused credentials, charged to the client IP's anonymous bucket."""
+    services.metrics.auth_failures[refusal.reason] += 1
+    ip = client_ip(scope, services.settings.trusted_proxies)
+    record = refusal.refused_key
+    if isinstance(record, KeyRecord):
+        services.usage.refused(
+            record.id,
+            record.environment_id,
+            services.clock(),
+            Refusal.UNAUTHORIZED,
+            ip=ip,
+            key=RefusedKey(record.project_id, record.prefix, record.name),
+        )
+    try:
+        decision = await charge(services, ANONYMOUS, ip)
+    except LimiterUnavailable:
+        return limiter_unavailable()
+    now = time.time()
+    if not decision.allowed:
+        return too_many_requests(decision, now)
+    headers = UNAUTHORIZED_HEADERS | rate_headers(decision, now)
+    return JSONResponse(UNAUTHORIZED_BODY, 401, headers=headers)
 
 
 class RateLimitExceeded(Exception):
@@ -352,6 +374,8 @@ class GraphQLView(GraphQL[Context, None]):
             return refused.response()
         except LimiterUnavailable:
             return limiter_unavailable()
+        except InvalidCredentials as refusal:  # verified again when the version moved
+            return await refuse(request.scope, self.services, refusal)
         except ServiceUnavailable:
             return database_unavailable()
         except ClientDisconnect:
@@ -384,6 +408,8 @@ class GraphQLView(GraphQL[Context, None]):
                 decision = await self._refusal_decision(request)
             except LimiterUnavailable:
                 return limiter_unavailable()
+            except InvalidCredentials as refusal:
+                return await refuse(request.scope, self.services, refusal)
             now = time.time()
             if not decision.allowed:
                 return too_many_requests(decision, now)
@@ -416,10 +442,9 @@ class GraphQLView(GraphQL[Context, None]):
         charged: Decision | None = state.get("rate_limit")
         if charged is not None:  # priced and admitted before GraphQL refused it
             return charged
-        services = self.services
-        ip = client_ip(request.scope, services.settings.trusted_proxies)
         principal: Principal = state.get("principal", ANONYMOUS)
-        return await charge(services, principal, ip)
+        decision, _ = await charge_confirmed(self.services, request.scope, principal)
+        return decision
 
     async def execute_operation(
         self,
@@ -526,9 +551,18 @@ class GraphQLView(GraphQL[Context, None]):
             raise RequestRefused(refusal, decision) from None
 
     async def _charge(self, context: Context, *, units: int, ip_units: int) -> Decision:
-        decision = await charge(
-            context.services, context.principal, context.access.ip, units=units, ip_units=ip_units
+        decision, principal = await charge_confirmed(
+            context.services,
+            context.request.scope,
+            context.principal,
+            units=units,
+            ip_units=ip_units,
         )
+        if principal is not context.principal:  # verified again: the version had moved
+            context.principal = principal
+            context.access = Access(
+                principal, records=context.services.records, ip=context.access.ip
+            )
         context.rate_limit = decision
         context.request.scope.setdefault("state", {})["rate_limit"] = decision
         return decision

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from keyplane.auth.authenticate import Authenticator
-from keyplane.auth.changes import credential_version
+from keyplane.auth.changes import REDIS_KEY, RedisVersion, credential_version
 from keyplane.auth.dashboard import utcnow
 from keyplane.auth.oauth import AccessTokenVerifier, JwksCache
 from keyplane.auth.passwords import Passwords
@@ -57,10 +57,8 @@ def build_services(
     if settings.oauth is not None:
         verifier = AccessTokenVerifier(settings.oauth, jwks or JwksCache(settings.oauth.jwks))
     secret = str(settings.jwt_secret)
-    credentials = VerifiedCredentials(
-        credential_version(settings.database_url, settings.rate_limit_storage),
-        max_age=settings.credential_cache_seconds,
-    )
+    version = credential_version(settings.database_url, settings.rate_limit_storage)
+    credentials = VerifiedCredentials(version, max_age=settings.credential_cache_seconds)
     usage = UsageBuffer(
         settings.database_url,
         interval=settings.usage_flush_seconds,
@@ -83,7 +81,13 @@ def build_services(
             signup=settings.signup,
             passwords=passwords or Passwords(),
         ),
-        limiter=Limiter(settings.rate_limit_storage, fail_closed=settings.rate_limit_fail_closed),
+        # On Redis, the limiter's one round trip reads the credentials' version too.
+        limiter=Limiter(
+            settings.rate_limit_storage,
+            fail_closed=settings.rate_limit_fail_closed,
+            version=version if isinstance(version, RedisVersion) and credentials.enabled else None,
+            version_key=REDIS_KEY,
+        ),
         rates=RatePolicy(settings.rate_limits),
         usage=usage,
         renderer=RenderPool(settings.render),

@@ -7,6 +7,7 @@ it is its kind but unusable, so every refusal looks the same to the caller (HTTP
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -49,25 +50,41 @@ class Authenticator:
         self._verified: VerifiedTokens[dashboard.DashboardClaims] = VerifiedTokens()
 
     async def authenticate(self, authorization: str | None) -> Principal:
+        """The caller; with a shared version, possibly trusted under the version this worker
+        saw last, which `Principal.version` names for the rate limiter to confirm."""
+        return await self._authenticate(authorization, None, read=True)
+
+    async def authenticate_under(self, authorization: str | None, version: int | None) -> Principal:
+        """The caller verified again under `version`, read before this call (None: bypass
+        every kept entry): after the rate limiter found the version moved or unreadable."""
+        return await self._authenticate(authorization, version, read=False)
+
+    async def _authenticate(
+        self, authorization: str | None, version: int | None, *, read: bool
+    ) -> Principal:
         if authorization is None:
             return ANONYMOUS
         scheme, _, token = authorization.strip().partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise InvalidCredentials(reason="bad_scheme")
-        principal = await self._api_key(token)
+        confirmed = True
+        if read:
+            # One read of the version, before every lookup, covers the key and its creator.
+            version, confirmed = await self._credentials.request_version()
+        principal = await self._api_key(token, version)
         if principal is None:
-            principal = await self._jwt(token)
+            principal = await self._jwt(token, version)
         if principal is None:
             raise InvalidCredentials(reason="unrecognised_token")
+        if not confirmed:
+            principal = replace(principal, version=version)
         return principal
 
-    async def _api_key(self, token: str) -> Principal | None:
+    async def _api_key(self, token: str, version: int | None) -> Principal | None:
         if not token.startswith(key_format.SECRET_PREFIX):
             return None
         secret_hash = key_format.hash_secret(token)
-        # One read of the version, before both lookups, covers the key and its creator.
-        version = await self._credentials.version()
 
         async def load() -> KeyRecord | None:
             # Only a kept key skips this: it was issued well formed, so checking the format
@@ -123,34 +140,35 @@ class Authenticator:
         )
         return frozenset() if member is None else member.scopes_in(record.environment_id)
 
-    async def _jwt(self, token: str) -> Principal | None:
+    async def _jwt(self, token: str, version: int | None) -> Principal | None:
         # A token verified before skips even the header's decoding.
         known = self._verified.get(token)
         if known is not None:
-            return await self._session(known)
+            return await self._session(known, version)
         if self._oauth is not None:
             verified = self._oauth.known(token)
             if verified is not None:
-                return await self._oauth_principal(verified)
+                return await self._oauth_principal(verified, version)
         try:
             header: dict[str, Any] = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
             return None
         if is_access_token(header):
-            return await self._oauth_token(token, header)
+            return await self._oauth_token(token, header, version)
         if dashboard.is_dashboard_token(header):
-            return await self._dashboard_token(token)
+            return await self._dashboard_token(token, version)
         return None
 
-    async def _dashboard_token(self, token: str) -> Principal:
+    async def _dashboard_token(self, token: str, version: int | None) -> Principal:
         claims = dashboard.verify_token(token, secret=self._jwt_secret)
         if claims is None:
             raise InvalidCredentials(reason="bad_dashboard_token")
         self._verified.put(token, claims, claims.expires_at)
-        return await self._session(claims)
+        return await self._session(claims, version)
 
-    async def _session(self, claims: dashboard.DashboardClaims) -> Principal:
-        expires_at = await self._credentials.through(
+    async def _session(self, claims: dashboard.DashboardClaims, version: int | None) -> Principal:
+        expires_at = await self._credentials.through_at(
+            version,
             self._credentials.sessions,
             claims.session_id,
             lambda: self._lookups.live_session(
@@ -161,15 +179,17 @@ class Authenticator:
             raise InvalidCredentials(reason="ended_session")
         return dashboard_principal(claims.user_id, claims.session_id)
 
-    async def _oauth_token(self, token: str, header: dict[str, Any]) -> Principal:
+    async def _oauth_token(
+        self, token: str, header: dict[str, Any], version: int | None
+    ) -> Principal:
         if self._oauth is None:
             raise InvalidCredentials(reason="oauth_not_configured")
         claims = await self._oauth.verify(token, header)
         if claims is None:
             raise InvalidCredentials(reason="bad_oauth_token")
-        return await self._oauth_principal(claims)
+        return await self._oauth_principal(claims, version)
 
-    async def _oauth_principal(self, claims: AccessTokenClaims) -> Principal:
+    async def _oauth_principal(self, claims: AccessTokenClaims, version: int | None) -> Principal:
         async def linked() -> str | None:
             user_id = await self._lookups.linked_user(issuer=claims.issuer, subject=claims.subject)
             if user_id is None:
@@ -178,8 +198,8 @@ class Authenticator:
                 )
             return user_id
 
-        user_id = await self._credentials.through(
-            self._credentials.identities, f"{claims.issuer} {claims.subject}", linked
+        user_id = await self._credentials.through_at(
+            version, self._credentials.identities, f"{claims.issuer} {claims.subject}", linked
         )
         if user_id is None:
             raise InvalidCredentials(reason="unlinked_oauth_user")

@@ -17,12 +17,28 @@ the lookup it saves. Where the version lives follows from who can share the data
 - SQLite in a file: only processes on this host can open it; 8 bytes in a memory-mapped file
   beside the database (about a microsecond to read, against ~35 µs and a thread hop for the
   lookup).
-- PostgreSQL with a Redis URL (KEYPLANE_RATE_LIMIT_STORAGE): a Redis key, one GET a request
-  (~170 µs, against ~360 µs for the lookup through Tortoise, measured side by side).
+- PostgreSQL with a Redis URL (KEYPLANE_RATE_LIMIT_STORAGE): a Redis key, read in the rate
+  limiter's round trip (below; a GET of its own cost ~170 µs, against ~360 µs for the lookup
+  through Tortoise, measured side by side).
 - PostgreSQL without Redis: hosts share nothing cheaper than the lookup itself, so nothing is
   cached and every request reads its row.
 
 If the version cannot be read (Redis down), the cache is bypassed: the request reads its row.
+
+With Redis, the version is not read with a GET of its own: the rate limiter reads it in the
+same round trip as the request's moving window (ratelimit/redis_window.py), so a keyed request
+costs one round trip. Authentication comes first in the request path, so it trusts a kept
+entry under the version this worker saw last (`assumed()`) and the principal carries that
+version; the limiter's script compares it with the version in Redis before it charges
+anything. Equal: the entry was current when the request was charged, exactly as if the
+version had been read first. Different: nothing is charged, the credential is verified again
+under the version the script read (read before that lookup, as above) and only then charged,
+to the bucket of the principal it now is; a credential refused then answers 401, charged to
+the client IP's anonymous bucket like any refusal, and the key's bucket is never charged.
+Refusals are never re-checked: every refusal is final (a revoked key, an ended session, an
+expired credential, a secret no key has: new secrets are random). So revocation still holds
+from the next request on every worker: that request's round trip reads the moved version.
+If the round trip fails, the credential is verified again with the cache bypassed.
 """
 
 from __future__ import annotations
@@ -48,6 +64,10 @@ class CredentialVersion(Protocol):
     async def current(self) -> int | None:
         """The version now; None when it cannot be known (the cache is then bypassed)."""
 
+    def assumed(self) -> int | None:
+        """The version seen last, when the request's own round trip will confirm it before
+        anything is charged (see above); None: read `current()`."""
+
     async def advance(self) -> None:
         """Move the version on: every entry read under an older one is stale everywhere."""
 
@@ -62,6 +82,9 @@ class LocalVersion:
 
     async def current(self) -> int | None:
         return self._value
+
+    def assumed(self) -> int | None:
+        return None
 
     async def advance(self) -> None:
         self._value += 1
@@ -96,6 +119,9 @@ class FileVersion:
     async def current(self) -> int | None:
         return self.read()
 
+    def assumed(self) -> int | None:
+        return None
+
     async def advance(self) -> None:
         fd = os.open(self._path, os.O_RDWR)
         try:
@@ -116,11 +142,16 @@ class FileVersion:
 class RedisVersion:
     """A counter in Redis, shared by every worker and host using that Redis."""
 
+    key = REDIS_KEY
+
     def __init__(self, url: str) -> None:
         import redis.asyncio as redis
 
         self._client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
         self._down_until = 0.0
+        self._seen: int | None = None
+        # Set by the rate limiter when its round trip reads the version (Limiter.start).
+        self.confirmed_by_limiter = False
 
     async def current(self) -> int | None:
         if time.monotonic() < self._down_until:
@@ -128,13 +159,29 @@ class RedisVersion:
         try:
             value = await self._client.get(REDIS_KEY)
         except Exception as exc:  # any driver error: bypass the cache for a while
-            self._down_until = time.monotonic() + BREAKER_SECONDS
+            self.unknown()
             logger.warning("credential version unreadable, cache bypassed: %r", exc)
             return None
-        return int(value) if value is not None else 0
+        version = int(value) if value is not None else 0
+        self.seen(version)
+        return version
+
+    def assumed(self) -> int | None:
+        if not self.confirmed_by_limiter or time.monotonic() < self._down_until:
+            return None
+        return self._seen
+
+    def seen(self, version: int) -> None:
+        """A round trip read `version`: it only moves forward (INCR)."""
+        if self._seen is None or version > self._seen:
+            self._seen = version
+
+    def unknown(self) -> None:
+        """Redis failed: bypass the cache for a while."""
+        self._down_until = time.monotonic() + BREAKER_SECONDS
 
     async def advance(self) -> None:
-        await self._client.incr(REDIS_KEY)
+        self.seen(int(await self._client.incr(REDIS_KEY)))
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -144,6 +191,9 @@ class NoVersion:
     """Nothing cheaper than the lookup is shared: every request reads its credential."""
 
     async def current(self) -> int | None:
+        return None
+
+    def assumed(self) -> int | None:
         return None
 
     async def advance(self) -> None:

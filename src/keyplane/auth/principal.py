@@ -50,6 +50,9 @@ class Principal:
     key: KeyGrant | None = None
     session_id: str | None = None
     oauth: OAuthClient | None = None
+    # The credentials' version this principal was trusted under, when the rate limiter's
+    # round trip must still confirm it (auth/changes.py); None once confirmed or not needed.
+    version: int | None = None
 
     @property
     def is_authenticated(self) -> bool:

@@ -115,6 +115,17 @@ class VerifiedCredentials:
             return None
         return await self._version.current()
 
+    async def request_version(self) -> tuple[int | None, bool]:
+        """The version a request trusts kept entries under, and whether it was read now (True)
+        or is the one seen last, which the request's rate-limit round trip confirms before
+        anything is charged (False; auth/changes.py)."""
+        if not self.enabled:
+            return None, True
+        assumed = self._version.assumed()
+        if assumed is not None:
+            return assumed, False
+        return await self._version.current(), True
+
     async def through(
         self,
         entries: FreshEntries[T],
