@@ -56,6 +56,7 @@ def build_services(
     credentials = VerifiedCredentials(
         credential_version(settings.database_url, settings.rate_limit_storage),
         max_age=settings.credential_cache_seconds,
+        max_entries=settings.credential_cache_size,
     )
     usage = UsageBuffer(
         settings.database_url,

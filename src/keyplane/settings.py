@@ -107,6 +107,8 @@ class Settings:
     # How long a verified key or session may be reused while the credentials' version holds
     # (0: read every request's credential from the database).
     credential_cache_seconds: int = 30
+    # How many keys (and, apart, sessions, identities, memberships) that cache holds at most.
+    credential_cache_size: int = 10_000
     render: RenderLimits = field(default_factory=RenderLimits)
     # What one operation may ask for, and how long it may run (README, "Query limits").
     query_limits: QueryLimits = field(default_factory=QueryLimits)
@@ -150,6 +152,7 @@ class Settings:
         retention = _int(env, "KEYPLANE_USAGE_RETENTION_DAYS", 30, 1, 3660, problems)
         activity_retention = _int(env, "KEYPLANE_ACTIVITY_RETENTION_DAYS", 90, 1, 3660, problems)
         credential_cache = _int(env, "KEYPLANE_CREDENTIAL_CACHE_SECONDS", 30, 0, 3600, problems)
+        cache_size = _int(env, "KEYPLANE_CREDENTIAL_CACHE_SIZE", 10_000, 1, 10_000_000, problems)
         head_timeout = _int(env, "KEYPLANE_REQUEST_HEAD_TIMEOUT", 10, 1, 300, problems)
         max_in_flight = _int(env, "KEYPLANE_MAX_IN_FLIGHT", 64, 1, 100_000, problems)
 
@@ -216,6 +219,7 @@ class Settings:
             usage_retention_days=retention,
             activity_retention_days=activity_retention,
             credential_cache_seconds=credential_cache,
+            credential_cache_size=cache_size,
             render=render,
             query_limits=query_limits,
             operation_timeout_seconds=float(timeout),
