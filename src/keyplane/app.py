@@ -110,7 +110,7 @@ def create_app(
         lifespan=lifespan,
         middleware=[
             # Request id, in-flight limit and body limit, in one layer, outermost.
-            Middleware(Edge, max_in_flight=settings.max_in_flight),
+            Middleware(Edge, max_in_flight=settings.max_in_flight, max_queued=settings.max_queued),
         ],
     )
     application.state.schema = schema  # its query cache, for tests and tools

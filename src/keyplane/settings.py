@@ -117,8 +117,10 @@ class Settings:
     metrics_token: Secret | None = None
     # Seconds a connection may take to send a request head (read by keyplane.connections too).
     request_head_timeout: int = 10
-    # Requests one worker processes at once; more get an immediate 503.
-    max_in_flight: int = 64
+    # Requests one worker processes at once; up to `max_queued` more wait for a turn, and
+    # the rest get a 503 (unavailable.py `Admission`; bench/results/overload.md).
+    max_in_flight: int = 8
+    max_queued: int = 128
 
     @property
     def development(self) -> bool:
@@ -154,7 +156,8 @@ class Settings:
         credential_cache = _int(env, "KEYPLANE_CREDENTIAL_CACHE_SECONDS", 30, 0, 3600, problems)
         cache_size = _int(env, "KEYPLANE_CREDENTIAL_CACHE_SIZE", 10_000, 1, 10_000_000, problems)
         head_timeout = _int(env, "KEYPLANE_REQUEST_HEAD_TIMEOUT", 10, 1, 300, problems)
-        max_in_flight = _int(env, "KEYPLANE_MAX_IN_FLIGHT", 64, 1, 100_000, problems)
+        max_in_flight = _int(env, "KEYPLANE_MAX_IN_FLIGHT", 8, 1, 100_000, problems)
+        max_queued = _int(env, "KEYPLANE_MAX_QUEUED", 128, 0, 100_000, problems)
 
         secret_text = env.get("KEYPLANE_JWT_SECRET")
         if secret_text is not None:
@@ -226,6 +229,7 @@ class Settings:
             metrics_token=Secret(metrics_text) if metrics_text else None,
             request_head_timeout=head_timeout,
             max_in_flight=max_in_flight,
+            max_queued=max_queued,
         )
 
 
