@@ -79,8 +79,8 @@ async def test_a_full_queue_refuses_its_oldest_waiter_to_admit_an_arrival() -> N
     third = asyncio.create_task(admission.wait())
     await _settle()
 
-    assert first.done() and first.result() is False
-    assert not second.done() and not third.done()
+    assert [first.done(), second.done(), third.done()] == [True, False, False]
+    assert first.result() is False
     for task in (second, third):
         task.cancel()
 
