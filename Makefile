@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-browser lint schema bench bench-instructions bench-scaleout ci scan fuzz vendor-graphiql clean
+.PHONY: run test test-browser lint schema bench bench-instructions bench-scaleout bench-scale bench-overload ci scan fuzz vendor-graphiql clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,14 @@ schema: $(VENV)/.test-installed
 # BENCH_ARGS=--quick for 1 x 2 s runs; see `python bench/run.py --help`.
 bench: $(VENV)/.run-installed
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# A million keys (bench/scale.py: a keyed request and a key page at 1M keys, memory after
+# 100,000 keys) and a burst at twice capacity (bench/overload.py); results in bench/results/.
+bench-scale: $(VENV)/.run-installed
+	$(BIN)/python bench/scale.py $(BENCH_ARGS)
+
+bench-overload: $(VENV)/.run-installed
+	$(BIN)/python bench/overload.py $(BENCH_ARGS)
 
 # Instructions per request under valgrind (steady on a busy machine); see bench/instructions.py.
 bench-instructions: $(VENV)/.run-installed

@@ -9,6 +9,7 @@ from unittest.mock import ANY
 import pytest
 from starlette.applications import Starlette
 
+from keyplane.models import ApiKey
 from keyplane.permissions.scopes import Scope
 from tests import factories
 from tests.api_key_helpers import (
@@ -79,6 +80,34 @@ async def test_pages_after_a_cursor_stay_stable_while_keys_are_created(app: Star
         False,
     ]
     assert await names_listed(app, owner.token, owner.environment_id, first=2) == ["k7", "k6"]
+
+
+async def test_keys_created_in_the_same_instant_are_each_listed_once_across_pages(
+    app: Starlette,
+) -> None:
+    # given: five keys with one created_at (the cursor then orders them by id)
+    owner = await factories.tenant(app)
+    instant = datetime(2026, 1, 1, tzinfo=UTC)
+    for number in range(5):
+        issued = await factories.api_key(
+            environment_id=owner.environment_id, created_by_id=owner.user_id, name=f"t{number}"
+        )
+        await ApiKey.filter(id=issued.row.id).update(created_at=instant)
+
+    # when: pages of two
+    names: list[str] = []
+    after = None
+    for _ in range(4):
+        variables = {"id": owner.environment_id, "first": 2, "after": after}
+        result = await execute(app, LIST_KEYS, variables, credential=owner.token)
+        connection = result.ok()["environment"]["apiKeys"]
+        names += [edge["node"]["name"] for edge in connection["edges"]]
+        after = connection["pageInfo"]["endCursor"]
+        if not connection["pageInfo"]["hasNextPage"]:
+            break
+
+    # then
+    assert sorted(names) == [f"t{number}" for number in range(5)]
 
 
 @pytest.mark.parametrize("first", [1, 100])

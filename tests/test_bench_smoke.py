@@ -89,3 +89,49 @@ def test_the_instruction_bench_drives_keys_near_their_limit_without_valgrind(lim
     )
 
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def _bench(script: str, *arguments: str, tmp_path: Path) -> str:
+    """Run a bench scenario at tiny sizes (a smoke run: no figure is judged here)."""
+    output = tmp_path / "result.md"
+    path = Path(__file__).resolve().parents[1] / "bench" / script
+    done = subprocess.run(
+        [sys.executable, str(path), *arguments, "--output", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return output.read_text()
+
+
+@pytest.mark.slow
+def test_the_scale_bench_seeds_keys_straight_into_sqlite_and_reports_each_figure(
+    tmp_path: Path,
+) -> None:
+    report = _bench(
+        "scale.py",
+        *("--keys", "1200", "--small", "150", "--page-keys", "300", "--rss-keys", "120"),
+        *("--repeat", "1", "--duration", "0.5", "--warmup", "0"),
+        tmp_path=tmp_path,
+    )
+
+    assert "keyed viewer, 100 rotating keys: 150 keys / 1,200 keys" in report
+    assert "100-key env / 300-key env" in report
+    assert "after 120 distinct keys each made one request" in report
+    assert "non-2xx" not in report
+
+
+@pytest.mark.slow
+def test_the_overload_bench_offers_twice_the_capacity_and_checks_the_usage_counts(
+    tmp_path: Path,
+) -> None:
+    report = _bench(
+        "overload.py",
+        *("--burst", "1", "--capacity-seconds", "0.5", "--probe", "0.5", "--warmup", "0"),
+        tmp_path=tmp_path,
+    )
+
+    row = next(line for line in report.splitlines() if line.startswith("| 8:128 |"))
+    assert "**0** (" in row  # no request lost from the usage counts

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from tortoise import connections
 from keyplane.app import create_app
 from keyplane.auth.api_key import generate_secret
 from keyplane.auth.changes import FileVersion, RedisVersion
+from keyplane.auth.verified import VerifiedCredentials
 from keyplane.db import is_postgres, sqlite_path
 from keyplane.permissions.scopes import Role
 from keyplane.settings import Settings, SettingsError
@@ -391,6 +393,36 @@ def test_the_longest_reuse_is_a_setting_refused_when_out_of_range(tmp_path: Path
     assert any("KEYPLANE_CREDENTIAL_CACHE_SECONDS" in p for p in refused.value.problems)
     development = {"KEYPLANE_ENV": "development", "KEYPLANE_DATA_DIR": str(tmp_path)}
     assert Settings.from_environ(development).credential_cache_seconds == 30
+
+
+def test_the_cache_size_is_a_setting_refused_when_out_of_range(tmp_path: Path) -> None:
+    development = {"KEYPLANE_ENV": "development", "KEYPLANE_DATA_DIR": str(tmp_path)}
+
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_environ({**development, "KEYPLANE_CREDENTIAL_CACHE_SIZE": "0"})
+
+    assert any("KEYPLANE_CREDENTIAL_CACHE_SIZE" in p for p in refused.value.problems)
+    assert Settings.from_environ(development).credential_cache_size == 10_000
+    sized = Settings.from_environ({**development, "KEYPLANE_CREDENTIAL_CACHE_SIZE": "500"})
+    assert sized.credential_cache_size == 500
+
+
+async def test_the_cache_keeps_at_most_its_size_of_keys_forgetting_the_oldest_first(
+    tmp_path: Path,
+) -> None:
+    # given: a cache of 3 entries of a kind, under one version
+    credentials = VerifiedCredentials(FileVersion(tmp_path / "version"), max_age=30, max_entries=3)
+
+    async def load(name: str) -> str:
+        return name
+
+    # when: 5 keys are read through it
+    for name in ("a", "b", "c", "d", "e"):
+        await credentials.through_at(1, credentials.identities, name, partial(load, name))
+
+    # then: the 3 latest are kept, the 2 oldest are gone
+    kept = {n: credentials.identities.get(n, 1) for n in ("a", "b", "c", "d", "e")}
+    assert kept == {"a": None, "b": None, "c": "c", "d": "d", "e": "e"}
 
 
 async def test_with_reuse_off_every_request_reads_its_key(settings: Settings) -> None:

@@ -217,8 +217,12 @@ async def test_a_slow_but_complete_request_head_is_served(server: str) -> None:
 async def test_requests_beyond_the_in_flight_limit_get_an_immediate_503(
     tmp_path: Path,
 ) -> None:
+    # no queue: KEYPLANE_MAX_QUEUED=0 (a queue's waiters are tests/test_admission.py's)
     with keyplane_serve(
-        tmp_path, KEYPLANE_MAX_IN_FLIGHT="2", KEYPLANE_RATE_LIMITS=GENEROUS
+        tmp_path,
+        KEYPLANE_MAX_IN_FLIGHT="2",
+        KEYPLANE_MAX_QUEUED="0",
+        KEYPLANE_RATE_LIMITS=GENEROUS,
     ) as base:
         # given: two requests in flight, their bodies not yet complete
         streams = [await asyncio.open_connection(*_address(base)) for _ in range(2)]

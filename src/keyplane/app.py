@@ -113,9 +113,13 @@ def create_app(
         ],
         lifespan=lifespan,
         middleware=[
-            # Request id, CORS, in-flight limit and body limit, in one layer, outermost.
+            # Request id, CORS, admission (in flight, queued) and body limit, in one layer,
+            # outermost.
             Middleware(
-                Edge, max_in_flight=settings.max_in_flight, cors_origins=settings.cors_origins
+                Edge,
+                max_in_flight=settings.max_in_flight,
+                max_queued=settings.max_queued,
+                cors_origins=settings.cors_origins,
             ),
         ],
     )

@@ -9,9 +9,10 @@ comparisons of work. Each keeps its own module for its rules:
   413 and the router's 404 and 405 carry it too), and the id for the error log;
 - cors.py, when KEYPLANE_CORS_ORIGINS lists origins: preflights answered before anything
   counts or refuses them, and the CORS headers on every answer;
-- unavailable.py: more than `max_in_flight` requests in progress on this worker get an
-  immediate 503 (requests, not connections: an idle keep-alive connection never counts;
-  health probes are never refused);
+- unavailable.py: up to `max_in_flight` requests in progress on this worker, up to
+  `max_queued` more waiting for a turn, and a 503 with Retry-After for the rest (requests,
+  not connections: an idle keep-alive connection never counts; health probes are never
+  refused nor queued);
 - body_limit.py: a request that declares one length within the limit, and no chunking,
   cannot exceed it (the server frames the body by that length) and goes straight on; every
   other one goes through Starlette's RequestBodyLimitMiddleware (413).
@@ -27,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from keyplane.body_limit import MAX_BODY_BYTES, declared_length
 from keyplane.cors import Cors, origin_of
 from keyplane.request_id import HEADER, current_request_id, request_id_of
-from keyplane.unavailable import EXEMPT_PATHS, busy_messages
+from keyplane.unavailable import EXEMPT_PATHS, Admission, busy_messages
 
 
 class Edge:
@@ -36,15 +37,15 @@ class Edge:
         app: ASGIApp,
         *,
         max_in_flight: int,
+        max_queued: int = 0,
         max_body_size: int = MAX_BODY_BYTES,
         cors_origins: Sequence[str] = (),
     ) -> None:
         self.app = app
         self.cors = Cors(cors_origins) if cors_origins else None
-        self.max_in_flight = max_in_flight
+        self.admission = Admission(max_in_flight=max_in_flight, max_queued=max_queued)
         self.max_body_size = max_body_size
         self.limited = RequestBodyLimitMiddleware(app, max_body_size=max_body_size)
-        self.in_flight = 0
         self._busy = busy_messages()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -75,7 +76,8 @@ class Edge:
         token = current_request_id.set(request_id)
         try:
             exempt = scope["path"] in EXEMPT_PATHS  # health probes are never refused as busy
-            if not exempt and self.in_flight >= self.max_in_flight:
+            admission = self.admission
+            if not exempt and not admission.enter_now() and not await admission.wait():
                 for message in self._busy:
                     await send_with_id(dict(message))  # a copy: send_with_id adds a header
                 return
@@ -86,10 +88,9 @@ class Edge:
             if exempt:
                 await inner(scope, receive, send_with_id)
                 return
-            self.in_flight += 1
             try:
                 await inner(scope, receive, send_with_id)
             finally:
-                self.in_flight -= 1
+                admission.leave()
         finally:
             current_request_id.reset(token)

@@ -201,7 +201,11 @@ class Lookups:
         if after is not None:
             moment, row_id = after
             before, tied, lower = param(moment), param(moment), param(row_id)  # `?` is positional
-            where.append(f"(created_at < {before} OR (created_at = {tied} AND id < {lower}))")
+            # `created_at <= m AND (created_at < m OR id < i)`, not the same rule written
+            # `created_at < m OR (created_at = m AND id < i)`: SQLite takes a bound on the
+            # (environment_id, created_at) index only outside an OR; without one it walks every
+            # newer key of the environment (a page deep in 100,000 keys: 31 ms, not 0.06 ms).
+            where.append(f"created_at <= {before} AND (created_at < {tied} OR id < {lower})")
         rows = await self._rows(
             f"SELECT {KEY_COLUMNS}, total_requests, last_used_at FROM api_key "
             f"WHERE {' AND '.join(where)} "

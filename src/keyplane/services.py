@@ -58,7 +58,11 @@ def build_services(
         verifier = AccessTokenVerifier(settings.oauth, jwks or JwksCache(settings.oauth.jwks))
     secret = str(settings.jwt_secret)
     version = credential_version(settings.database_url, settings.rate_limit_storage)
-    credentials = VerifiedCredentials(version, max_age=settings.credential_cache_seconds)
+    credentials = VerifiedCredentials(
+        version,
+        max_age=settings.credential_cache_seconds,
+        max_entries=settings.credential_cache_size,
+    )
     usage = UsageBuffer(
         settings.database_url,
         interval=settings.usage_flush_seconds,

@@ -108,6 +108,8 @@ class Settings:
     # How long a verified key or session may be reused while the credentials' version holds
     # (0: read every request's credential from the database).
     credential_cache_seconds: int = 30
+    # How many keys (and, apart, sessions, identities, memberships) that cache holds at most.
+    credential_cache_size: int = 10_000
     render: RenderLimits = field(default_factory=RenderLimits)
     # What one operation may ask for, and how long it may run (README, "Query limits").
     query_limits: QueryLimits = field(default_factory=QueryLimits)
@@ -116,8 +118,11 @@ class Settings:
     metrics_token: Secret | None = None
     # Seconds a connection may take to send a request head (read by keyplane.connections too).
     request_head_timeout: int = 10
-    # Requests one worker processes at once; more get an immediate 503.
+    # Requests one worker processes at once; up to `max_queued` more wait for a turn, and
+    # the rest get a 503 (unavailable.py `Admission`; bench/results/overload.md). The default
+    # queues nothing: a burst is refused at once rather than kept waiting.
     max_in_flight: int = 64
+    max_queued: int = 0
     # Browser origins allowed to call the API (cors.py); empty: no CORS headers at all.
     cors_origins: tuple[str, ...] = ()
     # KEYPLANE_CHECKS: the checks to run, by name and in order (permissions/checks/); None
@@ -156,8 +161,10 @@ class Settings:
         retention = _int(env, "KEYPLANE_USAGE_RETENTION_DAYS", 30, 1, 3660, problems)
         activity_retention = _int(env, "KEYPLANE_ACTIVITY_RETENTION_DAYS", 90, 1, 3660, problems)
         credential_cache = _int(env, "KEYPLANE_CREDENTIAL_CACHE_SECONDS", 30, 0, 3600, problems)
+        cache_size = _int(env, "KEYPLANE_CREDENTIAL_CACHE_SIZE", 10_000, 1, 10_000_000, problems)
         head_timeout = _int(env, "KEYPLANE_REQUEST_HEAD_TIMEOUT", 10, 1, 300, problems)
         max_in_flight = _int(env, "KEYPLANE_MAX_IN_FLIGHT", 64, 1, 100_000, problems)
+        max_queued = _int(env, "KEYPLANE_MAX_QUEUED", 0, 0, 100_000, problems)
         cors_origins = parse_origins(env.get("KEYPLANE_CORS_ORIGINS", ""), problems)
         checks = _names(env, "KEYPLANE_CHECKS", problems)
 
@@ -224,6 +231,7 @@ class Settings:
             usage_retention_days=retention,
             activity_retention_days=activity_retention,
             credential_cache_seconds=credential_cache,
+            credential_cache_size=cache_size,
             render=render,
             query_limits=query_limits,
             operation_timeout_seconds=float(timeout),
@@ -232,6 +240,7 @@ class Settings:
             max_in_flight=max_in_flight,
             cors_origins=cors_origins,
             checks=checks,
+            max_queued=max_queued,
         )
 
 

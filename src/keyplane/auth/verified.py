@@ -94,19 +94,23 @@ class VerifiedCredentials:
     """This process's memory of keys, sessions and OAuth identities it looked up, trusted only
     under the credentials' version they were read with (see auth/changes.py)."""
 
-    def __init__(self, version: CredentialVersion, *, max_age: float) -> None:
+    def __init__(
+        self, version: CredentialVersion, *, max_age: float, max_entries: int = MAX_ENTRIES
+    ) -> None:
+        """Each kind below keeps at most `max_entries` (KEYPLANE_CREDENTIAL_CACHE_SIZE): past
+        that, the oldest insertion goes, so a million keys in use cost bounded memory."""
         self._version = version
-        self.keys: FreshEntries[KeyRecord] = FreshEntries(max_age)
+        self.keys: FreshEntries[KeyRecord] = FreshEntries(max_age, max_entries)
         # Secret hashes no key has, apart from `keys` so that guessed secrets cannot push the
         # real keys out. A new key's secret is random: nobody can have sent it before it was
         # issued, so issuing a key need not clear these.
-        self.unknown_keys: FreshEntries[bool] = FreshEntries(max_age)
-        self.sessions: FreshEntries[datetime] = FreshEntries(max_age)
-        self.identities: FreshEntries[str] = FreshEntries(max_age)
+        self.unknown_keys: FreshEntries[bool] = FreshEntries(max_age, max_entries)
+        self.sessions: FreshEntries[datetime] = FreshEntries(max_age, max_entries)
+        self.identities: FreshEntries[str] = FreshEntries(max_age, max_entries)
         # A key's creator's membership of the key's project (`project_id user_id`): a key
         # may do no more than its creator may now do there (auth/authenticate.py).
-        self.creators: FreshEntries[MemberRecord] = FreshEntries(max_age)
-        self.non_members: FreshEntries[bool] = FreshEntries(max_age)
+        self.creators: FreshEntries[MemberRecord] = FreshEntries(max_age, max_entries)
+        self.non_members: FreshEntries[bool] = FreshEntries(max_age, max_entries)
         self.enabled = max_age > 0 and not isinstance(version, NoVersion)
         self.change_failures = 0
 
