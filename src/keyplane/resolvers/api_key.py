@@ -406,6 +406,13 @@ async def rotate_api_key(
     if key.revoked_at is not None:
         raise Conflict("A revoked key cannot be rotated.")
     await _not_replaced(key.id)
+    if key.rotated_at is not None:
+        # Its replacement was deleted (which clears the link): its expiry is the overlap now,
+        # which must never become a new key's lifetime.
+        raise Conflict(
+            "This key was already rotated and its replacement was deleted; "
+            "issue a new key with createApiKey."
+        )
     _no_escalation(key.scope_set, held)
     # Before this rotation the key's expiry is its own: a rotation shortens it only once, as
     # the key is never rotated again.
@@ -436,7 +443,7 @@ async def rotate_api_key(
                 "extra_scopes": key.extra_scopes or "",
             },
         )
-        await ApiKey.filter(id=key.id).update(expires_at=old_expiry)
+        await ApiKey.filter(id=key.id).update(expires_at=old_expiry, rotated_at=now)
         await record_event(
             ActivityKind.KEY_ROTATED,
             access=access,
