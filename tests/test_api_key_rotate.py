@@ -251,6 +251,33 @@ async def test_rotating_a_key_again_is_a_conflict_naming_its_replacement(api: Ap
     assert (await api.gql(VIEWER, token=secret)).ok()["viewer"]["apiKey"]["id"] == key_id
 
 
+async def test_a_key_whose_replacement_was_deleted_cannot_be_rotated_again(api: Api) -> None:
+    # given: a key without expiry, rotated with an hour of overlap, its replacement deleted
+    # (which clears the link): its expiry is now the overlap, not a lifetime to copy
+    owner = await new_tenant(api)
+    key_id, secret = await api.create_key(owner.token, owner.environment_id)
+    replacement_id = (await rotate(api, owner.token, key_id, 3600))["apiKey"]["id"]
+    deleted = await api.gql(
+        "mutation($id: ID!) { deleteApiKey(id: $id) { id } }",
+        {"id": replacement_id},
+        token=owner.token,
+    )
+    assert deleted.ok() == {"deleteApiKey": {"id": replacement_id}}
+    before = await snapshot(api, owner.token, owner.environment_id)
+
+    # when
+    result = await api.gql(
+        ROTATE_KEY, {"input": {"id": key_id, "expireOldInSeconds": 3600}}, token=owner.token
+    )
+
+    # then: no key is issued with the overlap as its lifetime
+    assert result.data == {"rotateApiKey": None}
+    assert result.codes == ["CONFLICT"]
+    assert "replacement was deleted" in result.errors[0]["message"]
+    assert await snapshot(api, owner.token, owner.environment_id) == before
+    assert (await api.gql(VIEWER, token=secret)).ok()["viewer"]["apiKey"]["id"] == key_id
+
+
 async def test_a_key_without_expiry_rotated_with_an_overlap_is_replaced_by_one_without_expiry(
     api: Api,
 ) -> None:

@@ -235,6 +235,23 @@ async def test_an_answer_to_a_listed_origin_echoes_it_and_exposes_the_rate_limit
     assert "access-control-allow-credentials" not in response.headers
 
 
+async def test_the_exposed_headers_are_spelled_as_the_readme_spells_them(api: Api) -> None:
+    # when
+    response = await api.client.post("/graphql", json=VIEWER, headers={"Origin": ORIGIN})
+
+    # then: a client that compares the names as written (case and all) finds each one
+    listed = [name.strip() for name in response.headers["access-control-expose-headers"].split(",")]
+    assert listed == [
+        "X-RateLimit-Limit",
+        "X-RateLimit-Remaining",
+        "X-RateLimit-Reset",
+        "RateLimit",
+        "RateLimit-Policy",
+        "Retry-After",
+        "X-Request-Id",
+    ]
+
+
 async def test_an_unlisted_origin_is_answered_without_allow_origin(api: Api) -> None:
     # when
     response = await api.client.post("/graphql", json=VIEWER, headers={"Origin": UNLISTED_ORIGIN})

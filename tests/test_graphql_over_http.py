@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from keyplane.auth.api_key import generate_secret
 from keyplane.settings import RunMode, Settings
 from tests.helpers import Api, cost
 
@@ -110,6 +111,47 @@ async def test_a_body_that_is_not_json_is_400_in_the_asked_media_type(api: Api) 
     assert [e["extensions"] for e in body["errors"]] == [
         {"code": "BAD_USER_INPUT", "field": "body"}
     ]
+
+
+async def test_a_refused_credential_is_401_in_the_asked_media_type(api: Api) -> None:
+    # when
+    response = await api.client.post(
+        "/graphql",
+        json={"query": VIEWER},
+        headers={"Accept": GRAPHQL_RESPONSE, "Authorization": f"Bearer {generate_secret()}"},
+    )
+
+    # then: nothing ran, so no `data`
+    assert (response.status_code, media_type(response)) == (401, GRAPHQL_RESPONSE)
+    assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+    assert response.json() == {
+        "errors": [
+            {
+                "message": "Invalid or expired credentials.",
+                "extensions": {"code": "UNAUTHENTICATED"},
+            }
+        ]
+    }
+
+
+class TestOverTheLimit:
+    @pytest.fixture
+    def rate_limits(self) -> str:
+        return "anonymous=1/minute"
+
+    async def test_a_429_is_in_the_asked_media_type(self, api: Api) -> None:
+        # given
+        assert (await post(api, {"query": VIEWER})).status_code == 200
+
+        # when
+        response = await post(api, {"query": VIEWER})
+
+        # then
+        assert (response.status_code, media_type(response)) == (429, GRAPHQL_RESPONSE)
+        assert "retry-after" in response.headers
+        body = response.json()
+        assert "data" not in body
+        assert [e["extensions"]["code"] for e in body["errors"]] == ["RATE_LIMITED"]
 
 
 async def test_a_field_error_is_200_with_the_data_that_was_produced(api: Api) -> None:
@@ -258,6 +300,17 @@ class TestInProduction:
         assert [e["extensions"]["code"] for e in response.json()["errors"]] == [
             "METHOD_NOT_ALLOWED"
         ]
+
+    async def test_a_mutation_sent_with_get_is_405_in_the_asked_media_type(self, api: Api) -> None:
+        # when
+        response = await api.client.get(
+            "/graphql", params={"query": SIGN_UP}, headers={"Accept": GRAPHQL_RESPONSE}
+        )
+
+        # then
+        assert (response.status_code, response.headers["allow"]) == (405, "POST")
+        assert media_type(response) == GRAPHQL_RESPONSE
+        assert "data" not in response.json()
         assert await email_is_free(api, "get@example.com")
 
     async def test_a_request_error_is_400_under_graphql_response_json(self, api: Api) -> None:

@@ -446,3 +446,21 @@ async def test_a_retried_generate_document_answers_the_same_document(api: Api) -
     assert other.codes == ["CONFLICT"]
     listed = await api.gql(LIST_DOCUMENTS, {"env": owner.environment_id}, token=owner.token)
     assert len(listed.ok()["documents"]["edges"]) == 1
+
+
+async def test_the_same_scopes_in_another_order_are_the_same_input(api: Api) -> None:
+    # given
+    owner = await new_tenant(api)
+    scopes = ["VIEW_ANALYTICS", "GENERATE_DOCUMENTS"]
+    first = (
+        await api.gql(CREATE_KEY, key_input(owner.environment_id, scopes=scopes), token=owner.token)
+    ).ok()
+
+    # when
+    retried = await api.gql(
+        CREATE_KEY, key_input(owner.environment_id, scopes=scopes[::-1]), token=owner.token
+    )
+
+    # then
+    assert retried.ok()["createApiKey"]["replayed"] is True
+    assert retried.ok()["createApiKey"]["apiKey"]["id"] == first["createApiKey"]["apiKey"]["id"]

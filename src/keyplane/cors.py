@@ -33,15 +33,17 @@ ALLOWED_METHODS = ("POST", "GET")
 # Content-Type...): the credential, and a request id the page may set for its own logs.
 ALLOWED_HEADERS = ("authorization", "content-type", "x-request-id")
 # What a page may read of an answer, beyond the few headers every page may: the rate-limit
-# headers (ratelimit/headers.py), `Retry-After` (429 and 503) and the request id.
+# headers (ratelimit/headers.py), `Retry-After` (429 and 503) and the request id. Names are
+# case-insensitive; they are listed as the README and the headers' own specifications spell
+# them, so that a client comparing the text as written finds them.
 EXPOSED_HEADERS = (
-    "x-ratelimit-limit",
-    "x-ratelimit-remaining",
-    "x-ratelimit-reset",
-    "ratelimit",
-    "ratelimit-policy",
-    "retry-after",
-    "x-request-id",
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
+    "RateLimit",
+    "RateLimit-Policy",
+    "Retry-After",
+    "X-Request-Id",
 )
 # How long a browser may reuse a preflight's answer (Chromium keeps it two hours at most).
 MAX_AGE_SECONDS = 3600

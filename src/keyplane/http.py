@@ -7,7 +7,8 @@ nothing runs), meters the key's usage and only then executes.
 GraphQL over HTTP (the current draft): a request that accepts `application/graphql-response+json`
 before `application/json` gets that media type back, and a request error (a document that does
 not parse or validate, variables that do not fit, an operation refused before it ran: no `data`)
-answers 400 without a `data` entry; `application/json` keeps the 200 every GraphQL answer has. A
+answers 400 without a `data` entry (as do the refusals made before anything ran: 401, 403, 429,
+503, `as_requested`); `application/json` keeps the 200 every GraphQL answer has. A
 mutation sent with GET answers 405 with `Allow: POST` before it is priced or run (charged one
 unit, like every refused request).
 """
@@ -148,14 +149,14 @@ class AuthenticationMiddleware:
         if self.post_only:
             refused = transport_refusal(scope)
             if refused is not None:
-                await refused(scope, receive, send)
+                await as_requested(refused, scope)(scope, receive, send)
                 return
         services = self.services
         authorization = _authorization(scope)
         try:
             principal = await services.authenticator.authenticate(authorization)
         except InvalidCredentials as refusal:
-            response = await refuse(scope, services, refusal)
+            response = as_requested(await refuse(scope, services, refusal), scope)
             await response(scope, receive, send)
             return
         except ServiceUnavailable:
@@ -257,6 +258,22 @@ def wants_graphql_response(scope: Scope) -> bool:
         if name == b"accept":
             return _prefers_graphql_response(value)
     return False
+
+
+def as_requested(response: Response, scope: Scope) -> Response:
+    """A refusal made before GraphQL ran (401, 403, 429, 503), in the media type the request
+    asked for: under `application/graphql-response+json` nothing ran, so it has no `data`.
+    Only refusals come here; answers to admitted requests are made by create_response."""
+    if response.media_type != JSON or not wants_graphql_response(scope):
+        return response
+    body = json.loads(bytes(response.body))
+    body.pop("data", None)
+    headers = {
+        name: value
+        for name, value in response.headers.items()
+        if name not in ("content-length", "content-type")
+    }
+    return JSONResponse(body, response.status_code, headers=headers, media_type=GRAPHQL_RESPONSE)
 
 
 def _is_request_error(response: GraphQLHTTPResponse) -> bool:
@@ -369,15 +386,15 @@ class GraphQLView(GraphQL[Context, None]):
         try:
             return await super().run(request, context, root_value)
         except RateLimitExceeded as exceeded:
-            return too_many_requests(exceeded.decision, time.time())
+            return as_requested(too_many_requests(exceeded.decision, time.time()), request.scope)
         except RequestRefused as refused:
-            return refused.response()
+            return as_requested(refused.response(), request.scope)
         except LimiterUnavailable:
-            return limiter_unavailable()
+            return as_requested(limiter_unavailable(), request.scope)
         except InvalidCredentials as refusal:  # verified again when the version moved
-            return await refuse(request.scope, self.services, refusal)
+            return as_requested(await refuse(request.scope, self.services, refusal), request.scope)
         except ServiceUnavailable:
-            return database_unavailable()
+            return as_requested(database_unavailable(), request.scope)
         except ClientDisconnect:
             # The client went away before sending its whole body: nobody is left to answer.
             return Response(status_code=400)

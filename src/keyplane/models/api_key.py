@@ -46,6 +46,9 @@ class ApiKey(Model):
     rotated_from: fields.OneToOneNullableRelation[ApiKey] = fields.OneToOneField(
         "keyplane.ApiKey", related_name="replaced_by", on_delete=fields.SET_NULL, null=True
     )
+    # When this key was rotated. Kept after its replacement is deleted (which clears the link
+    # above): its expiry is then the overlap, and never again a lifetime to copy.
+    rotated_at = fields.DatetimeField(null=True)
     # Restrictions beyond the scopes (permissions/checks/): comma-separated CIDRs, origins
     # and plugin scope names; empty or null means unrestricted (CIDRs, origins) or none.
     allowed_cidrs = fields.TextField(null=True)

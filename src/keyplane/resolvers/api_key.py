@@ -168,12 +168,12 @@ async def create_api_key(
         idempotency_key,
         environment_id=environment_id,
         name=name,
-        scopes=scopes,
+        scopes=sorted(set(scopes)),  # a set: the same scopes in another order are the same input
         expires_at=expires_at,
         rate_limit_per_minute=rate_limit_per_minute,
-        allowed_cidrs=restrictions.allowed_cidrs,
-        allowed_origins=restrictions.allowed_origins,
-        extra_scopes=restrictions.extra_scopes,
+        allowed_cidrs=_as_set(restrictions.allowed_cidrs),
+        allowed_origins=_as_set(restrictions.allowed_origins),
+        extra_scopes=_as_set(restrictions.extra_scopes),
     )
     if (made := await idempotency.earlier(retry, now=now)) is not None:
         return await _replayed(made)
@@ -211,6 +211,11 @@ async def create_api_key(
     return await idempotency.once(
         retry, now=now, work=issue, made=_made, replay=_replayed, transaction=credentials.change
     )
+
+
+def _as_set(values: list[str] | None) -> list[str] | None:
+    """A list the key keeps as a set, as the idempotency fingerprint compares it."""
+    return None if values is None else sorted(set(values))
 
 
 def describe(key: ApiKey) -> str:
@@ -406,6 +411,13 @@ async def rotate_api_key(
     if key.revoked_at is not None:
         raise Conflict("A revoked key cannot be rotated.")
     await _not_replaced(key.id)
+    if key.rotated_at is not None:
+        # Its replacement was deleted (which clears the link): its expiry is the overlap now,
+        # which must never become a new key's lifetime.
+        raise Conflict(
+            "This key was already rotated and its replacement was deleted; "
+            "issue a new key with createApiKey."
+        )
     _no_escalation(key.scope_set, held)
     # Before this rotation the key's expiry is its own: a rotation shortens it only once, as
     # the key is never rotated again.
@@ -436,7 +448,7 @@ async def rotate_api_key(
                 "extra_scopes": key.extra_scopes or "",
             },
         )
-        await ApiKey.filter(id=key.id).update(expires_at=old_expiry)
+        await ApiKey.filter(id=key.id).update(expires_at=old_expiry, rotated_at=now)
         await record_event(
             ActivityKind.KEY_ROTATED,
             access=access,
