@@ -150,6 +150,7 @@ class TestTheInstalledPluginNamed:
         assert result.errors[0]["message"] == (
             "You cannot grant scopes you do not hold here: documents:bulk."
         )
+        assert result.errors[0]["extensions"]["requiredScopes"] == ["documents:bulk"]
 
 
 class TestNoChecksNamed:
