@@ -132,6 +132,7 @@ class TestTheInstalledPluginNamed:
         assert without_scope.errors[0]["message"] == (
             "generateDocument needs the documents:bulk scope for API keys."
         )
+        assert without_scope.errors[0]["extensions"]["requiredScopes"] == ["documents:bulk"]
         assert bulk["apiKey"]["extraScopes"] == ["documents:bulk"]
         assert with_scope.ok()["generateDocument"]["content"] == "Hello Ada!"
         assert by_a_person.ok()["generateDocument"]["content"] == "Hello Ada!"
