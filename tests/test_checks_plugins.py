@@ -18,7 +18,7 @@ from keyplane.app import create_app
 from keyplane.auth.oauth import JwksCache
 from keyplane.errors import Forbidden
 from keyplane.models import Project
-from keyplane.permissions.checks import CheckRequest, UnknownCheck
+from keyplane.permissions.checks import Check, CheckRequest, UnknownCheck
 from keyplane.settings import Settings, SettingsError
 from tests.check_helpers import VIEWER_KEY, create_key, refused, restricted_key
 from tests.factories import FAST_PASSWORDS
@@ -227,7 +227,7 @@ RECORDING = Recording()
 
 
 async def app_with_checks(
-    settings: Settings, clock: Clock, *checks: Recording | Broken | Closed
+    settings: Settings, clock: Clock, *checks: Check
 ) -> AsyncIterator[Starlette]:
     application = create_app(
         settings,
@@ -308,3 +308,72 @@ class TestChecksGivenToCreateApp:
         assert refused(result) == "We are closed."
         assert RECORDING.seen == []
         assert await Project.filter(name="late").count() == 0
+
+
+class Refusing:
+    """A field check that refuses `projects`, saying which check it is."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def __call__(self, request: CheckRequest) -> None:
+        if request.field == "projects":
+            raise Forbidden(f"Refused by {self.name}.")
+
+
+class BrokenAboutTheRequest:
+    """A check about the request itself with a bug."""
+
+    name = "broken_request"
+    about_request: ClassVar[bool] = True
+
+    async def __call__(self, request: CheckRequest) -> None:
+        if request.headers.get("x-break") == "yes":
+            raise RuntimeError("a bug in a plugin")
+
+
+class TestKeyplaneChecksSelectsAndOrders:
+    @pytest.fixture(params=[("first", "second"), ("second", "first"), ("second",), ()])
+    def order(self, request: pytest.FixtureRequest) -> tuple[str, ...]:
+        names: tuple[str, ...] = request.param
+        return names
+
+    @pytest.fixture
+    async def app(
+        self, settings: Settings, clock: Clock, order: tuple[str, ...]
+    ) -> AsyncIterator[Starlette]:
+        given = (Refusing("first"), Refusing("second"))
+        async for application in app_with_checks(named(settings, *order), clock, *given):
+            yield application
+
+    async def test_the_first_named_check_that_refuses_answers(
+        self, api: Api, order: tuple[str, ...]
+    ) -> None:
+        tenant = await new_tenant(api)
+
+        result = await api.gql("{ projects { id } }", token=tenant.token)
+
+        if order:
+            assert result.codes == ["FORBIDDEN"]
+            assert result.errors[0]["message"] == f"Refused by {order[0]}."
+        else:  # KEYPLANE_CHECKS names none: neither runs
+            assert result.ok() == {"projects": [{"id": tenant.project_id}]}
+
+
+class TestABrokenCheckAboutTheRequest:
+    @pytest.fixture
+    async def app(self, settings: Settings, clock: Clock) -> AsyncIterator[Starlette]:
+        async for application in app_with_checks(settings, clock, BrokenAboutTheRequest()):
+            yield application
+
+    async def test_it_refuses_the_request_with_403_never_500(self, api: Api) -> None:
+        tenant = await new_tenant(api)
+
+        broken = await api.gql(
+            "{ projects { id } }", token=tenant.token, headers={"X-Break": "yes"}
+        )
+        metrics = await api.client.get("/metrics")
+
+        assert refused(broken) == "A permission check failed; the request was refused."
+        assert broken.errors[0]["extensions"]["requiredScopes"] == []
+        assert 'keyplane_check_failures_total{check="broken_request"} 1' in metrics.text
