@@ -6,6 +6,10 @@ are validated against the scope catalog, and a broken check refuses rather than 
 from __future__ import annotations
 
 import dataclasses
+import os
+import secrets
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import ClassVar
@@ -377,3 +381,25 @@ class TestABrokenCheckAboutTheRequest:
         assert refused(broken) == "A permission check failed; the request was refused."
         assert broken.errors[0]["extensions"]["requiredScopes"] == []
         assert 'keyplane_check_failures_total{check="broken_request"} 1' in metrics.text
+
+
+def test_keyplane_serve_refuses_to_start_with_a_check_that_is_not_installed(
+    tmp_path: Path,
+) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "keyplane", "serve", "--port", "1"],
+        env={
+            **os.environ,
+            "KEYPLANE_DATA_DIR": str(tmp_path),
+            "KEYPLANE_JWT_SECRET": secrets.token_urlsafe(48),
+            "KEYPLANE_CHECKS": "ip_allowlist,office_hours",
+        },
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+    assert completed.returncode == 2
+    assert "KEYPLANE_CHECKS names 'office_hours', which is not installed" in completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert not (tmp_path / "keyplane.sqlite3").exists()  # nothing was migrated
