@@ -403,3 +403,45 @@ def test_keyplane_serve_refuses_to_start_with_a_check_that_is_not_installed(
     assert "KEYPLANE_CHECKS names 'office_hours', which is not installed" in completed.stderr
     assert "Traceback" not in completed.stderr
     assert not (tmp_path / "keyplane.sqlite3").exists()  # nothing was migrated
+
+
+class RefusingApiKey:
+    """A field check that refuses the `apiKey` lookup."""
+
+    name = "no_api_key"
+
+    async def __call__(self, request: CheckRequest) -> None:
+        if request.field == "apiKey":
+            raise Forbidden("No apiKey today.")
+
+
+class TestAFieldCheckAndNode:
+    @pytest.fixture
+    async def app(self, settings: Settings, clock: Clock) -> AsyncIterator[Starlette]:
+        async for application in app_with_checks(settings, clock, RefusingApiKey()):
+            yield application
+
+    async def test_node_and_nodes_ask_the_checks_about_the_typed_lookup(self, api: Api) -> None:
+        # given
+        tenant = await new_tenant(api)
+        key_id, _ = await api.create_key(tenant.token, tenant.environment_id, ["VIEW_ANALYTICS"])
+
+        # when
+        typed = await api.gql(
+            "query($id: ID!) { apiKey(id: $id) { id } }", {"id": key_id}, token=tenant.token
+        )
+        node = await api.gql(
+            "query($id: ID!) { node(id: $id) { id } }", {"id": key_id}, token=tenant.token
+        )
+        nodes = await api.gql(
+            "query($id: ID!, $env: ID!) { nodes(ids: [$id, $env]) { id } }",
+            {"id": key_id, "env": tenant.environment_id},
+            token=tenant.token,
+        )
+
+        # then
+        for refused_lookup in (typed, node):
+            assert refused_lookup.codes == ["FORBIDDEN"]
+            assert refused_lookup.errors[0]["message"] == "No apiKey today."
+        assert nodes.data == {"nodes": [None, {"id": tenant.environment_id}]}
+        assert nodes.codes == ["FORBIDDEN"]
