@@ -16,7 +16,7 @@ that returns to allow and raises `keyplane.errors.Forbidden` (or `NotFound`) to 
   request, after authentication and before any field; a refusal answers the whole request
   with HTTP 403 and the FORBIDDEN code.
 - otherwise (the default): it runs on every guarded field, with `field` and `path` set,
-  after the credential side of the field's rule (kind, the credential's own scopes) and
+  after the credential side of a root field's rule (kind, the credential's own scopes) and
   before the resolver looks up the target; a refusal is that field's FORBIDDEN (or
   NOT_FOUND) error.
 - A check that raises anything else is logged and counted (`keyplane_check_failures_total`)
