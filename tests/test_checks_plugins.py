@@ -6,6 +6,10 @@ are validated against the scope catalog, and a broken check refuses rather than 
 from __future__ import annotations
 
 import dataclasses
+import os
+import secrets
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import ClassVar
@@ -18,7 +22,7 @@ from keyplane.app import create_app
 from keyplane.auth.oauth import JwksCache
 from keyplane.errors import Forbidden
 from keyplane.models import Project
-from keyplane.permissions.checks import CheckRequest, UnknownCheck
+from keyplane.permissions.checks import Check, CheckRequest, UnknownCheck
 from keyplane.settings import Settings, SettingsError
 from tests.check_helpers import VIEWER_KEY, create_key, refused, restricted_key
 from tests.factories import FAST_PASSWORDS
@@ -132,6 +136,7 @@ class TestTheInstalledPluginNamed:
         assert without_scope.errors[0]["message"] == (
             "generateDocument needs the documents:bulk scope for API keys."
         )
+        assert without_scope.errors[0]["extensions"]["requiredScopes"] == ["documents:bulk"]
         assert bulk["apiKey"]["extraScopes"] == ["documents:bulk"]
         assert with_scope.ok()["generateDocument"]["content"] == "Hello Ada!"
         assert by_a_person.ok()["generateDocument"]["content"] == "Hello Ada!"
@@ -150,6 +155,7 @@ class TestTheInstalledPluginNamed:
         assert result.errors[0]["message"] == (
             "You cannot grant scopes you do not hold here: documents:bulk."
         )
+        assert result.errors[0]["extensions"]["requiredScopes"] == ["documents:bulk"]
 
 
 class TestNoChecksNamed:
@@ -225,7 +231,7 @@ RECORDING = Recording()
 
 
 async def app_with_checks(
-    settings: Settings, clock: Clock, *checks: Recording | Broken | Closed
+    settings: Settings, clock: Clock, *checks: Check
 ) -> AsyncIterator[Starlette]:
     application = create_app(
         settings,
@@ -306,3 +312,136 @@ class TestChecksGivenToCreateApp:
         assert refused(result) == "We are closed."
         assert RECORDING.seen == []
         assert await Project.filter(name="late").count() == 0
+
+
+class Refusing:
+    """A field check that refuses `projects`, saying which check it is."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def __call__(self, request: CheckRequest) -> None:
+        if request.field == "projects":
+            raise Forbidden(f"Refused by {self.name}.")
+
+
+class BrokenAboutTheRequest:
+    """A check about the request itself with a bug."""
+
+    name = "broken_request"
+    about_request: ClassVar[bool] = True
+
+    async def __call__(self, request: CheckRequest) -> None:
+        if request.headers.get("x-break") == "yes":
+            raise RuntimeError("a bug in a plugin")
+
+
+class TestKeyplaneChecksSelectsAndOrders:
+    @pytest.fixture(params=[("first", "second"), ("second", "first"), ("second",), ()])
+    def order(self, request: pytest.FixtureRequest) -> tuple[str, ...]:
+        names: tuple[str, ...] = request.param
+        return names
+
+    @pytest.fixture
+    async def app(
+        self, settings: Settings, clock: Clock, order: tuple[str, ...]
+    ) -> AsyncIterator[Starlette]:
+        given = (Refusing("first"), Refusing("second"))
+        async for application in app_with_checks(named(settings, *order), clock, *given):
+            yield application
+
+    async def test_the_first_named_check_that_refuses_answers(
+        self, api: Api, order: tuple[str, ...]
+    ) -> None:
+        tenant = await new_tenant(api)
+
+        result = await api.gql("{ projects { id } }", token=tenant.token)
+
+        if order:
+            assert result.codes == ["FORBIDDEN"]
+            assert result.errors[0]["message"] == f"Refused by {order[0]}."
+        else:  # KEYPLANE_CHECKS names none: neither runs
+            assert result.ok() == {"projects": [{"id": tenant.project_id}]}
+
+
+class TestABrokenCheckAboutTheRequest:
+    @pytest.fixture
+    async def app(self, settings: Settings, clock: Clock) -> AsyncIterator[Starlette]:
+        async for application in app_with_checks(settings, clock, BrokenAboutTheRequest()):
+            yield application
+
+    async def test_it_refuses_the_request_with_403_never_500(self, api: Api) -> None:
+        tenant = await new_tenant(api)
+
+        broken = await api.gql(
+            "{ projects { id } }", token=tenant.token, headers={"X-Break": "yes"}
+        )
+        metrics = await api.client.get("/metrics")
+
+        assert refused(broken) == "A permission check failed; the request was refused."
+        assert broken.errors[0]["extensions"]["requiredScopes"] == []
+        assert 'keyplane_check_failures_total{check="broken_request"} 1' in metrics.text
+
+
+def test_keyplane_serve_refuses_to_start_with_a_check_that_is_not_installed(
+    tmp_path: Path,
+) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "keyplane", "serve", "--port", "1"],
+        env={
+            **os.environ,
+            "KEYPLANE_DATA_DIR": str(tmp_path),
+            "KEYPLANE_JWT_SECRET": secrets.token_urlsafe(48),
+            "KEYPLANE_CHECKS": "ip_allowlist,office_hours",
+        },
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+    assert completed.returncode == 2
+    assert "KEYPLANE_CHECKS names 'office_hours', which is not installed" in completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert not (tmp_path / "keyplane.sqlite3").exists()  # nothing was migrated
+
+
+class RefusingApiKey:
+    """A field check that refuses the `apiKey` lookup."""
+
+    name = "no_api_key"
+
+    async def __call__(self, request: CheckRequest) -> None:
+        if request.field == "apiKey":
+            raise Forbidden("No apiKey today.")
+
+
+class TestAFieldCheckAndNode:
+    @pytest.fixture
+    async def app(self, settings: Settings, clock: Clock) -> AsyncIterator[Starlette]:
+        async for application in app_with_checks(settings, clock, RefusingApiKey()):
+            yield application
+
+    async def test_node_and_nodes_ask_the_checks_about_the_typed_lookup(self, api: Api) -> None:
+        # given
+        tenant = await new_tenant(api)
+        key_id, _ = await api.create_key(tenant.token, tenant.environment_id, ["VIEW_ANALYTICS"])
+
+        # when
+        typed = await api.gql(
+            "query($id: ID!) { apiKey(id: $id) { id } }", {"id": key_id}, token=tenant.token
+        )
+        node = await api.gql(
+            "query($id: ID!) { node(id: $id) { id } }", {"id": key_id}, token=tenant.token
+        )
+        nodes = await api.gql(
+            "query($id: ID!, $env: ID!) { nodes(ids: [$id, $env]) { id } }",
+            {"id": key_id, "env": tenant.environment_id},
+            token=tenant.token,
+        )
+
+        # then
+        for refused_lookup in (typed, node):
+            assert refused_lookup.codes == ["FORBIDDEN"]
+            assert refused_lookup.errors[0]["message"] == "No apiKey today."
+        assert nodes.data == {"nodes": [None, {"id": tenant.environment_id}]}
+        assert nodes.codes == ["FORBIDDEN"]

@@ -197,24 +197,36 @@ async def test_a_bad_policy_is_refused_naming_the_field(
     assert bad_input(result) == (field, message)
 
 
-async def test_only_people_with_manage_project_there_may_set_a_policy(api: Api) -> None:
-    # given
+async def test_only_manage_project_there_may_set_a_policy(api: Api) -> None:
+    # given: a MANAGE_PROJECT key manages keys in its own environment, and so its policy
     tenant = await new_tenant(api)
     developer = await add_member(api, tenant.project_id, Role.DEVELOPER)
     stranger = await new_tenant(api)
+    _, reader_key = await api.create_key(tenant.token, tenant.environment_id, ["VIEW_ANALYTICS"])
     _, manage_key = await api.create_key(tenant.token, tenant.environment_id, ["MANAGE_PROJECT"])
+    _, elsewhere_key = await api.create_key(
+        stranger.token, stranger.environment_id, ["MANAGE_PROJECT"]
+    )
 
     # when
     by_developer = await set_policy(api, developer, tenant.environment_id, requireExpiry=True)
-    by_key = await set_policy(api, manage_key, tenant.environment_id, requireExpiry=True)
+    by_reader_key = await set_policy(api, reader_key, tenant.environment_id, requireExpiry=True)
     by_stranger = await set_policy(api, stranger.token, tenant.environment_id, requireExpiry=True)
+    by_elsewhere_key = await set_policy(
+        api, elsewhere_key, tenant.environment_id, requireExpiry=True
+    )
     by_nobody = await api.gql(
         UPDATE_POLICY, {"input": {"environmentId": tenant.environment_id, "requireExpiry": True}}
     )
+    unchanged = (await read(api, tenant))["policy"]
+    by_key = await set_policy(api, manage_key, tenant.environment_id, requireExpiry=True)
 
     # then
-    assert by_developer.codes == ["FORBIDDEN"]
-    assert by_key.codes == ["FORBIDDEN"]
+    for refused in (by_developer, by_reader_key):
+        assert refused.codes == ["FORBIDDEN"]
+        assert refused.errors[0]["extensions"]["requiredScopes"] == ["MANAGE_PROJECT"]
     assert by_stranger.codes == ["NOT_FOUND"]
+    assert by_elsewhere_key.codes == ["NOT_FOUND"]
     assert by_nobody.codes == ["UNAUTHENTICATED"]
-    assert (await read(api, tenant))["policy"] == NO_POLICY
+    assert unchanged == NO_POLICY
+    assert by_key.ok()["updateEnvironmentPolicy"] == NO_POLICY | {"requireExpiry": True}

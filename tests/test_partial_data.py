@@ -220,6 +220,7 @@ async def test_a_view_analytics_key_reads_a_keys_creator_but_not_their_email(api
         }
     }
     assert error_at(result.body) == [(["apiKey", "createdBy", "email"], "FORBIDDEN")]
+    assert result.errors[0]["extensions"]["requiredScopes"] == ["MANAGE_PROJECT"]
 
 
 async def test_a_manage_project_key_and_the_owner_read_a_keys_creators_email(api: Api) -> None:

@@ -274,6 +274,7 @@ async def test_keep_api_keys_is_forbidden_without_manage_project_where_a_key_liv
 
     # then
     assert (refused.data, refused.codes) == ({"removeMember": None}, ["FORBIDDEN"])
+    assert refused.errors[0]["extensions"]["requiredScopes"] == ["MANAGE_PROJECT"]
     assert await state(owner.project_id) == before
     kept = await ApiKey.get(id=key_id)
     assert (kept.revoked_at, kept.created_by_id) == (None, admin.user_id)  # type: ignore[attr-defined]

@@ -18,4 +18,7 @@ class BulkDocuments:
             and request.principal.key is not None
             and "documents:bulk" not in request.restrictions.extra_scopes
         ):
-            raise Forbidden("generateDocument needs the documents:bulk scope for API keys.")
+            raise Forbidden(
+                "generateDocument needs the documents:bulk scope for API keys.",
+                required_scopes=["documents:bulk"],
+            )

@@ -11,6 +11,7 @@ from typing import NoReturn
 import uvicorn
 
 from keyplane.db import apply_migrations_sync
+from keyplane.permissions.checks import UnknownCheck, select_checks
 from keyplane.redaction import log_config
 from keyplane.settings import Settings, SettingsError, database_url_from
 
@@ -42,6 +43,11 @@ def serve(args: argparse.Namespace) -> None:
             file=sys.stderr,
         )
         raise SystemExit(2)
+    try:  # a check KEYPLANE_CHECKS names but nothing installs stops here, not in each worker
+        select_checks(settings.checks)
+    except UnknownCheck as exc:
+        print(f"keyplane: refusing to start: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
     apply_migrations_sync(settings.database_url)
     if settings.database_url.startswith("sqlite://") and args.workers > 1:
         print(

@@ -137,7 +137,7 @@ RULES: dict[str, Rule] = _rules(
     Rule("Mutation.unpublishTemplate", MANAGE_TEMPLATES),
     Rule("Mutation.generateDocument", (Scope.GENERATE_DOCUMENTS,)),
     Rule("Mutation.generateReport", (Scope.VIEW_ANALYTICS,)),
-    Rule("Mutation.updateEnvironmentPolicy", MANAGE_PROJECT, people_only=True),
+    Rule("Mutation.updateEnvironmentPolicy", MANAGE_PROJECT),
     # Scoped nested fields
     Rule("Environment.apiKeys", READ_KEYS),
     Rule("Environment.usage", READ_KEYS),

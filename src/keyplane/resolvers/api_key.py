@@ -111,7 +111,9 @@ def _no_escalation_of_names(wanted: frozenset[str], held: frozenset[str]) -> Non
     missing = wanted - held
     if missing:
         names = ", ".join(sorted(missing))
-        raise Forbidden(f"You cannot grant scopes you do not hold here: {names}.")
+        raise Forbidden(
+            f"You cannot grant scopes you do not hold here: {names}.", required_scopes=missing
+        )
 
 
 async def _new_key(

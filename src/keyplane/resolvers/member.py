@@ -585,7 +585,8 @@ async def _hand_over(
         held = await access.scopes_in(project_id=member.project_id, environment_id=environment_id)
         if held is None or Scope.MANAGE_PROJECT not in held:
             raise Forbidden(
-                "keepApiKeys needs MANAGE_PROJECT in every environment of the member's keys."
+                "keepApiKeys needs MANAGE_PROJECT in every environment of the member's keys.",
+                required_scopes=[Scope.MANAGE_PROJECT],
             )
     if not keys:
         return

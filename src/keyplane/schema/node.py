@@ -17,6 +17,7 @@ from strawberry.types.field import StrawberryField
 
 from keyplane.context import Info
 from keyplane.errors import BadUserInput, Forbidden, KeyplaneError, NotFound
+from keyplane.schema.permissions import MeetsRule, PassesChecks, run_field_checks
 
 MAX_NODE_IDS = 100
 
@@ -45,7 +46,16 @@ class NodeLookup:
     find: Callable[[Info, str], Awaitable[object]]
 
     async def __call__(self, info: Info, node_id: str) -> object:
+        field = None
         for permission in self.permissions:
+            if isinstance(permission, MeetsRule):
+                field = permission.rule.name
+            if isinstance(permission, PassesChecks):
+                # The checks are asked about the typed lookup (`apiKey`), as if it were called:
+                # a check that refuses it refuses node(id) too.
+                if info.context.services.checks.field_checks:
+                    await run_field_checks(info, {"id": node_id}, field=field)
+                continue
             if not permission.has_permission(None, info):
                 raise Forbidden()
         return await self.find(info, node_id)

@@ -162,8 +162,9 @@ def _target(kwargs: dict[str, Any]) -> str | None:
     return None if environment_id is None else str(environment_id)
 
 
-async def run_field_checks(info: Info, kwargs: dict[str, Any]) -> None:
-    """The checks of a guarded field (permissions/checks/), after its rule admitted it."""
+async def run_field_checks(info: Info, kwargs: dict[str, Any], *, field: str | None = None) -> None:
+    """The checks of a guarded field (permissions/checks/), after its rule admitted it;
+    `field` names the field asked about when it is not the one running (node's lookups)."""
     context = info.context
     checks = context.services.checks
     principal = context.principal
@@ -179,7 +180,7 @@ async def run_field_checks(info: Info, kwargs: dict[str, Any]) -> None:
     request = CheckRequest(
         principal=principal,
         operation=None if operation is None else operation.value,
-        field=info.field_name,
+        field=info.field_name if field is None else field,
         path=tuple(info.path.as_list()),
         environment_id=environment_id,
         project_id=project_id,

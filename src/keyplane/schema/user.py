@@ -10,6 +10,7 @@ import strawberry
 
 from keyplane import models
 from keyplane.errors import Forbidden
+from keyplane.permissions.scopes import Scope
 from keyplane.records import UserRecord
 from keyplane.schema.node import Node
 from keyplane.schema.permissions import may_refuse
@@ -29,7 +30,10 @@ class _Refused:
     __slots__ = ()
 
     def __await__(self) -> Generator[Any, None, str | None]:
-        raise Forbidden("Reading this email needs MANAGE_PROJECT where the user was reached.")
+        raise Forbidden(
+            "Reading this email needs MANAGE_PROJECT where the user was reached.",
+            required_scopes=[Scope.MANAGE_PROJECT],
+        )
         yield  # a generator, so that each await raises anew
 
 

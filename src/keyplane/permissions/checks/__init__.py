@@ -15,8 +15,10 @@ that returns to allow and raises `keyplane.errors.Forbidden` (or `NotFound`) to 
 - `about_request = True` (the built-in IP and origin checks): the check runs once per HTTP
   request, after authentication and before any field; a refusal answers the whole request
   with HTTP 403 and the FORBIDDEN code.
-- otherwise (the default): it runs after the rule of every guarded field, with `field` and
-  `path` set; a refusal is that field's FORBIDDEN (or NOT_FOUND) error.
+- otherwise (the default): it runs on every guarded field, with `field` and `path` set,
+  after the credential side of a root field's rule (kind, the credential's own scopes) and
+  before the resolver looks up the target; a refusal is that field's FORBIDDEN (or
+  NOT_FOUND) error.
 - A check that raises anything else is logged and counted (`keyplane_check_failures_total`)
   and refuses as FORBIDDEN: a broken plugin never becomes a 500, nor lets a request through.
 - `restricted_keys_only = True` (the built-in IP and origin checks) promises that the check
