@@ -632,8 +632,8 @@ async def test_viewer_can_refuses_an_unknown_operation(app: Starlette) -> None:
     # when
     outcome = await execute(app, CAN, {"operation": "launchRockets", "e": new_id("env")})
 
-    # then
-    assert outcome.data is None
+    # then: only the answer is null, the rest of the viewer is kept
+    assert outcome.data == {"viewer": {"can": None}}
     assert [e["extensions"] for e in outcome.errors] == [
         {"code": "BAD_USER_INPUT", "field": "operation"}
     ]

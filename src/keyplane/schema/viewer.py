@@ -113,7 +113,7 @@ class Viewer:
         description="Whether the caller may call a root operation (`apiKey`, `createApiKey`...) "
         "in an environment, answered from the operation's rule without running it. Without "
         "`environmentId`, a key is asked about its own environment, anyone else about its "
-        "credential's scopes alone. An unknown operation is BAD_USER_INPUT."
+        "credential's scopes alone. An unknown operation is BAD_USER_INPUT (and null)."
     )
     async def can(
         self,
@@ -124,7 +124,7 @@ class Viewer:
         environment_id: Annotated[
             strawberry.ID | None, strawberry.argument(description="Where it would act.")
         ] = None,
-    ) -> Decision:
+    ) -> Decision | None:  # nullable: an unknown operation nulls this field, not the viewer
         rule = root_rule(operation)
         if rule is None:
             raise BadUserInput(f"No operation is named {operation!r}.", field="operation")
