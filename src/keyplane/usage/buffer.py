@@ -332,25 +332,15 @@ class UsageBuffer:
             return
         p = self._p
         # Only keys that still exist: one deleted since is skipped, not a foreign-key failure.
-        rows = (
-            await ApiKey.filter(id__in={k for k, _ in taken.scope_uses})
-            .using_db(connection)
-            .values_list("id", flat=True)
-        )
-        existing = {str(key_id) for key_id in rows}
-        uses = [
-            [key_id, scope, at]
-            for (key_id, scope), at in taken.scope_uses.items()
-            if key_id in existing
-        ]
-        if not uses:
-            return
+        # (The WHERE also settles SQLite's INSERT ... SELECT ... ON CONFLICT parsing.)
         await connection.execute_many(
-            "INSERT INTO api_key_scope_use (key_id, scope, last_used_at) VALUES "
-            f"({p(1)}, {p(2)}, {p(3)}) ON CONFLICT (key_id, scope) DO UPDATE SET "
+            "INSERT INTO api_key_scope_use (key_id, scope, last_used_at) "
+            f"SELECT {p(1)}, {p(2)}, {p(3)} "
+            f"WHERE EXISTS (SELECT 1 FROM api_key WHERE id = {p(4)}) "
+            "ON CONFLICT (key_id, scope) DO UPDATE SET "
             "last_used_at = CASE WHEN api_key_scope_use.last_used_at < excluded.last_used_at "
             "THEN excluded.last_used_at ELSE api_key_scope_use.last_used_at END",
-            uses,
+            [[key_id, scope, at, key_id] for (key_id, scope), at in taken.scope_uses.items()],
         )
 
     async def _write_events(self, connection: BaseDBAsyncClient, taken: _Pending) -> None:
