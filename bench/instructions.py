@@ -11,6 +11,11 @@ bench/run.py for what a client sees.
     .venv/bin/python bench/instructions.py                    # every scenario, ~6 minutes
     .venv/bin/python bench/instructions.py --only viewer      # some of them
     .venv/bin/python bench/instructions.py --cors-origin https://app.example --send-origin
+
+The keyed scenarios are those the issue's gates are judged on: they rotate over KEYS keys, each
+with its own limit of 10,000 a minute and two scopes, MANAGE_PROJECT among them, every key
+used once before counting (so that each side is measured warm); the key page is listed both by
+a dashboard session and by such a key, and selects `createdBy { id email }`.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ SCENARIOS: dict[str, tuple[str, str, str]] = {
     "JWT viewer vs { hello }": ("jwt", "{ viewer { kind user { id } } }", "{ hello }"),
     "OAuth viewer vs { hello }": ("oauth", "{ viewer { kind user { id } } }", "{ hello }"),
     "list 20 keys vs same page": ("jwt", "PAGE", "PAGE"),
+    "list 20 keys by a MANAGE_PROJECT key vs same page": ("key", "PAGE", "PAGE"),
     "batch of 25 API-key viewers vs 25 { hello }": (
         "key",
         "{ viewer { kind apiKey { id } } }",
@@ -43,6 +49,9 @@ SCENARIOS: dict[str, tuple[str, str, str]] = {
     ),
 }
 BATCH = 25  # operations in each request of a "batch" scenario
+KEYS = 100  # the keyed scenarios rotate over this many keys
+KEY_LIMIT = 10_000  # each key's own rateLimitPerMinute
+KEY_SCOPES = ["MANAGE_PROJECT", "VIEW_ANALYTICS"]
 ISSUER_DIR = "KEYPLANE_BENCH_ISSUER_DIR"  # where main() left the OAuth issuer's key and JWKS
 CORS_ORIGIN = "KEYPLANE_BENCH_CORS_ORIGIN"  # listed in KEYPLANE_CORS_ORIGINS (--cors-origin)
 SEND_ORIGIN = "KEYPLANE_BENCH_SEND_ORIGIN"  # "1": every request carries it (--send-origin)
@@ -112,8 +121,9 @@ async def _lifespan(app: Any) -> asyncio.Task[None]:
     return task
 
 
-async def _seed(app: Any, keys: int) -> tuple[str, str, str]:
-    """A user, a project, an environment and `keys` keys: (dashboard JWT, a secret, env id)."""
+async def _seed(app: Any, keys: int) -> tuple[str, list[str], str]:
+    """A user, a project, an environment and `keys` keys (KEY_SCOPES, KEY_LIMIT a minute each):
+    (dashboard JWT, their secrets, env id)."""
     import httpx
     from seed import EMAIL, PASSWORD
 
@@ -150,22 +160,17 @@ async def _seed(app: Any, keys: int) -> tuple[str, str, str]:
                 token,
             )
         )["createEnvironment"]["id"]
-        secret = ""
-        for n in range(keys):
-            secret = (
-                await gql(
-                    "mutation($i: CreateApiKeyInput!) { createApiKey(input: $i) { secret } }",
-                    {
-                        "i": {
-                            "environmentId": environment,
-                            "name": f"k{n}",
-                            "scopes": ["VIEW_ANALYTICS"],
-                        }
-                    },
-                    token,
-                )
-            )["createApiKey"]["secret"]
-    return token, secret, environment
+        secrets: list[str] = []
+        scopes = ", ".join(KEY_SCOPES)
+        for start in range(0, keys, BATCH):  # BATCH aliased createApiKey fields a request
+            fields = " ".join(
+                f'k{n}: createApiKey(input: {{environmentId: $e, name: "k{start + n}", '
+                f"scopes: [{scopes}], rateLimitPerMinute: {KEY_LIMIT}}}) {{ secret }}"
+                for n in range(min(BATCH, keys - start))
+            )
+            made = await gql(f"mutation($e: ID!) {{ {fields} }}", {"e": environment}, token)
+            secrets += [made[f"k{n}"]["secret"] for n in range(len(made))]
+    return token, secrets, environment
 
 
 def _issuer(scratch: str) -> Any:
@@ -199,7 +204,7 @@ async def _inner(side: str, scenario: str, requests: int) -> None:
 
     credential, query, reference_query = SCENARIOS[scenario]
     variables: dict[str, str] = {}
-    headers: list[tuple[bytes, bytes]] = []
+    headers: list[list[tuple[bytes, bytes]]] = [[]]  # one list per credential, in rotation
     data = ""
     if side == "reference":
         import reference
@@ -228,25 +233,28 @@ async def _inner(side: str, scenario: str, requests: int) -> None:
             environ |= issuer.environ()
         app = create_app(Settings.from_environ(environ))
         keep = await _lifespan(app)  # noqa: F841  (the lifespan runs as long as we do)
-        token, secret, environment = await _seed(app, 20 if query == "PAGE" else 1)
+        token, secrets, environment = await _seed(app, KEYS)
         if issuer is not None:
             token = issuer.token(email=EMAIL)
         if credential:
-            value = secret if credential == "key" else token
-            headers = [(b"authorization", f"Bearer {value}".encode())]
+            values = secrets if credential == "key" else [token]
+            headers = [[(b"authorization", f"Bearer {value}".encode())] for value in values]
         if origin and os.environ.get(SEND_ORIGIN) == "1":
-            headers.append((b"origin", origin.encode()))
+            for each in headers:
+                each.append((b"origin", origin.encode()))
         variables = {"e": environment}
     if query == "PAGE":
         query = KEY_PAGE % 20
     operation = {"query": query, "variables": variables}
     body = json.dumps([operation] * BATCH if scenario.startswith("batch") else operation).encode()
-    if await _call(app, body, headers) != 200:
-        raise RuntimeError(f"{side}: {scenario} did not answer 200")
+    for each in headers:  # every credential once, before counting: both runs do it
+        if await _call(app, body, each) != 200:
+            raise RuntimeError(f"{side}: {scenario} did not answer 200")
+    turn = iter(range(1 << 62))
 
     async def worker(count: int) -> None:
         for _ in range(count):
-            await _call(app, body, headers)
+            await _call(app, body, headers[next(turn) % len(headers)])
 
     await asyncio.gather(*(worker(requests // CONCURRENCY) for _ in range(CONCURRENCY)))
     if data:

@@ -55,6 +55,7 @@ def test_the_benchmarked_key_page_is_valid_against_keyplane_and_the_reference() 
         "API-key viewer vs { hello }",
         "OAuth viewer vs { hello }",
         "list 20 keys vs same page",
+        "list 20 keys by a MANAGE_PROJECT key vs same page",
         "batch of 25 API-key viewers vs 25 { hello }",
     ],
 )

@@ -15,14 +15,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from keyplane.auth.principal import AuthKind, Principal
 from keyplane.errors import Forbidden, KeyplaneError, NotFound, Unauthenticated
 from keyplane.models import Environment, Project
 from keyplane.permissions.rules import Reach, Rule
 from keyplane.permissions.scopes import ROLE_SCOPES, Role, Scope
-from keyplane.records import EnvironmentRecord, Lookups, RecordLoaders
+from keyplane.records import EnvironmentRecord, Lookups, MemberRecord, RecordLoaders
+
+if TYPE_CHECKING:
+    from keyplane.auth.verified import VerifiedCredentials
 
 R = TypeVar("R")  # a row that lives in one environment: a key, a template, a document
 
@@ -93,10 +96,12 @@ class Access:
         ip: str = "unknown",
         uses: ScopeUses | None = None,
         now: datetime | None = None,
+        credentials: VerifiedCredentials | None = None,
     ) -> None:
         self.principal = principal
         self.ip = ip  # the client address, for the activity log
         self._records = records
+        self._credentials = credentials
         self._memberships: dict[str, Membership | None] = {}
         self._email_rights: dict[str, bool] = {}
         self._uses = uses
@@ -116,7 +121,7 @@ class Access:
         if user_id is None or self.principal.key is not None:
             return None
         if project_id not in self._memberships:
-            member = await self.lookups.member(project_id=project_id, user_id=user_id)
+            member = await self._member(project_id, user_id)
             self._memberships[project_id] = (
                 None
                 if member is None
@@ -128,6 +133,23 @@ class Access:
                 )
             )
         return self._memberships[project_id]
+
+    async def _member(self, project_id: str, user_id: str) -> MemberRecord | None:
+        """The membership row, kept across requests under the credentials' version: every
+        change to a membership moves it (auth/verified.py). Only found rows are kept: joining
+        a project moves nothing, so a kept "not a member" could outlive an invitation."""
+        lookups = self.lookups
+        credentials = self._credentials
+        if credentials is None:
+            return await lookups.member(project_id=project_id, user_id=user_id)
+        # The version this request's rate-limit round trip confirmed (on Redis: no read more).
+        version, _ = await credentials.request_version()
+        return await credentials.through_at(
+            version,
+            credentials.creators,
+            f"{project_id} {user_id}",
+            lambda: lookups.member(project_id=project_id, user_id=user_id),
+        )
 
     async def scopes_in(self, *, project_id: str, environment_id: str) -> frozenset[Scope] | None:
         """The scopes held in an environment, or None when it is out of reach."""

@@ -16,6 +16,7 @@ from keyplane.ratelimit.limiter import Decision
 
 if TYPE_CHECKING:
     from keyplane.schema.query_cache import ParsedQuery
+    from keyplane.schema.viewer import Viewer
     from keyplane.services import Services
 
 
@@ -35,6 +36,8 @@ class Context:
     last_query: str | None = None
     last_parsed: ParsedQuery | None = None
     long_queries: dict[str, ParsedQuery] | None = None
+    # `viewer`, made once: every item of a batch shares this context, and asks the same.
+    viewer: Viewer | None = None
 
 
 Info = StrawberryInfo[Context, None]

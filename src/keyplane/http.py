@@ -376,6 +376,7 @@ class GraphQLView(GraphQL[Context, None]):
                 ip=client_ip(request.scope, services.settings.trusted_proxies),
                 uses=services.usage,
                 now=now,
+                credentials=services.credentials,
             ),
             loaders=Loaders(services.records, services.counters),
         )

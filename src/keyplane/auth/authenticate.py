@@ -85,6 +85,13 @@ class Authenticator:
         if not token.startswith(key_format.SECRET_PREFIX):
             return None
         secret_hash = key_format.hash_secret(token)
+        if version is not None:
+            # The principal this key was, while nothing changed: only its expiry is new.
+            kept = self._credentials.key_principals.get(secret_hash, version)
+            if kept is not None and kept.key is not None and kept.key.record is not None:
+                expires_at = kept.key.record.expires_at
+                if expires_at is None or expires_at > self._clock():
+                    return kept
 
         async def load() -> KeyRecord | None:
             # Only a kept key skips this: it was issued well formed, so checking the format
@@ -109,7 +116,7 @@ class Authenticator:
         ):
             raise InvalidCredentials(reason="revoked_or_expired_key", refused_key=record)
         scopes = record.scope_set & await self._creator_scopes(version, record)
-        return Principal(
+        principal = Principal(
             kind=AuthKind.API_KEY,
             token_scopes=scopes,
             user_id=record.created_by_id,
@@ -124,6 +131,9 @@ class Authenticator:
                 restrictions=record.restrictions,
             ),
         )
+        if version is not None:
+            self._credentials.key_principals.put(secret_hash, principal, version)
+        return principal
 
     async def _creator_scopes(self, version: int | None, record: KeyRecord) -> frozenset[Scope]:
         """What the key's creator may do now in the key's environment: a key never does more,

@@ -21,6 +21,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from keyplane.auth.changes import CredentialVersion, NoVersion
+from keyplane.auth.principal import Principal
 from keyplane.records import KeyRecord, MemberRecord
 
 logger = logging.getLogger(__name__)
@@ -101,6 +102,9 @@ class VerifiedCredentials:
         that, the oldest insertion goes, so a million keys in use cost bounded memory."""
         self._version = version
         self.keys: FreshEntries[KeyRecord] = FreshEntries(max_age, max_entries)
+        # What a live key authenticated as (its scopes narrowed by its creator's membership),
+        # by secret hash: a request with a kept key builds nothing (auth/authenticate.py).
+        self.key_principals: FreshEntries[Principal] = FreshEntries(max_age, max_entries)
         # Secret hashes no key has, apart from `keys` so that guessed secrets cannot push the
         # real keys out. A new key's secret is random: nobody can have sent it before it was
         # issued, so issuing a key need not clear these.
@@ -108,7 +112,8 @@ class VerifiedCredentials:
         self.sessions: FreshEntries[datetime] = FreshEntries(max_age, max_entries)
         self.identities: FreshEntries[str] = FreshEntries(max_age, max_entries)
         # A key's creator's membership of the key's project (`project_id user_id`): a key
-        # may do no more than its creator may now do there (auth/authenticate.py).
+        # may do no more than its creator may now do there (auth/authenticate.py). A person's
+        # own membership, read by `Access`, is the same row and is kept here too.
         self.creators: FreshEntries[MemberRecord] = FreshEntries(max_age, max_entries)
         self.non_members: FreshEntries[bool] = FreshEntries(max_age, max_entries)
         self.enabled = max_age > 0 and not isinstance(version, NoVersion)
@@ -185,6 +190,7 @@ class VerifiedCredentials:
         here, and move the shared version on so that every other worker forgets it before its
         next request."""
         self.keys.clear()
+        self.key_principals.clear()
         self.unknown_keys.clear()
         self.sessions.clear()
         self.identities.clear()

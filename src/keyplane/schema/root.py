@@ -112,8 +112,10 @@ class Query:
         )
     )
     def viewer(self, info: Info) -> Viewer:
-        principal = info.context.principal
-        return Viewer(kind=principal.kind, scopes=sorted(principal.token_scopes))
+        context = info.context
+        if context.viewer is None:
+            context.viewer = Viewer.of(context)
+        return context.viewer
 
     @strawberry.field(
         **ruled(

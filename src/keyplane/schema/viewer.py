@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Generator
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any, Generic, TypeVar
 
 import strawberry
 
 import keyplane.schema.enums  # noqa: F401  (registers enum descriptions first)
 from keyplane.auth.principal import AuthKind
-from keyplane.context import Info
+from keyplane.context import Context, Info
 from keyplane.errors import BadUserInput, Forbidden, Unauthenticated
 from keyplane.permissions.rules import root_rule
 from keyplane.permissions.scopes import Scope
@@ -31,30 +32,82 @@ class RateLimit:
     )
 
 
-def _reads_email(info: Info) -> bool:
+T = TypeVar("T")
+
+
+class _WhenAsked(Generic[T]):
+    """A value that needs a read: made only when graphql-core awaits the field, so a request
+    that does not select it pays nothing (a coroutine made up front would warn unawaited)."""
+
+    __slots__ = ("_read",)
+
+    def __init__(self, read: Callable[[], Awaitable[T]]) -> None:
+        self._read = read
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self._read().__await__()
+
+
+def _reads_email(context: Context) -> bool:
     """A person reads their own email; a key holder is not its creator, and reads the
     creator's email only with MANAGE_PROJECT in the key's environment."""
-    key = info.context.principal.key
+    key = context.principal.key
     if key is None:
         return True
-    return bool(info.context.access.known_email_right(key.environment_id))
+    return bool(context.access.known_email_right(key.environment_id))
 
 
-def viewer_user(info: Info) -> User | None:
+def viewer_user(info: Info) -> User | Awaitable[User | None] | None:
     """`viewer.user`: sync when this process already holds the user (no task per request);
     else an awaitable that graphql-core awaits."""
-    user_id = info.context.principal.user_id
+    return _viewer_user(info.context)
+
+
+def _viewer_user(context: Context) -> User | Awaitable[User | None] | None:
+    user_id = context.principal.user_id
     if user_id is None:
         return None
-    known = info.context.services.records.known_user(user_id)
+    known = context.services.records.known_user(user_id)
     if known is not None:
-        return User.from_model(known, email_visible=_reads_email(info))
-    return _load_user(info, user_id)  # type: ignore[return-value]
+        return User.from_model(known, email_visible=_reads_email(context))
+    return _WhenAsked(lambda: _load_user(context, user_id))
 
 
-async def _load_user(info: Info, user_id: str) -> User | None:
-    user = await info.context.loaders.user.load(user_id)
-    return None if user is None else User.from_model(user, email_visible=_reads_email(info))
+async def _load_user(context: Context, user_id: str) -> User | None:
+    user = await context.loaders.user.load(user_id)
+    return None if user is None else User.from_model(user, email_visible=_reads_email(context))
+
+
+def _api_key(context: Context) -> ApiKey | Awaitable[ApiKey] | None:
+    grant = context.principal.key
+    if grant is None or grant.record is None:
+        return None
+    # The row authentication read (or kept) for this very request: no second query, unless
+    # the counters are asked for (usage/counters.py).
+    record = grant.record
+    records = context.services.records
+    if (
+        records.known_environment(record.environment_id) is not None
+        and records.known_user(record.created_by_id) is not None
+        and context.access.known_email_right(record.environment_id) is not None
+    ):
+        return ApiKey.build(record, context=context)
+    return _WhenAsked(lambda: ApiKey.load(record, context=context))
+
+
+def _environment(context: Context) -> Environment | Awaitable[Environment | None] | None:
+    grant = context.principal.key
+    if grant is None:
+        return None
+    known = context.services.records.known_environment(grant.environment_id)
+    if known is not None:
+        return Environment.from_model(known)
+    return _WhenAsked(lambda: _load_environment(context, grant.environment_id))
+
+
+async def _load_environment(context: Context, environment_id: str) -> Environment | None:
+    environment = await context.loaders.environment.load(environment_id)
+    return None if environment is None else Environment.from_model(environment)
 
 
 @strawberry.type(description="The caller of this request.")
@@ -82,32 +135,31 @@ class Viewer:
             tier=decision.bucket.tier.value,
         )
 
-    @strawberry.field(description="The signed-in user, or the user who created the calling key.")
-    def user(self, info: Info) -> User | None:
-        return viewer_user(info)
+    # Plain fields, filled by `of` from what the request holds (an awaitable where a read is
+    # needed): graphql answers a plain field far cheaper than a resolver, and `viewer` is on
+    # most requests.
+    user: User | Awaitable[User | None] | None = strawberry.field(
+        graphql_type=User | None,
+        description="The signed-in user, or the user who created the calling key.",
+    )
+    api_key: ApiKey | Awaitable[ApiKey] | None = strawberry.field(
+        graphql_type=ApiKey | None,
+        description="The calling API key, if a key authenticated this request.",
+    )
+    environment: Environment | Awaitable[Environment | None] | None = strawberry.field(
+        graphql_type=Environment | None, description="The calling key's environment."
+    )
 
-    @strawberry.field(description="The calling API key, if a key authenticated this request.")
-    def api_key(self, info: Info) -> ApiKey | None:
-        grant = info.context.principal.key
-        if grant is None or grant.record is None:
-            return None
-        # The row authentication read (or kept) for this very request: no second query, unless
-        # the counters are asked for (usage/counters.py).
-        return ApiKey.build(grant.record, context=info.context)  # type: ignore[return-value]
-
-    @strawberry.field(description="The calling key's environment.")
-    def environment(self, info: Info) -> Environment | None:
-        grant = info.context.principal.key
-        if grant is None:
-            return None
-        known = info.context.services.records.known_environment(grant.environment_id)
-        if known is not None:
-            return Environment.from_model(known)
-        return self._load_environment(info, grant.environment_id)  # type: ignore[return-value]
-
-    async def _load_environment(self, info: Info, environment_id: str) -> Environment | None:
-        environment = await info.context.loaders.environment.load(environment_id)
-        return None if environment is None else Environment.from_model(environment)
+    @classmethod
+    def of(cls, context: Context) -> Viewer:
+        principal = context.principal
+        return cls(
+            kind=principal.kind,
+            scopes=sorted(principal.token_scopes),
+            user=_viewer_user(context),
+            api_key=_api_key(context),
+            environment=_environment(context),
+        )
 
     @strawberry.field(
         description="Whether the caller may call a root operation (`apiKey`, `createApiKey`...) "

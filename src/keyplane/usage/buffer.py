@@ -286,17 +286,23 @@ class UsageBuffer:
             self._pending.scope_uses[use] = max(at, self._pending.scope_uses.get(use, at))
 
     async def _write(self, taken: _Pending) -> None:
+        """One statement per kind of row, each run over all its rows at once (executemany):
+        a flush after a second of 100 keys' traffic is three database calls, not three
+        hundred."""
         p = self._p
         async with in_transaction() as connection:
-            for key_id, total in taken.totals.items():
-                await connection.execute_query(
+            if taken.totals:
+                await connection.execute_many(
                     "UPDATE api_key SET total_requests = total_requests + "
                     f"{p(1)}, last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < "
                     f"{p(2)} THEN {p(3)} ELSE last_used_at END WHERE id = {p(4)}",
-                    [total.requests, total.last_used_at, total.last_used_at, key_id],
+                    [
+                        [total.requests, total.last_used_at, total.last_used_at, key_id]
+                        for key_id, total in taken.totals.items()
+                    ],
                 )
-            for (key_id, environment_id, minute), c in taken.buckets.items():
-                await connection.execute_query(
+            if taken.buckets:
+                await connection.execute_many(
                     "INSERT INTO usage_bucket (key_id, environment_id, minute, requests, "
                     "unauthorized, forbidden, rate_limited) VALUES "
                     f"({p(1)}, {p(2)}, {p(3)}, {p(4)}, {p(5)}, {p(6)}, {p(7)}) "
@@ -306,13 +312,16 @@ class UsageBuffer:
                     "forbidden = usage_bucket.forbidden + excluded.forbidden, "
                     "rate_limited = usage_bucket.rate_limited + excluded.rate_limited",
                     [
-                        key_id,
-                        environment_id,
-                        minute,
-                        c.requests,
-                        c.unauthorized,
-                        c.forbidden,
-                        c.rate_limited,
+                        [
+                            key_id,
+                            environment_id,
+                            minute,
+                            c.requests,
+                            c.unauthorized,
+                            c.forbidden,
+                            c.rate_limited,
+                        ]
+                        for (key_id, environment_id, minute), c in taken.buckets.items()
                     ],
                 )
             await self._write_scope_uses(connection, taken)
@@ -323,22 +332,16 @@ class UsageBuffer:
             return
         p = self._p
         # Only keys that still exist: one deleted since is skipped, not a foreign-key failure.
-        rows = (
-            await ApiKey.filter(id__in={k for k, _ in taken.scope_uses})
-            .using_db(connection)
-            .values_list("id", flat=True)
+        # (The WHERE also settles SQLite's INSERT ... SELECT ... ON CONFLICT parsing.)
+        await connection.execute_many(
+            "INSERT INTO api_key_scope_use (key_id, scope, last_used_at) "
+            f"SELECT {p(1)}, {p(2)}, {p(3)} "
+            f"WHERE EXISTS (SELECT 1 FROM api_key WHERE id = {p(4)}) "
+            "ON CONFLICT (key_id, scope) DO UPDATE SET "
+            "last_used_at = CASE WHEN api_key_scope_use.last_used_at < excluded.last_used_at "
+            "THEN excluded.last_used_at ELSE api_key_scope_use.last_used_at END",
+            [[key_id, scope, at, key_id] for (key_id, scope), at in taken.scope_uses.items()],
         )
-        existing = {str(key_id) for key_id in rows}
-        for (key_id, scope), at in taken.scope_uses.items():
-            if key_id not in existing:
-                continue
-            await connection.execute_query(
-                "INSERT INTO api_key_scope_use (key_id, scope, last_used_at) VALUES "
-                f"({p(1)}, {p(2)}, {p(3)}) ON CONFLICT (key_id, scope) DO UPDATE SET "
-                "last_used_at = CASE WHEN api_key_scope_use.last_used_at < excluded.last_used_at "
-                "THEN excluded.last_used_at ELSE api_key_scope_use.last_used_at END",
-                [key_id, scope, at],
-            )
 
     async def _write_events(self, connection: BaseDBAsyncClient, taken: _Pending) -> None:
         """AUTH_FAILED, RATE_LIMITED and KEY_IP_DENIED in the activity log: one row per key
