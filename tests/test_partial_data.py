@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 import strawberry
+from strawberry.permission import PermissionExtension
 
 from keyplane.permissions.scopes import Role
 from keyplane.schema.permissions import IsAuthenticated, guarded_fields, may_refuse
-from keyplane.schema.root import guarded, schema
+from keyplane.schema.root import schema
 from tests.factories import add_member
 from tests.helpers import Api, new_tenant
 from tests.template_helpers import generate, new_template
@@ -111,11 +112,15 @@ class Thing:
 
 @strawberry.type(description="Root.")
 class Root:
-    @strawberry.field(description="Guarded.", extensions=guarded(IsAuthenticated()))  # type: ignore[untyped-decorator]
+    @strawberry.field(
+        description="Guarded.", extensions=[PermissionExtension(permissions=[IsAuthenticated()])]
+    )  # type: ignore[untyped-decorator]
     def things(self) -> list[Thing]:
         return []
 
-    @strawberry.field(description="Fine.", extensions=guarded(IsAuthenticated()))  # type: ignore[untyped-decorator]
+    @strawberry.field(
+        description="Fine.", extensions=[PermissionExtension(permissions=[IsAuthenticated()])]
+    )  # type: ignore[untyped-decorator]
     def maybe(self) -> Thing | None:
         return None
 

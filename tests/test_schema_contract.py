@@ -9,7 +9,7 @@ from strawberry.permission import BasePermission, PermissionExtension
 from strawberry.types.base import StrawberryObjectDefinition
 
 from keyplane.schema.permissions import IsAuthenticated, is_open_to_anyone, open_to_anyone
-from keyplane.schema.root import guarded, schema
+from keyplane.schema.root import schema
 
 INTROSPECTION: dict[str, Any] = schema.introspect()["__schema"]
 TYPES: dict[str, dict[str, Any]] = {
@@ -141,7 +141,7 @@ def test_every_root_field_declares_its_permission() -> None:
 
 def test_the_permission_check_notices_a_field_without_one() -> None:
     empty_list: list[Any] = [PermissionExtension(permissions=[])]
-    authenticated = guarded(IsAuthenticated())
+    authenticated: list[Any] = [PermissionExtension(permissions=[IsAuthenticated()])]
 
     # strawberry.field(...) with arguments is typed as returning Any (see pyproject's mypy notes).
     @strawberry.type

@@ -6,10 +6,10 @@ import functools
 import inspect
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated, Any, cast
+from typing import Annotated, cast
 
 import strawberry
-from strawberry.permission import BasePermission, PermissionExtension
+from strawberry.permission import BasePermission
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types.base import get_object_definition
 
@@ -51,8 +51,6 @@ from keyplane.schema.member import (
 )
 from keyplane.schema.node import Node, NodeLookup, find_node, find_nodes, permissions_of
 from keyplane.schema.permissions import (
-    PASSES_CHECKS,
-    HasAnyScope,
     ruled,
 )
 from keyplane.schema.project import (
@@ -72,19 +70,6 @@ from keyplane.schema.template import (
 )
 from keyplane.schema.user import AuthPayload, LogInInput, SignUpInput, User
 from keyplane.schema.viewer import Viewer, viewer_user
-
-MANAGE = HasAnyScope(Scope.MANAGE_PROJECT)
-READ_KEYS = HasAnyScope(Scope.MANAGE_PROJECT, Scope.VIEW_ANALYTICS)
-
-
-def guarded(*permissions: BasePermission) -> list[Any]:
-    """The permission extension of a root field: every root field declares one, or says in its
-    metadata that it is `open_to_anyone()`."""
-    return [
-        PermissionExtension(
-            permissions=[*permissions, PASSES_CHECKS], fail_silently=False, use_directives=False
-        )
-    ]
 
 
 def _restrictions(input: CreateApiKeyInput | UpdateApiKeyInput) -> api_key.Restrictions:
