@@ -19,6 +19,7 @@ import json
 import sys
 import time
 from collections import Counter
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, cast
 
@@ -237,19 +238,25 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         parser.error("the benchmark only sends traffic to this machine")
+    print_result(
+        drive(
+            args.host,
+            args.port,
+            read_requests(args.requests),
+            concurrency=args.concurrency,
+            duration=args.duration,
+            once=args.once,
+            max_seconds=args.max_seconds,
+        )
+    )
+
+
+def print_result(coroutine: Coroutine[Any, Any, dict[str, Any]]) -> None:
+    """Run a load generator (on uvloop when installed) and print its result as one JSON line."""
     try:
         import uvloop
     except ImportError:
         uvloop = None
-    coroutine = drive(
-        args.host,
-        args.port,
-        read_requests(args.requests),
-        concurrency=args.concurrency,
-        duration=args.duration,
-        once=args.once,
-        max_seconds=args.max_seconds,
-    )
     result = uvloop.run(coroutine) if uvloop is not None else asyncio.run(coroutine)
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")

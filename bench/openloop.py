@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import sys
 import time
 from collections import Counter, deque
 from pathlib import Path
 from typing import Any, cast
 
-from loadgen import encode_request, percentile, read_requests
+from loadgen import encode_request, percentile, print_result, read_requests
 
 TICK_SECONDS = 0.001
 GRACE_SECONDS = 15.0
@@ -267,23 +265,18 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         parser.error("the benchmark only sends traffic to this machine")
-    try:
-        import uvloop
-    except ImportError:
-        uvloop = None
-    coroutine = drive(
-        args.host,
-        args.port,
-        read_requests(args.requests),
-        rate=args.rate,
-        duration=args.duration,
-        connections=args.connections,
-        probe_seconds=args.probe_seconds,
-        probe_interval=args.probe_interval,
+    print_result(
+        drive(
+            args.host,
+            args.port,
+            read_requests(args.requests),
+            rate=args.rate,
+            duration=args.duration,
+            connections=args.connections,
+            probe_seconds=args.probe_seconds,
+            probe_interval=args.probe_interval,
+        )
     )
-    result = uvloop.run(coroutine) if uvloop is not None else asyncio.run(coroutine)
-    json.dump(result, sys.stdout)
-    sys.stdout.write("\n")
 
 
 if __name__ == "__main__":
