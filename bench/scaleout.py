@@ -12,6 +12,10 @@ about a minute of traffic. Any non-2xx answer fails the run.
 
     .venv/bin/python bench/scaleout.py                          # 3 x 8 s per setup
     .venv/bin/python bench/scaleout.py --src /path/to/other/src # another version's server code
+    .venv/bin/python bench/scaleout.py --against /path/to/main/src  # ours and main's, side by side
+
+Each setup runs on a fresh PostgreSQL database and a flushed Redis database (--redis: give it
+one that nothing else uses).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
+import os
 import statistics
 import subprocess
 import sys
@@ -62,6 +68,9 @@ class Figures:
     cpu_ms: float  # server CPU per request
     rps: float
     requests: int
+    # PostgreSQL transactions committed in the server's database over the run, a request
+    # (the usage flush, once a second a worker; a kept key reads nothing): None on SQLite.
+    pg_transactions: float | None = None
 
 
 async def _fresh_postgres(base: str, name: str) -> str:
@@ -86,6 +95,21 @@ async def _drop_postgres(base: str, name: str) -> None:
         await connection.close()
 
 
+async def _transactions(base: str, name: str) -> int:
+    """Transactions committed in database `name` so far (pg_stat_database; PostgreSQL updates
+    it within about a second, so a run's figure counts the flushes of about that run)."""
+    import asyncpg
+
+    connection = await asyncpg.connect(f"{base}/postgres")
+    try:
+        value = await connection.fetchval(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = $1", name
+        )
+    finally:
+        await connection.close()
+    return int(value or 0)
+
+
 async def _flush_redis(url: str) -> None:
     import redis.asyncio as redis
 
@@ -94,7 +118,7 @@ async def _flush_redis(url: str) -> None:
     await client.aclose()
 
 
-def run_setup(setup: Setup, args: argparse.Namespace, workdir: Path) -> list[Figures]:
+def run_setup(setup: Setup, args: argparse.Namespace, workdir: Path, src: str) -> list[Figures]:
     data_dir = workdir / "".join(c if c.isalnum() else "-" for c in setup.name)
     data_dir.mkdir(parents=True)
     issuer = Issuer.create(data_dir / "jwks.json")
@@ -105,8 +129,8 @@ def run_setup(setup: Setup, args: argparse.Namespace, workdir: Path) -> list[Fig
         env["KEYPLANE_DATABASE_URL"] = asyncio.run(_fresh_postgres(args.postgres, database))
     if setup.storage.startswith("redis"):
         asyncio.run(_flush_redis(setup.storage))
-    if args.src:
-        env["PYTHONPATH"] = args.src
+    if src:
+        env["PYTHONPATH"] = src
     port = free_port()
     command = [sys.executable, "-m", "keyplane", "serve", "--host", HOST, "--port", str(port)]
     command += ["--workers", str(setup.workers)]
@@ -128,13 +152,22 @@ def run_setup(setup: Setup, args: argparse.Namespace, workdir: Path) -> list[Fig
         load.run(port, requests, args.warmup)
         figures = []
         for _ in range(args.repeat):
+            postgres = setup.database == "postgres"
+            commits = asyncio.run(_transactions(args.postgres, database)) if postgres else 0
             before = cpu_seconds(process.pid)
             measured: Measurement = load.run(port, requests, args.duration)
             used = cpu_seconds(process.pid) - before
+            if postgres:
+                commits = asyncio.run(_transactions(args.postgres, database)) - commits
             if measured.non_2xx or measured.errors:
                 raise RuntimeError(f"{setup.name}: {measured.non_2xx} non-2xx, {measured.errors}")
             figures.append(
-                Figures(1000 * used / measured.requests, measured.rps, measured.requests)
+                Figures(
+                    1000 * used / measured.requests,
+                    measured.rps,
+                    measured.requests,
+                    commits / measured.requests if postgres else None,
+                )
             )
         return figures
     finally:
@@ -143,16 +176,42 @@ def run_setup(setup: Setup, args: argparse.Namespace, workdir: Path) -> list[Fig
             asyncio.run(_drop_postgres(args.postgres, database))
 
 
+def _ratios(medians: dict[str, tuple[float, float]], setups: list[Setup]) -> dict[str, float]:
+    base_cpu, base_rps = medians[setups[0].name]
+    one_cpu, one_rps = medians[setups[1].name]
+    _, two_rps = medians[setups[2].name]
+    return {
+        "cpu_pg_redis_over_sqlite_memory": one_cpu / base_cpu,
+        "rps_pg_redis_over_sqlite_memory": one_rps / base_rps,
+        "rps_two_workers_over_one": two_rps / one_rps,
+    }
+
+
+TARGETS = {
+    "cpu_pg_redis_over_sqlite_memory": ("CPU per request, PG+Redis / SQLite+memory", "<= 1.25"),
+    "rps_pg_redis_over_sqlite_memory": ("throughput, PG+Redis / SQLite+memory", ">= 0.8"),
+    "rps_two_workers_over_one": ("throughput, 2 workers / 1 worker on PG+Redis", ">= 1.3"),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/13")
     parser.add_argument("--src", default="", help="serve this src directory's keyplane instead")
+    parser.add_argument(
+        "--against",
+        default="",
+        help="also serve this src directory's keyplane, each setup right after ours, and "
+        "report both side by side (e.g. a worktree of main)",
+    )
     parser.add_argument("--load", choices=["wrk", "python"], default="")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--output", type=Path, help="also write the table (markdown) here")
+    parser.add_argument("--json", type=Path, help="write the figures (JSON) here")
     args = parser.parse_args()
     if not args.load:
         args.load = (
@@ -165,43 +224,89 @@ def main() -> None:
         Setup("1 worker, PostgreSQL + Redis", "postgres", args.redis, 1),
         Setup("2 workers, PostgreSQL + Redis", "postgres", args.redis, 2),
     ]
-    results: dict[str, list[Figures]] = {}
+    sources = {"this": args.src} | ({"against": args.against} if args.against else {})
+    results: dict[str, dict[str, list[Figures]]] = {side: {} for side in sources}
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="keyplane-scaleout-") as scratch:
         try:
             for setup in setups:
-                print(f"# {setup.name} ...", file=sys.stderr, flush=True)
-                results[setup.name] = run_setup(setup, args, Path(scratch))
+                for side, src in sources.items():
+                    print(f"# {setup.name} ({side}) ...", file=sys.stderr, flush=True)
+                    workdir = Path(scratch) / side
+                    workdir.mkdir(exist_ok=True)
+                    results[side][setup.name] = run_setup(setup, args, workdir, src)
         finally:
             stop_all()
+    load_after = os.getloadavg()
     medians = {
-        name: (
-            statistics.median(f.cpu_ms for f in figures),
-            statistics.median(f.rps for f in figures),
-        )
-        for name, figures in results.items()
+        side: {
+            name: (
+                statistics.median(f.cpu_ms for f in figures),
+                statistics.median(f.rps for f in figures),
+            )
+            for name, figures in by_setup.items()
+        }
+        for side, by_setup in results.items()
     }
-    base_cpu, base_rps = medians[setups[0].name]
-    one_cpu, one_rps = medians[setups[1].name]
-    _, two_rps = medians[setups[2].name]
-    print(
+    ratios = {side: _ratios(medians[side], setups) for side in sources}
+    lines = [
         f"`{' '.join(['python', *sys.argv])}` ({args.load}, {args.concurrency} connections, "
-        f"{args.repeat} x {args.duration:g} s, medians)"
-    )
-    print()
-    print("| setup | server CPU ms/request | requests/s |")
-    print("|---|---|---|")
-    for name, (cpu, rps) in medians.items():
-        print(f"| {name} | {cpu:.3f} | {rps:,.0f} |")
-    print()
-    print(
-        f"- CPU per request, PG+Redis / SQLite+memory: **{one_cpu / base_cpu:.2f}x**"
-        " (target <= 1.25)"
-    )
-    print(f"- throughput, PG+Redis / SQLite+memory: **{one_rps / base_rps:.2f}x** (target >= 0.8)")
-    print(
-        f"- throughput, 2 workers / 1 worker on PG+Redis: **{two_rps / one_rps:.2f}x**"
-        " (target >= 1.3)"
-    )
+        f"{args.repeat} x {args.duration:g} s, medians; load average "
+        f"{load_before[0]:.2f} before, {load_after[0]:.2f} after)",
+        "",
+    ]
+    sides = list(sources)
+    header = " | ".join(f"{side}: server CPU ms/request | {side}: requests/s" for side in sides)
+    lines += [f"| setup | {header} |", "|---|" + "---|---|" * len(sides)]
+    for setup in setups:
+        cells = " | ".join(
+            f"{medians[side][setup.name][0]:.3f} | {medians[side][setup.name][1]:,.0f}"
+            for side in sides
+        )
+        lines.append(f"| {setup.name} | {cells} |")
+    lines.append("")
+    for key, (label, target) in TARGETS.items():
+        figures = ", ".join(f"{side} **{ratios[side][key]:.2f}x**" for side in sides)
+        lines.append(f"- {label}: {figures} (target {target})")
+    for side in sides:
+        per_request = [
+            f.pg_transactions
+            for figures in results[side].values()
+            for f in figures
+            if f.pg_transactions is not None
+        ]
+        lines.append(
+            f"- {side}: PostgreSQL transactions a request, at most {max(per_request):.4f} "
+            "(the usage flush; a kept key reads nothing)"
+        )
+    report = "\n".join(lines) + "\n"
+    print(report, end="")
+    if args.output:
+        args.output.write_text(report)
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "command": ["python", *sys.argv],
+                    "load": args.load,
+                    "concurrency": args.concurrency,
+                    "load_average": [load_before[0], load_after[0]],
+                    "sides": {
+                        side: {
+                            "src": sources[side],
+                            "setups": {
+                                name: [vars(f) for f in figures]
+                                for name, figures in results[side].items()
+                            },
+                            "ratios": ratios[side],
+                        }
+                        for side in sides
+                    },
+                },
+                indent=2,
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":
