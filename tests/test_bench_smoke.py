@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,15 @@ from bench.reference import schema as reference_schema
 from graphql import parse, validate
 
 from keyplane.schema.root import schema as keyplane_schema
+from tests.conftest import PG_URL
+from tests.serve_process import REDIS_URL
 
 HELLO = {"query": "{ hello }"}
+SCALEOUT_SETUPS = [
+    "1 worker, SQLite + memory",
+    "1 worker, PostgreSQL + Redis",
+    "2 workers, PostgreSQL + Redis",
+]
 
 
 async def test_the_reference_answers_hello_alone_and_in_a_batch_of_25() -> None:
@@ -136,3 +144,27 @@ def test_the_overload_bench_offers_twice_the_capacity_and_checks_the_usage_count
 
     row = next(line for line in report.splitlines() if line.startswith("| 8:128 |"))
     assert "**0** (" in row  # no request lost from the usage counts
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (PG_URL and REDIS_URL),
+    reason="KEYPLANE_TEST_DATABASE_URL (PostgreSQL) and KEYPLANE_TEST_REDIS_URL are not both set",
+)
+def test_the_scaleout_bench_serves_each_setup_and_reports_cpu_per_request(tmp_path: Path) -> None:
+    # Each setup on its own fresh database of this PostgreSQL server; any non-2xx fails the run.
+    figures = tmp_path / "figures.json"
+    report = _bench(
+        "scaleout.py",
+        *("--postgres", PG_URL.split("?", 1)[0].rsplit("/", 1)[0], "--redis", REDIS_URL),
+        *("--repeat", "1", "--duration", "1", "--warmup", "0", "--concurrency", "4"),
+        *("--json", str(figures)),
+        tmp_path=tmp_path,
+    )
+
+    for setup in SCALEOUT_SETUPS:
+        assert f"| {setup} | " in report
+    assert "CPU per request, PG+Redis / SQLite+memory: this **" in report
+    runs = json.loads(figures.read_text())["sides"]["this"]["setups"]
+    assert sorted(runs) == sorted(SCALEOUT_SETUPS)
+    assert all(run["requests"] > 0 and run["cpu_ms"] > 0 for [run] in runs.values())

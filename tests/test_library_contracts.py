@@ -263,3 +263,38 @@ def test_a_stable_bucket_key_is_limits_own_key_without_the_amount() -> None:
     assert safe_string(b"key") == "key"
     assert item.key_for("api_key", "key_1") == "LIMITER/api_key/key_1/100/1/minute"
     assert stable(item).key_for("api_key", "key_1") == "LIMITER/api_key/key_1/1/minute"
+
+
+async def test_a_redispy_connection_once_connected_reads_and_writes_through_asyncio_streams() -> (
+    None
+):
+    """ratelimit/redis_window.py `Pipelined` has redis-py connect a connection (handshake,
+    AUTH, SELECT), then reads and writes its `_reader` and `_writer` itself."""
+    import asyncio
+
+    import hiredis
+    from redis.asyncio import ConnectionPool
+
+    async def answer_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        commands = hiredis.Reader()  # a command is a RESP array, as a reply is
+        while data := await reader.read(65536):
+            commands.feed(data)
+            while commands.gets() is not False:
+                writer.write(b"+OK\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(answer_ok, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = ConnectionPool.from_url(f"redis://127.0.0.1:{port}/3")
+    connection = pool.make_connection()  # type: ignore[no-untyped-call]
+
+    await connection.connect()
+
+    assert isinstance(connection._reader, asyncio.StreamReader)
+    assert isinstance(connection._writer, asyncio.StreamWriter)
+    connection._writer.write(b"*1\r\n$4\r\nPING\r\n")
+    assert await connection._reader.read(65536) == b"+OK\r\n"
+    await connection.disconnect()
+    assert connection._reader is None
+    await pool.aclose()
+    server.close()
