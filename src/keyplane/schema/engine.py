@@ -97,7 +97,7 @@ from __future__ import annotations
 import asyncio
 import collections.abc
 import functools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,9 +151,17 @@ class KeyplaneSchema(strawberry.Schema):
     are the client's business and are not logged.
     """
 
-    def __init__(self, *args: Any, policy: QueryPolicy, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        policy: QueryPolicy,
+        root_value: Callable[[Any], object] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.policy = policy
+        # Makes an operation's root value from its context when the caller gives none.
+        self._root_value = root_value
         self.queries = QueryCache(self._schema, policy.limits)
         self._errors = MaskInternalErrors(hide_suggestions=policy.production)
         self._cost_maximum = policy.limits.max_cost
@@ -213,6 +221,8 @@ class KeyplaneSchema(strawberry.Schema):
         if refusals:
             result = ExecutionResult(data=None, errors=refusals)
         else:
+            if root_value is None and self._root_value is not None:
+                root_value = self._root_value(context_value)
             result = await self._run(
                 parsed.document, query, variable_values, context_value, root_value,
                 operation_name, allowed_operation_types, operation_extensions,

@@ -224,6 +224,26 @@ class _AskedViewer(Viewer):
         return _environment(self._context)
 
 
+class RootValue:
+    """The root value of every operation (schema/engine.py makes one from the context): it
+    holds `Query.viewer`, a plain field, so that `viewer`, on most requests, is read with
+    getattr instead of through Strawberry's resolver call (its Info, its arguments, its
+    extension chain). Made once per request: every item of a batch shares the context."""
+
+    __slots__ = ("_context",)
+
+    def __init__(self, context: Context) -> None:
+        self._context = context
+
+    @property
+    def viewer(self) -> Viewer:
+        context = self._context
+        viewer = context.viewer
+        if viewer is None:
+            viewer = context.viewer = Viewer.of(context)
+        return viewer
+
+
 @strawberry.type(description="What an operation's rule answers the caller (Viewer.can).")
 class Decision:
     allowed: bool = strawberry.field(description="Whether the call would pass the rule.")
