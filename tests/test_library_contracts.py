@@ -30,12 +30,14 @@ from strawberry.extensions import MaskErrors
 from strawberry.http import async_base_view
 from strawberry.http.async_base_view import AsyncBaseHTTPView
 from strawberry.http.parse_content_type import parse_content_type
+from strawberry.schema._graphql_core import execution_context_class_kwargs
 from strawberry.schema.schema import Schema, StrawberryGraphQLCoreExecutionContext
 from strawberry.types import ExecutionResult, SubscriptionExecutionResult
 
 from keyplane.ratelimit.tiers import stable
 from keyplane.schema.engine import fast_http_view
 from keyplane.schema.errors import MaskInternalErrors
+from keyplane.schema.executor import Executor
 from keyplane.schema.root import build_schema
 
 SDL = build_sdl("enum Color { RED GREEN }  type Query { kind(color: Color): String }")
@@ -49,6 +51,35 @@ def test_strawberry_makes_its_execution_context_in_the_hook_the_engine_overrides
     source = inspect.getsource(inspect.getmodule(Schema))  # type: ignore[arg-type]
     assert "if execution_context.graphql_document is not None:\n        return" in source
     assert "and execution_context.pre_execution_errors is None" in source
+
+
+async def test_strawberry_runs_graphql_core_as_the_engine_runs_it_directly() -> None:
+    # schema/engine.py `_execute_directly` passes graphql-core what Strawberry's `execute`
+    # passes, and skips it only while the schema has no extension (nothing else is added).
+    source = inspect.getsource(Schema._execute_operation)
+    assert "**execution_context_class_kwargs(self.execution_context_class)" in source
+    assert "is_awaitable=optimized_is_awaitable" in source
+    assert 'return {"executor_class": execution_context_class}' in inspect.getsource(
+        execution_context_class_kwargs
+    )
+    assert Schema._get_custom_context_kwargs(build_schema(), {"a": 1}) == {
+        "operation_extensions": {"a": 1}
+    }
+    schema = build_schema()
+    assert schema.get_extensions() == []
+    assert schema.execution_context_class is Executor
+    ours, strawberrys = (
+        await schema.execute("{ __typename }"),
+        await Schema.execute(schema, "{ __typename }"),
+    )
+    assert (
+        (ours.data, ours.errors)
+        == (strawberrys.data, strawberrys.errors)
+        == (
+            {"__typename": "Query"},
+            None,
+        )
+    )
 
 
 def test_strawberrys_schema_keeps_graphql_cores_schema_where_the_query_cache_reads_it() -> None:

@@ -69,7 +69,7 @@ from keyplane.schema.template import (
     UpdateTemplateInput,
 )
 from keyplane.schema.user import AuthPayload, LogInInput, SignUpInput, User
-from keyplane.schema.viewer import Viewer, viewer_user
+from keyplane.schema.viewer import RootValue, Viewer, viewer_user
 
 
 def _restrictions(input: CreateApiKeyInput | UpdateApiKeyInput) -> api_key.Restrictions:
@@ -88,19 +88,16 @@ def _grant(result: user.SessionGrant) -> AuthPayload:
     )
 
 
+# Open to anyone: its rule gives a description and metadata, no permission extension.
+_VIEWER = ruled("Query.viewer", "Who is calling: kind, user, key, environment and scopes.")
+
+
 @strawberry.type(description="Read operations.")
 class Query:
-    @strawberry.field(
-        **ruled(
-            "Query.viewer",
-            "Who is calling: kind, user, key, environment and scopes.",
-        )
+    # A plain field, read from the root value (viewer.py `RootValue`): no resolver to call.
+    viewer: Viewer = strawberry.field(
+        description=_VIEWER["description"], metadata=_VIEWER["metadata"]
     )
-    def viewer(self, info: Info) -> Viewer:
-        context = info.context
-        if context.viewer is None:
-            context.viewer = Viewer.of(context)
-        return context.viewer
 
     @strawberry.field(
         **ruled(
@@ -819,6 +816,7 @@ def build_schema(*, max_batch: int = 25, policy: QueryPolicy | None = None) -> K
         ),
         execution_context_class=Executor,
         policy=policy or QueryPolicy(),
+        root_value=RootValue,
     )
 
 
