@@ -1,0 +1,148 @@
+"""Plain leaf fields answered without graphql-core's per-field machinery.
+
+graphql-core runs every field the same way: it builds a resolve info (Strawberry's, a dozen
+attributes), checks for arguments, calls the resolver (for a plain Strawberry field, two more
+calls that end in `getattr`), asks whether the value is awaitable, then completes it through
+`complete_value` (once more for a non-null type, once per item for a list) before coercing it.
+A page of 20 keys has about 240 such fields, each a plain attribute of a scalar or enum type:
+that machinery is most of what the page costs (bench/instructions.py).
+
+For a field whose answer is only its attribute, coerced (a Strawberry field with no resolver,
+no extension and no arguments, of a scalar or enum type, or a list of one), `execute_field`
+here reads the attribute and coerces it directly. Anything else takes graphql-core's path,
+which then does all the work again from the start: a value that is null where null is not
+allowed, an exception, an awaitable (a refused email, a counter read when asked), a value that
+is not a list where one is expected, or any error while coercing. So every answer and every
+error is graphql-core's own; only the fields that cannot fail are answered sooner.
+
+The hook is graphql-core's `ExecutionContext.execute_field` (its signature is held by
+tests/test_library_contracts.py); Strawberry marks its plain-field resolver `_is_default`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from types import GeneratorType
+from typing import Any
+
+from graphql import (
+    GraphQLField,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    Undefined,
+    is_leaf_type,
+)
+from graphql.execution.collect_fields import FieldDetailsList
+from graphql.pyutils import AwaitableOrValue, Path
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from strawberry.schema.schema_converter import GraphQLCoreConverter
+from strawberry.types.field import StrawberryField
+
+# How a field is answered here: (attribute, coerce, nullable, a list of values); None: by
+# graphql-core. By (parent type, field name): the schema is built once, at import.
+Plan = tuple[str, Callable[[Any], Any], bool, bool]
+_plans: dict[tuple[GraphQLObjectType, str], Plan | None] = {}
+# Per type of value: whether graphql-core would coerce it as it is (not null, not an error to
+# raise, not something to await). Decided once per type.
+_plain_types: dict[type, bool] = {}
+_UNANSWERED = object()
+
+
+def plan_of(field: GraphQLField | None) -> Plan | None:
+    """How `field` can be answered here, or None when only graphql-core may answer it."""
+    if field is None or field.args or not getattr(field.resolve, "_is_default", False):
+        return None
+    definition = field.extensions.get(GraphQLCoreConverter.DEFINITION_BACKREF)
+    if (
+        not isinstance(definition, StrawberryField)
+        or not definition.is_basic_field
+        or definition.default_resolver is not getattr
+        or not isinstance(definition.python_name, str)
+    ):
+        return None
+    kind = field.type
+    nullable = not isinstance(kind, GraphQLNonNull)
+    if isinstance(kind, GraphQLNonNull):
+        kind = kind.of_type
+    listed = isinstance(kind, GraphQLList)
+    if isinstance(kind, GraphQLList):
+        kind = kind.of_type
+        if not isinstance(kind, GraphQLNonNull):
+            return None  # a null item is answered by graphql-core: keep to what cannot fail
+        kind = kind.of_type
+    if not is_leaf_type(kind):
+        return None
+    return (definition.python_name, kind.coerce_output_value, nullable, listed)
+
+
+def _plain(value: Any) -> bool:
+    kind = type(value)
+    known = _plain_types.get(kind)
+    if known is None:
+        known = _plain_types[kind] = not (
+            value is None
+            or issubclass(kind, (BaseException, GeneratorType, Awaitable))
+            or hasattr(kind, "__await__")
+        )
+    return known
+
+
+def answer(source: Any, plan: Plan) -> Any:
+    """The field's completed value, or _UNANSWERED when graphql-core must answer it."""
+    attribute, coerce, nullable, listed = plan
+    try:
+        value = getattr(source, attribute)
+        if value is None:
+            return None if nullable else _UNANSWERED
+        if listed:
+            if type(value) is not list:
+                return _UNANSWERED
+            completed = []
+            for item in value:
+                if not _plain(item):
+                    return _UNANSWERED
+                coerced = coerce(item)
+                if coerced is None or coerced is Undefined:
+                    return _UNANSWERED
+                completed.append(coerced)
+            return completed
+        if not _plain(value):
+            return _UNANSWERED
+        coerced = coerce(value)
+    except Exception:
+        return _UNANSWERED  # graphql-core runs the field again and reports the error
+    return _UNANSWERED if coerced is None or coerced is Undefined else coerced
+
+
+class LeafFields(StrawberryGraphQLCoreExecutionContext):
+    """Strawberry's executor, answering plain leaf fields directly (see the module)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # A middleware (a schema extension's `resolve` hook) wraps every resolver: then every
+        # field goes through graphql-core. Strawberry hands an empty manager when there is none.
+        manager = self.middleware_manager
+        self._answers_leaves = manager is None or not manager.middlewares
+
+    def execute_field(
+        self,
+        parent_type: GraphQLObjectType,
+        source: Any,
+        field_details_list: FieldDetailsList,
+        path: Path,
+        position_context: Any,
+    ) -> AwaitableOrValue[Any]:
+        name = field_details_list[0].node.name.value
+        key = (parent_type, name)
+        try:
+            plan = _plans[key]
+        except KeyError:
+            plan = _plans[key] = plan_of(self.schema.get_field(parent_type, name))
+        if plan is not None and self._answers_leaves:
+            value = answer(source, plan)
+            if value is not _UNANSWERED:
+                return value
+        return super().execute_field(
+            parent_type, source, field_details_list, path, position_context
+        )
