@@ -38,6 +38,29 @@ async def _now(value: str) -> str:
 
 
 @strawberry.type
+class Owner:
+    name: str
+    email: str | Awaitable[str | None] | None = strawberry.field(graphql_type=str | None)
+    code: str | Awaitable[str] = strawberry.field(graphql_type=str, default="c")
+
+
+class Subclass(Owner):
+    pass
+
+
+def _owner(name: Any = "ada", email: Any = "ada@example.com", code: Any = "c") -> Owner:
+    return Owner(name=name, email=email, code=code)
+
+
+class _Refused:
+    """An awaitable that raises, anew on each run (as schema/user.py's refused email)."""
+
+    def __await__(self) -> Generator[Any, None, str]:
+        raise ValueError("no email")
+        yield  # a generator
+
+
+@strawberry.type
 class Item:
     id: strawberry.ID
     name: str
@@ -48,6 +71,8 @@ class Item:
     colors: list[Color]
     names: list[str] | None
     later: str | Awaitable[str] = strawberry.field(graphql_type=str)
+    owner: Owner = strawberry.field(default_factory=_owner)
+    other: Owner | None = None
 
     @strawberry.field
     def shout(self, loud: bool = False) -> str:
@@ -79,7 +104,8 @@ class Query:
         return list(ITEMS)
 
 
-FIELDS = "{ items { id name count color at maybe colors names later shout(loud: true) } }"
+FIELDS = """{ items { id name count color at maybe colors names later shout(loud: true)
+  owner { name email code } other { name email code } } }"""
 # Values graphql-core refuses or must handle itself: each is answered by graphql-core.
 ODD = [
     _item(),
@@ -92,6 +118,14 @@ ODD = [
     _item(colors=(Color.RED,)),  # a tuple: graphql-core takes any iterable
     _item(names=None),
     _item(maybe="set", colors=["GREEN"]),  # the enum's value rather than its member
+    _item(owner=None),  # null in a non-null object field: the item is null
+    _item(other=_owner(name=None)),  # a non-null sub-field fails: `other` is null
+    _item(owner=_owner(name=None)),  # ... in a non-null object field: the item is null
+    _item(other=_owner(email=_Refused())),  # an awaited sub-field fails: `email` is null
+    _item(owner=_owner(email=_Refused()), other=_owner()),
+    _item(other=Subclass(name="sub", email=None)),
+    _item(other=ValueError("no owner")),
+    _item(other=_owner(code=_Refused())),  # an awaited non-null sub-field fails: `other` is null
 ]
 
 
@@ -124,8 +158,12 @@ async def test_every_value_is_answered_as_graphql_core_answers_it(items: list[It
         "names": ["a", "b"],
         "later": "soon",
         "shout": "ONE",
+        "owner": {"name": "ada", "email": "ada@example.com", "code": "c"},
+        "other": None,
     }
-    assert len(errors) == 5  # name, count, color, maybe, colors: the other odd ones are fine
+    assert data["items"][15]["other"] == {"name": "sub", "email": None, "code": "c"}
+    assert data["items"][17]["other"] is None
+    assert len(errors) == 12  # the odd values but the awaitable, tuple, null list, enum value
 
 
 async def test_only_plain_leaf_fields_with_plain_values_skip_graphql_core(
@@ -143,8 +181,8 @@ async def test_only_plain_leaf_fields_with_plain_values_skip_graphql_core(
 
     await _run(Executor)
 
-    # `items` and `shout` have resolvers; `maybe` is null (answered here as null, nullable).
-    assert asked == ["items", "shout"]
+    # `items` and `shout` have resolvers; `maybe` and `other` are null (answered here).
+    assert asked == ["items", "shout", "other"]
 
 
 async def test_a_resolve_hook_sends_every_field_through_graphql_core(

@@ -167,6 +167,26 @@ def test_graphql_core_runs_each_field_through_the_method_leaf_fields_overrides()
     assert "self.execute_field(" in inspect.getsource(
         StrawberryGraphQLCoreExecutionContext.execute_fields
     )
+    # What it calls for an object field, as complete_object_value and execute_field do.
+    execution = StrawberryGraphQLCoreExecutionContext
+    assert list(inspect.signature(execution.collect_and_execute_subfields).parameters) == [
+        "self",
+        "return_type",
+        "field_details_list",
+        "path",
+        "result",
+        "position_context",
+    ]
+    assert "self.collect_and_execute_subfields(" in inspect.getsource(
+        execution.complete_object_value
+    )
+    assert list(inspect.signature(execution.handle_field_error).parameters) == [
+        "self",
+        "raw_error",
+        "return_type",
+        "field_details_list",
+        "path",
+    ]
     # Strawberry's resolver of a plain field is marked, reads the attribute with the
     # configured default resolver, and an execution's middleware sits on its manager.
     field = build_schema()._schema.get_type("ApiKey").fields["name"]  # type: ignore[union-attr]

@@ -7,6 +7,12 @@ calls that end in `getattr`), asks whether the value is awaitable, then complete
 A page of 20 keys has about 240 such fields, each a plain attribute of a scalar or enum type:
 that machinery is most of what the page costs (bench/instructions.py).
 
+The same holds of a plain field of an object type (a key's `environment` and `createdBy`,
+an edge's `node`: 60 a page) whose value is an instance of that type's own class: its
+sub-fields are run as graphql-core's `complete_object_value` would, without the resolve info,
+the resolver calls and Strawberry's type check (an instance of the class passes it unless it
+was `strawberry.cast`), errors guarded as graphql-core's `execute_field` guards them.
+
 For a field whose answer is only its attribute, coerced (a Strawberry field with no resolver,
 no extension and no arguments, of a scalar or enum type, or a list of one), `execute_field`
 here reads the attribute and coerces it directly. Anything else takes graphql-core's path,
@@ -16,7 +22,9 @@ is not a list where one is expected, or any error while coercing. So every answe
 error is graphql-core's own; only the fields that cannot fail are answered sooner.
 
 The hook is graphql-core's `ExecutionContext.execute_field` (its signature is held by
-tests/test_library_contracts.py); Strawberry marks its plain-field resolver `_is_default`.
+tests/test_library_contracts.py) and the two methods it calls for an object field,
+`collect_and_execute_subfields` and `handle_field_error`; Strawberry marks its plain-field
+resolver `_is_default`.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from graphql import (
     GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
+    GraphQLOutputType,
     Undefined,
     is_leaf_type,
 )
@@ -37,20 +46,26 @@ from graphql.execution.collect_fields import FieldDetailsList
 from graphql.pyutils import AwaitableOrValue, Path
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.schema_converter import GraphQLCoreConverter
+from strawberry.types.base import StrawberryObjectDefinition
+from strawberry.types.cast import get_strawberry_type_cast
 from strawberry.types.field import StrawberryField
 
 # How a field is answered here: (attribute, coerce, nullable, a list of values); None: by
 # graphql-core. By (parent type, field name): the schema is built once, at import.
 Plan = tuple[str, Callable[[Any], Any], bool, bool]
 _plans: dict[tuple[GraphQLObjectType, str], Plan | None] = {}
+# A plain field of an object type: (attribute, its GraphQL type as declared, the object type,
+# the class its values are made of).
+ObjectPlan = tuple[str, GraphQLOutputType, GraphQLObjectType, type]
+_object_plans: dict[tuple[GraphQLObjectType, str], ObjectPlan | None] = {}
 # Per type of value: whether graphql-core would coerce it as it is (not null, not an error to
 # raise, not something to await). Decided once per type.
 _plain_types: dict[type, bool] = {}
 _UNANSWERED = object()
 
 
-def plan_of(field: GraphQLField | None) -> Plan | None:
-    """How `field` can be answered here, or None when only graphql-core may answer it."""
+def _attribute(field: GraphQLField | None) -> str | None:
+    """The attribute a plain Strawberry field answers (no resolver, extension or argument)."""
     if field is None or field.args or not getattr(field.resolve, "_is_default", False):
         return None
     definition = field.extensions.get(GraphQLCoreConverter.DEFINITION_BACKREF)
@@ -60,6 +75,34 @@ def plan_of(field: GraphQLField | None) -> Plan | None:
         or definition.default_resolver is not getattr
         or not isinstance(definition.python_name, str)
     ):
+        return None
+    return definition.python_name
+
+
+def object_plan_of(field: GraphQLField | None) -> ObjectPlan | None:
+    """How a plain field of an object type is answered here, or None."""
+    attribute = _attribute(field)
+    if field is None or attribute is None:
+        return None
+    kind = field.type
+    if isinstance(kind, GraphQLNonNull):
+        kind = kind.of_type
+    if not isinstance(kind, GraphQLObjectType):
+        return None
+    definition = kind.extensions.get(GraphQLCoreConverter.DEFINITION_BACKREF)
+    if (
+        not isinstance(definition, StrawberryObjectDefinition)
+        or definition.is_graphql_generic
+        or definition.is_type_of is not None  # a type check of its own: graphql-core runs it
+    ):
+        return None
+    return (attribute, field.type, kind, definition.origin)
+
+
+def plan_of(field: GraphQLField | None) -> Plan | None:
+    """How `field` can be answered here, or None when only graphql-core may answer it."""
+    attribute = _attribute(field)
+    if field is None or attribute is None:
         return None
     kind = field.type
     nullable = not isinstance(kind, GraphQLNonNull)
@@ -73,7 +116,7 @@ def plan_of(field: GraphQLField | None) -> Plan | None:
         kind = kind.of_type
     if not is_leaf_type(kind):
         return None
-    return (definition.python_name, kind.coerce_output_value, nullable, listed)
+    return (attribute, kind.coerce_output_value, nullable, listed)
 
 
 def _plain(value: Any) -> bool:
@@ -139,10 +182,68 @@ class LeafFields(StrawberryGraphQLCoreExecutionContext):
             plan = _plans[key]
         except KeyError:
             plan = _plans[key] = plan_of(self.schema.get_field(parent_type, name))
-        if plan is not None and self._answers_leaves:
-            value = answer(source, plan)
-            if value is not _UNANSWERED:
-                return value
+        if self._answers_leaves:
+            if plan is not None:
+                value = answer(source, plan)
+                if value is not _UNANSWERED:
+                    return value
+            else:
+                try:
+                    object_plan = _object_plans[key]
+                except KeyError:
+                    field = self.schema.get_field(parent_type, name)
+                    object_plan = _object_plans[key] = object_plan_of(field)
+                if object_plan is not None:
+                    value = self._object(
+                        source, object_plan, field_details_list, path, position_context
+                    )
+                    if value is not _UNANSWERED:
+                        return value
         return super().execute_field(
             parent_type, source, field_details_list, path, position_context
         )
+
+    def _object(
+        self,
+        source: Any,
+        plan: ObjectPlan,
+        field_details_list: FieldDetailsList,
+        path: Path,
+        position_context: Any,
+    ) -> Any:
+        """A plain object field whose value is of its type's own class: its sub-fields, run
+        and guarded as graphql-core's execute_field and complete_object_value do them (no
+        resolve info is built: only a resolver or the type check would read it)."""
+        attribute, return_type, object_type, origin = plan
+        try:
+            value = getattr(source, attribute)
+        except Exception:
+            return _UNANSWERED
+        # Strawberry's type check passes an instance of the class itself, unless the value was
+        # cast (strawberry.cast) to another type. Anything else (null, an error, an awaitable,
+        # a subclass, a cast value) is graphql-core's to answer.
+        if type(value) is not origin or get_strawberry_type_cast(value) is not None:
+            return _UNANSWERED
+        try:
+            completed = self.collect_and_execute_subfields(
+                object_type, field_details_list, path, value, position_context
+            )
+            if self.is_awaitable(completed):
+                return self._awaited(completed, return_type, field_details_list, path)
+        except Exception as raw_error:
+            self.handle_field_error(raw_error, return_type, field_details_list, path)
+            return None
+        return completed
+
+    async def _awaited(
+        self,
+        completed: Awaitable[Any],
+        return_type: GraphQLOutputType,
+        field_details_list: FieldDetailsList,
+        path: Path,
+    ) -> Any:
+        try:
+            return await completed
+        except Exception as raw_error:
+            self.handle_field_error(raw_error, return_type, field_details_list, path)
+            return None
