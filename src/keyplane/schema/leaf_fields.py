@@ -30,11 +30,13 @@ resolver `_is_default`.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from enum import Enum
 from types import GeneratorType
 from typing import Any
 
 from graphql import (
     GraphQLField,
+    GraphQLLeafType,
     GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
@@ -45,7 +47,7 @@ from graphql import (
 from graphql.execution.collect_fields import FieldDetailsList
 from graphql.pyutils import AwaitableOrValue, Path
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
-from strawberry.schema.schema_converter import GraphQLCoreConverter
+from strawberry.schema.schema_converter import CustomGraphQLEnumType, GraphQLCoreConverter
 from strawberry.types.base import StrawberryObjectDefinition
 from strawberry.types.cast import get_strawberry_type_cast
 from strawberry.types.field import StrawberryField
@@ -116,7 +118,31 @@ def plan_of(field: GraphQLField | None) -> Plan | None:
         kind = kind.of_type
     if not is_leaf_type(kind):
         return None
-    return (attribute, kind.coerce_output_value, nullable, listed)
+    return (attribute, _coercion(kind), nullable, listed)
+
+
+def _coercion(kind: GraphQLLeafType) -> Callable[[Any], Any]:
+    """`kind.coerce_output_value`; for a Strawberry enum, a member's name looked up at once
+    (Strawberry's walks every value of the enum, reading each member's `value` twice)."""
+    if not isinstance(kind, CustomGraphQLEnumType):
+        return kind.coerce_output_value
+    enum: Any = kind.wrapped_cls
+    names: dict[Enum, str] = {}
+    for member in enum:
+        for name, value in kind.values.items():
+            if member.value == value.value:  # the first that matches, as Strawberry's loop
+                names.setdefault(member, name)
+                break
+    general = kind.coerce_output_value
+
+    def coerce(value: Any) -> Any:
+        if type(value) is enum:
+            name = names.get(value)
+            if name is not None:
+                return name
+        return general(value)
+
+    return coerce
 
 
 def _plain(value: Any) -> bool:
