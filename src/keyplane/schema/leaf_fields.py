@@ -95,6 +95,7 @@ def object_plan_of(field: GraphQLField | None) -> ObjectPlan | None:
     if (
         not isinstance(definition, StrawberryObjectDefinition)
         or definition.is_graphql_generic
+        or definition.concrete_of is not None  # a generic's specialization: graphql-core
         or definition.is_type_of is not None  # a type check of its own: graphql-core runs it
     ):
         return None
