@@ -15,6 +15,7 @@ from graphql import (
     GraphQLError,
     GraphQLSchema,
     GraphQLSyntaxError,
+    MiddlewareManager,
     parse,
     specified_rules,
     validate,
@@ -32,6 +33,7 @@ from strawberry.http.async_base_view import AsyncBaseHTTPView
 from strawberry.http.parse_content_type import parse_content_type
 from strawberry.schema._graphql_core import execution_context_class_kwargs
 from strawberry.schema.schema import Schema, StrawberryGraphQLCoreExecutionContext
+from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types import ExecutionResult, SubscriptionExecutionResult
 
 from keyplane.ratelimit.tiers import stable
@@ -179,6 +181,51 @@ def test_graphql_core_collects_sub_fields_in_the_method_the_executor_overrides()
     fields = set(inspect.signature(FieldDetails).parameters)
     assert {"node", "defer_usage", "fragment_variable_values"} <= fields
     assert {"grouped_field_set", "new_defer_usages"} <= set(CollectedFields._fields)
+
+
+def test_graphql_core_runs_each_field_through_the_method_leaf_fields_overrides() -> None:
+    parameters = list(
+        inspect.signature(StrawberryGraphQLCoreExecutionContext.execute_field).parameters
+    )
+    assert parameters == [
+        "self",
+        "parent_type",
+        "source",
+        "field_details_list",
+        "path",
+        "position_context",
+    ]
+    assert "self.execute_field(" in inspect.getsource(
+        StrawberryGraphQLCoreExecutionContext.execute_fields
+    )
+    # What it calls for an object field, as complete_object_value and execute_field do.
+    execution = StrawberryGraphQLCoreExecutionContext
+    assert list(inspect.signature(execution.collect_and_execute_subfields).parameters) == [
+        "self",
+        "return_type",
+        "field_details_list",
+        "path",
+        "result",
+        "position_context",
+    ]
+    assert "self.collect_and_execute_subfields(" in inspect.getsource(
+        execution.complete_object_value
+    )
+    assert list(inspect.signature(execution.handle_field_error).parameters) == [
+        "self",
+        "raw_error",
+        "return_type",
+        "field_details_list",
+        "path",
+    ]
+    # Strawberry's resolver of a plain field is marked, reads the attribute with the
+    # configured default resolver, and an execution's middleware sits on its manager.
+    field = build_schema()._schema.get_type("ApiKey").fields["name"]  # type: ignore[union-attr]
+    assert field.resolve._is_default is True
+    definition = field.extensions[GraphQLCoreConverter.DEFINITION_BACKREF]
+    assert definition.default_resolver is getattr
+    assert definition.python_name == "name"
+    assert MiddlewareManager().middlewares == ()
 
 
 def test_strawberrys_view_reads_the_two_names_fast_http_view_replaces() -> None:

@@ -286,7 +286,14 @@ async def list_api_keys(
             limit=first + 1,
         )
     )
-    return page_of(keys, first=first, after=after, count=_listed(environment_id, status, now).count)
+    return page_of(
+        keys, first=first, after=after, count=lambda: _count(environment_id, status, now)
+    )
+
+
+async def _count(environment_id: str, status: ApiKeyStatus | None, now: datetime) -> int:
+    """The keys `list_api_keys` pages through, counted (its query built only when asked)."""
+    return await _listed(environment_id, status, now).count()
 
 
 def _listed(environment_id: str, status: ApiKeyStatus | None, now: datetime) -> QuerySet[ApiKey]:

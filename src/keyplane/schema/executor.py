@@ -22,6 +22,8 @@ from graphql import GraphQLObjectType, OperationDefinitionNode
 from graphql.execution.collect_fields import CollectedFields, FieldDetailsList
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
+from keyplane.schema.leaf_fields import LeafFields
+
 # Per operation, by id (graphql-core's nodes hash their whole subtree: a dict keyed by the node
 # itself would cost more than the collection), weakly: the entry goes when the operation does,
 # which is when query_cache.py's LRU lets its document go. Inside: (object type, id of each field
@@ -48,8 +50,9 @@ def _reusable(field_details_list: FieldDetailsList) -> bool:
     return True
 
 
-class Executor(StrawberryGraphQLCoreExecutionContext):
-    """Strawberry's executor, with sub-field collections shared across executions."""
+class Executor(LeafFields, StrawberryGraphQLCoreExecutionContext):
+    """Strawberry's executor, with sub-field collections shared across executions (and plain
+    leaf fields answered directly: schema/leaf_fields.py)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
