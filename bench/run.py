@@ -44,7 +44,7 @@ from seed import Issuer, Seeded, insert_keys, seed
 from keyplane.auth.api_key import generate_secret
 
 BENCH_DIR = Path(__file__).resolve().parent
-RESULTS = BENCH_DIR / "results" / "latest.md"
+RESULTS = BENCH_DIR / "results" / "wallclock.md"
 HOST = "127.0.0.1"
 SERVER_CPU = 0
 LOAD_CPU = 1
