@@ -53,52 +53,109 @@ def busy_messages() -> tuple[Message, Message]:
 class Admission:
     """How many requests one worker works on at once, and what waits for a turn.
 
-    Up to `max_in_flight` run; up to `max_queued` more wait, and the rest are refused (503).
-    Latency grows with what runs at once on one event loop, so a small number runs and a burst
-    waits instead. While the queue is under half full (closed-loop clients: at most one request
-    per connection) turns go first come, first served. Past half, arrivals outrun the worker
-    (open-loop overload): the newest waiter goes first, so what is served is served about as fast
-    as when unloaded, and when the queue is full an arrival refuses the oldest waiter (it has
-    waited longest and would be served latest), which gets its 503 quickly instead of after a
-    long wait (bench/overload.py measured it: bench/results/overload.md).
+    Up to `max_in_flight` requests are in progress at once (one waiting on the database or
+    Redis counts); past that, a request is refused (503) at once, never queued, so a burst of
+    slow operations cannot keep cheap requests waiting.
+
+    With a queue (`max_queued` > 0), one request starts per pass of the event loop, and the
+    others wait for a later pass. A request that awaits no I/O runs from start to end within
+    one pass, so if every request that arrived in a pass started in it, a burst would pile up
+    out of sight, in the sockets and the event loop's own queue: the in-flight count stays
+    low, nothing is refused, and every answer is late (bench/results/overload.md). One start a
+    pass keeps the backlog in this queue, where it is counted and ordered:
+    - first come, first served while up to `max_queued` wait. Closed-loop clients (one request
+      at a time per connection) never fill it if there are fewer of them than `max_queued`;
+    - an arrival that finds it full means arrivals outrun the worker: it is *overloaded*. Only
+      the newest `overload_queue` waiters are kept, and the newest goes first: a pass's turn goes
+      to its own first arrival if it has one, else to the newest waiter, and an arrival that
+      finds the queue full refuses the oldest waiter. So what is served is served about as
+      fast as when unloaded, and what is not gets its 503 after a few passes of the loop;
+    - the worker is no longer overloaded once its queue is empty.
     """
 
-    def __init__(self, *, max_in_flight: int, max_queued: int) -> None:
+    def __init__(self, *, max_in_flight: int, max_queued: int, overload_queue: int = 16) -> None:
         self.max_in_flight = max_in_flight
         self.max_queued = max_queued
+        self.overload_queue = max(1, min(overload_queue, max_queued))
         self.in_flight = 0
+        self.overloaded = False
         self._waiting: deque[asyncio.Future[bool]] = deque()
+        self._started_in_pass = False  # a request started in this pass of the event loop
+        self._next_pass_due = False  # `_next_pass` is scheduled (call_soon: the next pass)
 
     def enter_now(self) -> bool:
-        """A turn without waiting (the hot path: no await), if one is free and nobody waits."""
-        if self.in_flight < self.max_in_flight and not self._waiting:
-            self.in_flight += 1
-            return True
-        return False
+        """A turn without waiting (the hot path: no await): there is room and, with a queue,
+        nothing else started in this pass of the event loop, and nobody waits (or the worker
+        is overloaded: then the newest goes first, and this is the newest)."""
+        if self.in_flight >= self.max_in_flight:
+            return False
+        if self.max_queued > 0:
+            if self._started_in_pass or (self._waiting and not self.overloaded):
+                return False
+            self._started_in_pass = True
+            self._call_next_pass()
+        self.in_flight += 1
+        return True
 
     async def wait(self) -> bool:
-        """True once a leaving request handed this one its turn; False: refused."""
-        if self.max_queued <= 0:
-            return False
-        if len(self._waiting) >= self.max_queued:
-            self._waiting.popleft().set_result(False)
+        """True once this request was given its turn; False: refused."""
+        if self.max_queued <= 0 or self.in_flight >= self.max_in_flight:
+            return False  # at the in-flight limit: refused at once, never queued
+        waiting = self._waiting
+        if not self.overloaded and len(waiting) >= self.max_queued:
+            self.overloaded = True
+        if self.overloaded:
+            while len(waiting) >= self.overload_queue:
+                _refuse(waiting.popleft())
         turn: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiting.append(turn)
+        waiting.append(turn)
+        self._call_next_pass()
         try:
             return await turn
         except asyncio.CancelledError:
             if turn.done() and not turn.cancelled() and turn.result():
-                self.leave()  # the turn was handed over just as the client went: pass it on
-            elif turn in self._waiting:
-                self._waiting.remove(turn)
+                self.leave()  # the turn was given just as the client went: pass it on
+            elif turn in waiting:
+                waiting.remove(turn)
             raise
 
     def leave(self) -> None:
-        """A request is done: its turn passes to a waiter (in_flight unchanged) or is freed."""
-        waiting = self._waiting
-        while waiting:
-            turn = waiting.pop() if 2 * len(waiting) > self.max_queued else waiting.popleft()
-            if not turn.done():
-                turn.set_result(True)
-                return
+        """A request is done: its place is free for a waiter, in the next pass."""
         self.in_flight -= 1
+        if self._waiting:
+            self._call_next_pass()
+
+    def _call_next_pass(self) -> None:
+        if not self._next_pass_due:
+            self._next_pass_due = True
+            asyncio.get_running_loop().call_soon(self._next_pass)
+
+    def _next_pass(self) -> None:
+        """At the start of a pass, before its arrivals: a waiter may get the turn."""
+        self._next_pass_due = False
+        started = self._started_in_pass  # in the pass that just ended
+        self._started_in_pass = False
+        waiting = self._waiting
+        if self.in_flight >= self.max_in_flight:
+            while waiting:  # at the limit: refused at once, like an arrival
+                _refuse(waiting.popleft())
+        if self.overloaded and started and waiting:
+            # The last pass had an arrival to start, and so may this one: its turn is kept
+            # for that arrival, the newest; a waiter gets it after a pass that started nothing.
+            self._call_next_pass()
+            return
+        while waiting:
+            turn = waiting.pop() if self.overloaded else waiting.popleft()
+            if turn.done():  # cancelled: its task has not run its handler yet
+                continue
+            self.in_flight += 1
+            turn.set_result(True)
+            self._started_in_pass = True
+            self._call_next_pass()
+            return
+        self.overloaded = False
+
+
+def _refuse(turn: asyncio.Future[bool]) -> None:
+    if not turn.done():
+        turn.set_result(False)
