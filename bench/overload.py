@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--limits",
-        default="64:128",
+        default="64:16",
         help="KEYPLANE_MAX_IN_FLIGHT:KEYPLANE_MAX_QUEUED pairs to try, comma-separated",
     )
     parser.add_argument("--factor", type=float, default=2.0, help="offered load / capacity")

@@ -1,13 +1,20 @@
-"""A worker's admission: what runs at once, what waits for a turn, and what is refused (503)."""
+"""A worker's admission: what runs at once, what waits for a turn, and what is refused (503).
+
+The event loop is driven pass by pass (`asyncio.sleep(0)`), and the loop's clock is set by
+hand where the calm period matters: nothing here depends on how fast the machine is.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 
 import pytest
+from starlette.types import Message, Receive, Scope, Send
 
-from keyplane.unavailable import Admission
+from keyplane.edge import Edge
+from keyplane.unavailable import BUSY_RETRY_SECONDS, Admission
 
 
 async def _next_pass() -> None:
@@ -15,12 +22,37 @@ async def _next_pass() -> None:
 
 
 async def _settle() -> None:
-    for _ in range(5):
+    for _ in range(10):
         await _next_pass()
 
 
 def _waiters(admission: Admission, count: int) -> list[asyncio.Task[bool]]:
     return [asyncio.create_task(admission.wait()) for _ in range(count)]
+
+
+class _Clock:
+    """The running loop's `time()`, set by hand (no timer is scheduled in these tests)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = 1000.0
+        monkeypatch.setattr(asyncio.get_running_loop(), "time", lambda: self.now)
+
+
+def _overloaded(starts: int = 4, queued: int = 2) -> Admission:
+    """A worker made overloaded by one pass that starts `starts` requests, and one more."""
+    admission = Admission(max_in_flight=100, max_queued=queued, overload_starts=starts)
+    for _ in range(starts):
+        assert admission.enter_now()
+        admission.leave()
+    assert admission.enter_now() is False
+    assert admission.overloaded
+    return admission
+
+
+async def _cancel(tasks: list[asyncio.Task[bool]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def test_without_a_queue_those_within_the_limit_enter_at_once_and_the_rest_are_refused() -> (
@@ -35,8 +67,52 @@ async def test_without_a_queue_those_within_the_limit_enter_at_once_and_the_rest
     assert admission.in_flight == 2
 
 
-async def test_with_a_queue_one_request_starts_per_pass_of_the_event_loop() -> None:
-    admission = Admission(max_in_flight=8, max_queued=4)
+async def test_a_burst_below_the_threshold_starts_in_one_pass_with_no_pacing_or_queue() -> None:
+    # given: the defaults' shape, 64 starts in a pass before anything is paced
+    admission = Admission(max_in_flight=64, max_queued=16, overload_starts=64)
+    started: list[int] = []
+
+    async def request(n: int) -> None:
+        assert admission.enter_now()  # never the queue: no wait() at all
+        started.append(n)
+        await _next_pass()  # in flight while the others start
+        admission.leave()
+
+    # when: 48 concurrent requests (all arrive in one pass), then 48 more in the next passes
+    first = [asyncio.create_task(request(n)) for n in range(48)]
+    await _next_pass()
+    in_one_pass = len(started)
+    await asyncio.gather(*first)
+    second = [asyncio.create_task(request(n)) for n in range(48, 96)]
+    await asyncio.gather(*second)
+
+    # then
+    assert in_one_pass == 48
+    assert started == list(range(96))
+    assert not admission.overloaded
+    assert admission.in_flight == 0
+
+
+async def test_at_the_in_flight_limit_a_request_is_refused_at_once_never_queued() -> None:
+    admission = Admission(max_in_flight=1, max_queued=8)
+    admission.enter_now()
+
+    assert admission.enter_now() is False
+    assert await admission.wait() is False
+
+
+async def test_a_pass_that_starts_overload_starts_requests_overloads_the_worker() -> None:
+    admission = Admission(max_in_flight=100, max_queued=8, overload_starts=4)
+
+    same_pass = [admission.enter_now() for _ in range(5)]
+
+    assert same_pass == [True, True, True, True, False]
+    assert admission.overloaded
+
+
+async def test_when_overloaded_one_request_starts_per_pass() -> None:
+    admission = _overloaded()
+    await _next_pass()
 
     same_pass = [admission.enter_now(), admission.enter_now()]
     await _next_pass()
@@ -44,85 +120,37 @@ async def test_with_a_queue_one_request_starts_per_pass_of_the_event_loop() -> N
 
     assert same_pass == [True, False]
     assert next_pass is True
-    assert admission.in_flight == 2
 
 
-async def test_waiters_start_first_come_first_served_one_per_pass() -> None:
-    # given: one request running, three waiting in a queue of 8
-    admission = Admission(max_in_flight=8, max_queued=8)
-    admission.enter_now()
-    served: list[int] = []
+async def test_when_overloaded_only_the_newest_wait_and_the_oldest_are_refused() -> None:
+    # given: overloaded, queue of 2
+    admission = _overloaded(queued=2)
 
-    async def waiter(n: int) -> None:
-        if await admission.wait():
-            served.append(n)
-            await _next_pass()  # still running when the next pass gives the next turn
-            admission.leave()
-
-    tasks = [asyncio.create_task(waiter(n)) for n in range(3)]
-    await _next_pass()
-
-    # when
-    admission.leave()
-    await asyncio.gather(*tasks)
-
-    # then
-    assert served == [0, 1, 2]
-    assert admission.in_flight == 0
-    assert not admission.overloaded
-
-
-async def test_an_arrival_at_the_in_flight_limit_is_refused_at_once_even_with_a_queue() -> None:
-    admission = Admission(max_in_flight=1, max_queued=8)
-    admission.enter_now()
-
-    assert await admission.wait() is False
-
-
-async def test_an_arrival_that_finds_the_queue_full_overloads_the_worker_and_the_oldest_go() -> (
-    None
-):
-    # given: a queue of 4; once overloaded, only the newest 2 wait
-    admission = Admission(max_in_flight=8, max_queued=4, overload_queue=2)
-    admission.enter_now()
-
-    # when: six arrive in one pass (they register in the next)
+    # when: six wait in one pass
     waiters = _waiters(admission, 6)
     await _next_pass()
-    await _next_pass()
 
-    # then
-    assert admission.overloaded
+    # then: the four oldest refused at once, the two newest still waiting
     assert [w.done() and w.result() for w in waiters[:4]] == [False] * 4
-    assert not waiters[4].done()
-    for task in waiters[4:]:
-        task.cancel()
-    await asyncio.gather(*waiters[4:], return_exceptions=True)
+    assert not any(w.done() for w in waiters[4:])
+    await _cancel(waiters[4:])
 
 
 async def test_when_overloaded_the_first_arrival_of_a_pass_starts_before_older_waiters() -> None:
-    admission = Admission(max_in_flight=8, max_queued=2, overload_queue=2)
-    admission.enter_now()
-    old = _waiters(admission, 3)  # the third finds the queue full: overloaded
+    admission = _overloaded()
+    old = _waiters(admission, 2)
 
     await _next_pass()  # they register; nothing started in this pass yet
     newest_first = admission.enter_now()
 
-    assert admission.overloaded
     assert newest_first is True
-    for task in old:
-        task.cancel()
-    await asyncio.gather(*old, return_exceptions=True)
+    assert not any(w.done() for w in old)
+    await _cancel(old)
 
 
-async def test_an_overloaded_worker_serves_its_newest_waiter_after_a_quiet_pass_and_recovers() -> (
-    None
-):
-    admission = Admission(max_in_flight=8, max_queued=2, overload_queue=2)
-    admission.enter_now()
+async def test_an_overloaded_worker_serves_its_waiters_newest_first_after_quiet_passes() -> None:
+    admission = _overloaded(queued=2)
     waiters = _waiters(admission, 3)
-    await _next_pass()
-    assert admission.overloaded
     turns: list[int] = []
 
     def record(n: int) -> Callable[[asyncio.Task[bool]], None]:
@@ -139,12 +167,49 @@ async def test_an_overloaded_worker_serves_its_newest_waiter_after_a_quiet_pass_
 
     assert waiters[0].result() is False  # the oldest, refused when the queue overflowed
     assert turns == [2, 1]  # then the newest first
+
+
+async def test_overload_is_left_only_after_a_calm_period_then_bursts_start_at_once_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given: overloaded at t, its one waiter served
+    clock = _Clock(monkeypatch)
+    admission = Admission(max_in_flight=100, max_queued=2, overload_starts=4, calm=0.1)
+    for _ in range(5):
+        if admission.enter_now():
+            admission.leave()
+    waiter = _waiters(admission, 1)
+    await _settle()
+    assert waiter[0].result() is True
+    admission.leave()
+
+    # when: quiet passes within the calm period (the queue is empty)
+    clock.now += 0.05
+    admission.enter_now()
+    admission.leave()
+    await _settle()
+
+    # then: still overloaded, still one start a pass (no flip-flop on a lull)
+    assert admission.overloaded
+    assert [admission.enter_now(), admission.enter_now()] == [True, False]
+    admission.leave()
+
+    # when: a pass after the calm period
+    clock.now += 0.2
+    await _settle()
+    admission.enter_now()
+    admission.leave()
+    await _settle()
+
+    # then: not overloaded, and a burst below the threshold starts in one pass again
     assert not admission.overloaded
+    assert [admission.enter_now() for _ in range(4)] == [True] * 4
 
 
 async def test_a_waiter_whose_client_left_gives_up_its_place() -> None:
-    admission = Admission(max_in_flight=8, max_queued=4)
-    admission.enter_now()
+    admission = _overloaded()
+    await _next_pass()
+    assert admission.enter_now()  # one in flight
     gone = asyncio.create_task(admission.wait())
     await _next_pass()
     gone.cancel()
@@ -155,4 +220,40 @@ async def test_a_waiter_whose_client_left_gives_up_its_place() -> None:
     await _settle()
 
     assert admission.in_flight == 0
-    assert admission.enter_now() is True
+    assert not admission._waiting
+
+
+async def test_a_flood_through_the_edge_is_served_or_refused_with_503_and_retry_after() -> None:
+    # given: an app that answers without awaiting I/O, behind an overload threshold of 8
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    edge = Edge(app, max_in_flight=1000, max_queued=4)
+    edge.admission = Admission(max_in_flight=1000, max_queued=4, overload_starts=8)
+
+    async def request() -> list[Message]:
+        sent: list[Message] = []
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        scope: Scope = {"type": "http", "method": "POST", "path": "/graphql", "headers": []}
+        await edge(scope, receive, send)
+        return sent
+
+    # when: 40 requests arrive in one pass
+    answers = await asyncio.gather(*(request() for _ in range(40)))
+
+    # then: 8 start in that pass, the 4 newest of the rest wait and are served; 28 refused
+    statuses = [answer[0]["status"] for answer in answers]
+    assert statuses == [200] * 8 + [503] * 28 + [200] * 4
+    refused = answers[8]
+    headers = dict(refused[0]["headers"])
+    assert headers[b"retry-after"] == str(BUSY_RETRY_SECONDS).encode()
+    body = json.loads(refused[1]["body"])
+    assert body["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+    assert edge.admission.in_flight == 0

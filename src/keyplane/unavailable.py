@@ -51,63 +51,81 @@ def busy_messages() -> tuple[Message, Message]:
 
 
 class Admission:
-    """How many requests one worker works on at once, and what waits for a turn.
+    """How many requests one worker works on at once, and what it does with a burst.
 
     Up to `max_in_flight` requests are in progress at once (one waiting on the database or
     Redis counts); past that, a request is refused (503) at once, never queued, so a burst of
     slow operations cannot keep cheap requests waiting.
 
-    With a queue (`max_queued` > 0), one request starts per pass of the event loop, and the
-    others wait for a later pass. A request that awaits no I/O runs from start to end within
-    one pass, so if every request that arrived in a pass started in it, a burst would pile up
-    out of sight, in the sockets and the event loop's own queue: the in-flight count stays
-    low, nothing is refused, and every answer is late (bench/results/overload.md). One start a
-    pass keeps the backlog in this queue, where it is counted and ordered:
-    - first come, first served while up to `max_queued` wait. Closed-loop clients (one request
-      at a time per connection) never fill it if there are fewer of them than `max_queued`;
-    - an arrival that finds it full means arrivals outrun the worker: it is *overloaded*. Only
-      the newest `overload_queue` waiters are kept, and the newest goes first: a pass's turn goes
-      to its own first arrival if it has one, else to the newest waiter, and an arrival that
-      finds the queue full refuses the oldest waiter. So what is served is served about as
-      fast as when unloaded, and what is not gets its 503 after a few passes of the loop;
-    - the worker is no longer overloaded once its queue is empty.
+    A request that awaits no I/O runs from start to end within one pass of the event loop, and
+    every request that arrived during a pass starts in the next one. So under a burst the
+    backlog is out of sight, in the sockets and the loop's own queue: the in-flight count stays
+    low, nothing is refused, each pass is longer than the last, and every answer is late
+    (bench/results/overload.md). What shows it is how many requests start in one pass. Below
+    `overload_starts` a pass (closed-loop clients, one request at a time per connection, never
+    reach it if there are fewer of them), every request starts at once, as without any queue:
+    the only cost is one callback per pass that starts a request. A pass that reaches it means
+    arrivals outrun the worker: it is *overloaded*, until it is calm again. Then:
+    - one request starts per pass: the pass's own first arrival, the newest; if the pass has
+      none, the newest waiter gets the turn;
+    - the others wait, newest first, at most `max_queued` of them; an arrival that finds the
+      queue full refuses the oldest waiter. So what is served is served about as fast as when
+      unloaded, and what is not gets its 503 after a few passes, not after a long wait;
+    - the worker is no longer overloaded once a pass finds its queue empty and no arrival has
+      had to wait for `calm` seconds (else every lull would let the next burst build up again).
+    `max_queued` = 0 turns this off: every request within `max_in_flight` starts at once.
     """
 
-    def __init__(self, *, max_in_flight: int, max_queued: int, overload_queue: int = 16) -> None:
+    def __init__(
+        self,
+        *,
+        max_in_flight: int,
+        max_queued: int,
+        overload_starts: int = 64,
+        calm: float = 0.1,
+    ) -> None:
         self.max_in_flight = max_in_flight
         self.max_queued = max_queued
-        self.overload_queue = max(1, min(overload_queue, max_queued))
+        self.overload_starts = max(1, overload_starts)
+        self.calm = calm
         self.in_flight = 0
         self.overloaded = False
+        self._pressed_at = 0.0  # loop time an arrival last had to wait or was refused
         self._waiting: deque[asyncio.Future[bool]] = deque()
-        self._started_in_pass = False  # a request started in this pass of the event loop
+        self._started_in_pass = 0  # requests started in this pass of the event loop
         self._next_pass_due = False  # `_next_pass` is scheduled (call_soon: the next pass)
 
     def enter_now(self) -> bool:
         """A turn without waiting (the hot path: no await): there is room and, with a queue,
-        nothing else started in this pass of the event loop, and nobody waits (or the worker
-        is overloaded: then the newest goes first, and this is the newest)."""
+        this pass has not started `overload_starts` requests yet (or, overloaded, any)."""
         if self.in_flight >= self.max_in_flight:
             return False
         if self.max_queued > 0:
-            if self._started_in_pass or (self._waiting and not self.overloaded):
+            started = self._started_in_pass
+            if not started:
+                if not self._next_pass_due:
+                    self._next_pass_due = True
+                    asyncio.get_running_loop().call_soon(self._next_pass)
+            elif self.overloaded:
                 return False
-            self._started_in_pass = True
-            self._call_next_pass()
+            elif started >= self.overload_starts:
+                self.overloaded = True
+                self._pressed_at = asyncio.get_running_loop().time()
+                return False
+            self._started_in_pass = started + 1
         self.in_flight += 1
         return True
 
     async def wait(self) -> bool:
         """True once this request was given its turn; False: refused."""
-        if self.max_queued <= 0 or self.in_flight >= self.max_in_flight:
+        if not self.overloaded or self.in_flight >= self.max_in_flight:
             return False  # at the in-flight limit: refused at once, never queued
+        loop = asyncio.get_running_loop()
+        self._pressed_at = loop.time()
         waiting = self._waiting
-        if not self.overloaded and len(waiting) >= self.max_queued:
-            self.overloaded = True
-        if self.overloaded:
-            while len(waiting) >= self.overload_queue:
-                _refuse(waiting.popleft())
-        turn: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        while len(waiting) >= self.max_queued:
+            _refuse(waiting.popleft())
+        turn: asyncio.Future[bool] = loop.create_future()
         waiting.append(turn)
         self._call_next_pass()
         try:
@@ -131,29 +149,33 @@ class Admission:
             asyncio.get_running_loop().call_soon(self._next_pass)
 
     def _next_pass(self) -> None:
-        """At the start of a pass, before its arrivals: a waiter may get the turn."""
+        """At the start of a pass, before its arrivals: a new count and, overloaded, maybe a
+        turn for the newest waiter."""
         self._next_pass_due = False
         started = self._started_in_pass  # in the pass that just ended
-        self._started_in_pass = False
+        self._started_in_pass = 0
+        if not self.overloaded:
+            return
         waiting = self._waiting
         if self.in_flight >= self.max_in_flight:
             while waiting:  # at the limit: refused at once, like an arrival
                 _refuse(waiting.popleft())
-        if self.overloaded and started and waiting:
+        if started and waiting:
             # The last pass had an arrival to start, and so may this one: its turn is kept
             # for that arrival, the newest; a waiter gets it after a pass that started nothing.
             self._call_next_pass()
             return
         while waiting:
-            turn = waiting.pop() if self.overloaded else waiting.popleft()
+            turn = waiting.pop()
             if turn.done():  # cancelled: its task has not run its handler yet
                 continue
             self.in_flight += 1
             turn.set_result(True)
-            self._started_in_pass = True
+            self._started_in_pass = 1
             self._call_next_pass()
             return
-        self.overloaded = False
+        if asyncio.get_running_loop().time() - self._pressed_at > self.calm:
+            self.overloaded = False  # else the next pass that starts a request looks again
 
 
 def _refuse(turn: asyncio.Future[bool]) -> None:
