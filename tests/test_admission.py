@@ -206,6 +206,25 @@ async def test_overload_is_left_only_after_a_calm_period_then_bursts_start_at_on
     assert [admission.enter_now() for _ in range(4)] == [True] * 4
 
 
+async def test_waiters_that_fit_in_the_queue_do_not_keep_the_worker_overloaded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given: overloaded at t (its queue never overflowed since), still within the calm period
+    clock = _Clock(monkeypatch)
+    admission = _overloaded(queued=4)
+    await _settle()
+    assert admission.overloaded
+
+    # when: after the calm period, three wait (closed-loop clients, fewer than the queue holds)
+    clock.now += 0.2
+    waiters = _waiters(admission, 3)
+    await _settle()
+
+    # then: they are served, and waiting alone did not keep the worker overloaded
+    assert [w.result() for w in waiters] == [True, True, True]
+    assert not admission.overloaded
+
+
 async def test_a_waiter_whose_client_left_gives_up_its_place() -> None:
     admission = _overloaded()
     await _next_pass()

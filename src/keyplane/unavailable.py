@@ -71,8 +71,10 @@ class Admission:
     - the others wait, newest first, at most `max_queued` of them; an arrival that finds the
       queue full refuses the oldest waiter. So what is served is served about as fast as when
       unloaded, and what is not gets its 503 after a few passes, not after a long wait;
-    - the worker is no longer overloaded once a pass finds its queue empty and no arrival has
-      had to wait for `calm` seconds (else every lull would let the next burst build up again).
+    - the worker is no longer overloaded once a pass finds its queue empty and `calm` seconds
+      have passed since it overflowed (else every lull would let the next burst build up
+      again). Waiting alone does not count: closed-loop clients, fewer than `max_queued`,
+      that come along while it is overloaded wait their turns, but never keep it overloaded.
     `max_queued` = 0 turns this off: every request within `max_in_flight` starts at once.
     """
 
@@ -90,7 +92,7 @@ class Admission:
         self.calm = calm
         self.in_flight = 0
         self.overloaded = False
-        self._pressed_at = 0.0  # loop time an arrival last had to wait or was refused
+        self._pressed_at = 0.0  # loop time of the last sign of overload: a full queue
         self._waiting: deque[asyncio.Future[bool]] = deque()
         self._started_in_pass = 0  # requests started in this pass of the event loop
         self._next_pass_due = False  # `_next_pass` is scheduled (call_soon: the next pass)
@@ -118,13 +120,18 @@ class Admission:
 
     async def wait(self) -> bool:
         """True once this request was given its turn; False: refused."""
+        if self.max_queued <= 0:
+            return False
+        if not self.overloaded and self.enter_now():
+            return True  # no longer overloaded since this request was first turned away
         if not self.overloaded or self.in_flight >= self.max_in_flight:
             return False  # at the in-flight limit: refused at once, never queued
         loop = asyncio.get_running_loop()
-        self._pressed_at = loop.time()
         waiting = self._waiting
-        while len(waiting) >= self.max_queued:
-            _refuse(waiting.popleft())
+        if len(waiting) >= self.max_queued:
+            self._pressed_at = loop.time()
+            while len(waiting) >= self.max_queued:
+                _refuse(waiting.popleft())
         turn: asyncio.Future[bool] = loop.create_future()
         waiting.append(turn)
         self._call_next_pass()
