@@ -38,13 +38,21 @@ class _Clock:
         monkeypatch.setattr(asyncio.get_running_loop(), "time", lambda: self.now)
 
 
-def _overloaded(starts: int = 4, queued: int = 2) -> Admission:
+async def _enter(admission: Admission) -> bool:
+    return admission.enter_now()
+
+
+async def _arrivals(admission: Admission, count: int) -> list[bool]:
+    """`count` requests arriving in one pass, each its own task (as the server makes them)."""
+    return list(await asyncio.gather(*(_enter(admission) for _ in range(count))))
+
+
+async def _overloaded(starts: int = 4, queued: int = 2, calm: float = 3600.0) -> Admission:
     """A worker made overloaded by one pass that starts `starts` requests, and one more."""
-    admission = Admission(max_in_flight=100, max_queued=queued, overload_starts=starts)
+    admission = Admission(max_in_flight=100, max_queued=queued, overload_starts=starts, calm=calm)
+    assert await _arrivals(admission, starts + 1) == [True] * starts + [False]
     for _ in range(starts):
-        assert admission.enter_now()
         admission.leave()
-    assert admission.enter_now() is False
     assert admission.overloaded
     return admission
 
@@ -104,14 +112,26 @@ async def test_at_the_in_flight_limit_a_request_is_refused_at_once_never_queued(
 async def test_a_pass_that_starts_overload_starts_requests_overloads_the_worker() -> None:
     admission = Admission(max_in_flight=100, max_queued=8, overload_starts=4)
 
-    same_pass = [admission.enter_now() for _ in range(5)]
+    same_pass = await _arrivals(admission, 5)
 
     assert same_pass == [True, True, True, True, False]
     assert admission.overloaded
 
 
+async def test_one_task_starting_requests_one_after_another_is_not_a_burst() -> None:
+    admission = Admission(max_in_flight=100, max_queued=8, overload_starts=4)
+    entered = []
+
+    for _ in range(50):  # an in-process client: no pass of the loop between its requests
+        entered.append(admission.enter_now())
+        admission.leave()
+
+    assert entered == [True] * 50
+    assert not admission.overloaded
+
+
 async def test_when_overloaded_one_request_starts_per_pass() -> None:
-    admission = _overloaded()
+    admission = await _overloaded()
     await _next_pass()
 
     same_pass = [admission.enter_now(), admission.enter_now()]
@@ -124,7 +144,7 @@ async def test_when_overloaded_one_request_starts_per_pass() -> None:
 
 async def test_when_overloaded_only_the_newest_wait_and_the_oldest_are_refused() -> None:
     # given: overloaded, queue of 2
-    admission = _overloaded(queued=2)
+    admission = await _overloaded(queued=2)
 
     # when: six wait in one pass
     waiters = _waiters(admission, 6)
@@ -137,7 +157,7 @@ async def test_when_overloaded_only_the_newest_wait_and_the_oldest_are_refused()
 
 
 async def test_when_overloaded_the_first_arrival_of_a_pass_starts_before_older_waiters() -> None:
-    admission = _overloaded()
+    admission = await _overloaded()
     old = _waiters(admission, 2)
 
     await _next_pass()  # they register; nothing started in this pass yet
@@ -149,7 +169,7 @@ async def test_when_overloaded_the_first_arrival_of_a_pass_starts_before_older_w
 
 
 async def test_an_overloaded_worker_serves_its_waiters_newest_first_after_quiet_passes() -> None:
-    admission = _overloaded(queued=2)
+    admission = await _overloaded(queued=2)
     waiters = _waiters(admission, 3)
     turns: list[int] = []
 
@@ -174,10 +194,7 @@ async def test_overload_is_left_only_after_a_calm_period_then_bursts_start_at_on
 ) -> None:
     # given: overloaded at t, its one waiter served
     clock = _Clock(monkeypatch)
-    admission = Admission(max_in_flight=100, max_queued=2, overload_starts=4, calm=0.1)
-    for _ in range(5):
-        if admission.enter_now():
-            admission.leave()
+    admission = await _overloaded(calm=0.1)
     waiter = _waiters(admission, 1)
     await _settle()
     assert waiter[0].result() is True
@@ -209,24 +226,25 @@ async def test_overload_is_left_only_after_a_calm_period_then_bursts_start_at_on
 async def test_waiters_that_fit_in_the_queue_do_not_keep_the_worker_overloaded(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # given: overloaded at t (its queue never overflowed since), still within the calm period
+    # given: overloaded at t (its queue never overflowed since), three waiting (closed-loop
+    # clients, fewer than the queue holds)
     clock = _Clock(monkeypatch)
-    admission = _overloaded(queued=4)
-    await _settle()
-    assert admission.overloaded
-
-    # when: after the calm period, three wait (closed-loop clients, fewer than the queue holds)
-    clock.now += 0.2
+    admission = await _overloaded(queued=4, calm=0.1)
     waiters = _waiters(admission, 3)
-    await _settle()
+    await _next_pass()
 
-    # then: they are served, and waiting alone did not keep the worker overloaded
-    assert [w.result() for w in waiters] == [True, True, True]
+    # when: the first pass after the calm period
+    clock.now += 0.2
+    await _next_pass()
+    await _next_pass()
+
+    # then: all three started in that pass, and the worker is no longer overloaded
+    assert [w.done() and w.result() for w in waiters] == [True, True, True]
     assert not admission.overloaded
 
 
 async def test_a_waiter_whose_client_left_gives_up_its_place() -> None:
-    admission = _overloaded()
+    admission = await _overloaded()
     await _next_pass()
     assert admission.enter_now()  # one in flight
     gone = asyncio.create_task(admission.wait())

@@ -119,7 +119,7 @@ class Settings:
     # Seconds a connection may take to send a request head (read by keyplane.connections too).
     request_head_timeout: int = 10
     # Requests one worker processes at once (past that, a 503 at once). Every request within
-    # that starts at once until one pass of the event loop starts 64: then the worker is
+    # that starts at once until one pass of the event loop starts more than 48: then it is
     # overloaded, one starts per pass, up to `max_queued` wait (newest first) and the oldest
     # are refused (unavailable.py `Admission`; bench/results/overload.md). 0: never paced.
     max_in_flight: int = 64

@@ -61,19 +61,23 @@ class Admission:
     every request that arrived during a pass starts in the next one. So under a burst the
     backlog is out of sight, in the sockets and the loop's own queue: the in-flight count stays
     low, nothing is refused, each pass is longer than the last, and every answer is late
-    (bench/results/overload.md). What shows it is how many requests start in one pass. Below
-    `overload_starts` a pass (closed-loop clients, one request at a time per connection, never
-    reach it if there are fewer of them), every request starts at once, as without any queue:
-    the only cost is one callback per pass that starts a request. A pass that reaches it means
-    arrivals outrun the worker: it is *overloaded*, until it is calm again. Then:
+    (bench/results/overload.md). What shows it is how many requests start in one pass. Every
+    request within `max_in_flight` starts at once, as without any queue, and is only counted
+    (if it comes from another task than the last start: one task's requests in a row are not a
+    burst);
+    the count restarts at the first pass after every 16th start (a quarter of
+    `overload_starts`). So it passes
+    `overload_starts` (64) only if one pass started more than 48 (closed-loop clients, one
+    request at a time per connection, never do it if there are no more than 48 of them), which
+    means arrivals outrun the worker: it is *overloaded*, until it is calm again. Then:
     - one request starts per pass: the pass's own first arrival, the newest; if the pass has
       none, the newest waiter gets the turn;
     - the others wait, newest first, at most `max_queued` of them; an arrival that finds the
       queue full refuses the oldest waiter. So what is served is served about as fast as when
       unloaded, and what is not gets its 503 after a few passes, not after a long wait;
-    - the worker is no longer overloaded once a pass finds its queue empty and `calm` seconds
-      have passed since it overflowed (else every lull would let the next burst build up
-      again). Waiting alone does not count: closed-loop clients, fewer than `max_queued`,
+    - the worker is no longer overloaded at the first pass `calm` seconds after its queue last
+      overflowed (else every lull would let the next burst build up again): whoever waits
+      starts then. Waiting alone does not count: closed-loop clients, fewer than `max_queued`,
       that come along while it is overloaded wait their turns, but never keep it overloaded.
     `max_queued` = 0 turns this off: every request within `max_in_flight` starts at once.
     """
@@ -94,27 +98,40 @@ class Admission:
         self.overloaded = False
         self._pressed_at = 0.0  # loop time of the last sign of overload: a full queue
         self._waiting: deque[asyncio.Future[bool]] = deque()
-        self._started_in_pass = 0  # requests started in this pass of the event loop
+        # Requests started since the count restarted: overloaded, at each pass of the event
+        # loop; else at the first pass after every `_check_every`-th start (one callback per
+        # that many requests, not one per pass).
+        self._started = 0
+        self._last_starter = 0  # id() of the task that made the last counted start
+        self._check_every = max(1, self.overload_starts // 4)
         self._next_pass_due = False  # `_next_pass` is scheduled (call_soon: the next pass)
 
     def enter_now(self) -> bool:
-        """A turn without waiting (the hot path: no await): there is room and, with a queue,
-        this pass has not started `overload_starts` requests yet (or, overloaded, any)."""
+        """A turn without waiting (the hot path: no await, and while not overloaded only a
+        count): there is room and, overloaded, nothing else started in this pass."""
         if self.in_flight >= self.max_in_flight:
             return False
         if self.max_queued > 0:
-            started = self._started_in_pass
-            if not started:
-                if not self._next_pass_due:
-                    self._next_pass_due = True
-                    asyncio.get_running_loop().call_soon(self._next_pass)
-            elif self.overloaded:
-                return False
-            elif started >= self.overload_starts:
-                self.overloaded = True
-                self._pressed_at = asyncio.get_running_loop().time()
-                return False
-            self._started_in_pass = started + 1
+            if self.overloaded:
+                if self._started:
+                    return False
+                self._started = 1
+                self._call_next_pass()
+            else:
+                # One task's requests one after another (an in-process client) are not
+                # arrivals: only a start from another task than the last counts.
+                task = id(asyncio.current_task())
+                if task != self._last_starter:
+                    self._last_starter = task
+                    started = self._started + 1
+                    if started >= self._check_every:
+                        if started == self._check_every:
+                            self._call_next_pass()  # the count restarts in the next pass
+                        elif started > self.overload_starts:
+                            self.overloaded = True
+                            self._pressed_at = asyncio.get_running_loop().time()
+                            return False
+                    self._started = started
         self.in_flight += 1
         return True
 
@@ -157,13 +174,28 @@ class Admission:
 
     def _next_pass(self) -> None:
         """At the start of a pass, before its arrivals: a new count and, overloaded, maybe a
-        turn for the newest waiter."""
+        turn for the newest waiter, or the end of the overload."""
         self._next_pass_due = False
-        started = self._started_in_pass  # in the pass that just ended
-        self._started_in_pass = 0
+        started = self._started  # in the pass that just ended, if overloaded
+        self._started = 0
         if not self.overloaded:
             return
         waiting = self._waiting
+        if asyncio.get_running_loop().time() - self._pressed_at > self.calm:
+            # Calm: whoever waits starts now, as any arrival would (a closed loop keeps some
+            # waiting at every pass, so an empty queue would never come).
+            self.overloaded = False
+            while waiting:
+                turn = waiting.popleft()
+                if turn.done():
+                    continue
+                if self.in_flight >= self.max_in_flight:
+                    turn.set_result(False)
+                    continue
+                self.in_flight += 1
+                self._started += 1
+                turn.set_result(True)
+            return
         if self.in_flight >= self.max_in_flight:
             while waiting:  # at the limit: refused at once, like an arrival
                 _refuse(waiting.popleft())
@@ -178,11 +210,9 @@ class Admission:
                 continue
             self.in_flight += 1
             turn.set_result(True)
-            self._started_in_pass = 1
+            self._started = 1
             self._call_next_pass()
             return
-        if asyncio.get_running_loop().time() - self._pressed_at > self.calm:
-            self.overloaded = False  # else the next pass that starts a request looks again
 
 
 def _refuse(turn: asyncio.Future[bool]) -> None:
