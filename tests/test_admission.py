@@ -243,6 +243,26 @@ async def test_waiters_that_fit_in_the_queue_do_not_keep_the_worker_overloaded(
     assert not admission.overloaded
 
 
+async def test_the_waiters_started_when_calm_do_not_count_towards_the_next_overload(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given: overloaded with 16 waiting, all started at the first pass after the calm period
+    clock = _Clock(monkeypatch)
+    admission = await _overloaded(starts=64, queued=16, calm=0.1)
+    waiters = _waiters(admission, 16)
+    await _next_pass()
+    clock.now += 0.2
+    await _settle()
+    assert [w.result() for w in waiters] == [True] * 16
+
+    # when: 49 arrive in one pass (fewer than 64 in a pass: not an overload)
+    entered = await _arrivals(admission, 49)
+
+    # then
+    assert entered == [True] * 49
+    assert not admission.overloaded
+
+
 async def test_a_waiter_whose_client_left_gives_up_its_place() -> None:
     admission = await _overloaded()
     await _next_pass()

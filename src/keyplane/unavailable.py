@@ -195,6 +195,8 @@ class Admission:
                 self.in_flight += 1
                 self._started += 1
                 turn.set_result(True)
+            if self._started:
+                self._call_next_pass()  # they count as this pass's starts: restart next pass
             return
         if self.in_flight >= self.max_in_flight:
             while waiting:  # at the limit: refused at once, like an arrival
