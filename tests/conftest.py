@@ -133,6 +133,7 @@ def settings(
         signup=signup_policy,
         rate_limits=parse_tiers(rate_limits, []),
         max_in_flight=10_000,  # tests fire hundreds of requests at once to test other limits
+        max_queued=0,  # and expect them all to start (a queue's pacing is test_admission.py's)
         render=RenderLimits(workers=render_workers),
         usage_flush_seconds=usage_flush_seconds,
         oauth=OAuthSettings(

@@ -1,100 +1,316 @@
-"""A worker's admission: what runs at once, what waits for a turn, and what is refused (503)."""
+"""A worker's admission: what runs at once, what waits for a turn, and what is refused (503).
+
+The event loop is driven pass by pass (`asyncio.sleep(0)`), and the loop's clock is set by
+hand where the calm period matters: nothing here depends on how fast the machine is.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Callable
 
 import pytest
+from starlette.types import Message, Receive, Scope, Send
 
-from keyplane.unavailable import Admission
+from keyplane.edge import Edge
+from keyplane.unavailable import BUSY_RETRY_SECONDS, Admission
+
+
+async def _next_pass() -> None:
+    await asyncio.sleep(0)  # the event loop runs one pass before this task goes on
 
 
 async def _settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
+    for _ in range(10):
+        await _next_pass()
 
 
-async def test_requests_within_the_limit_enter_without_waiting() -> None:
-    admission = Admission(max_in_flight=2, max_queued=4)
+def _waiters(admission: Admission, count: int) -> list[asyncio.Task[bool]]:
+    return [asyncio.create_task(admission.wait()) for _ in range(count)]
 
-    assert [admission.enter_now(), admission.enter_now(), admission.enter_now()] == [
-        True,
-        True,
-        False,
-    ]
+
+class _Clock:
+    """The running loop's `time()`, set by hand (no timer is scheduled in these tests)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = 1000.0
+        monkeypatch.setattr(asyncio.get_running_loop(), "time", lambda: self.now)
+
+
+async def _enter(admission: Admission) -> bool:
+    return admission.enter_now()
+
+
+async def _arrivals(admission: Admission, count: int) -> list[bool]:
+    """`count` requests arriving in one pass, each its own task (as the server makes them)."""
+    return list(await asyncio.gather(*(_enter(admission) for _ in range(count))))
+
+
+async def _overloaded(starts: int = 4, queued: int = 2, calm: float = 3600.0) -> Admission:
+    """A worker made overloaded by one pass that starts `starts` requests, and one more."""
+    admission = Admission(max_in_flight=100, max_queued=queued, overload_starts=starts, calm=calm)
+    assert await _arrivals(admission, starts + 1) == [True] * starts + [False]
+    for _ in range(starts):
+        admission.leave()
+    assert admission.overloaded
+    return admission
+
+
+async def _cancel(tasks: list[asyncio.Task[bool]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_without_a_queue_those_within_the_limit_enter_at_once_and_the_rest_are_refused() -> (
+    None
+):
+    admission = Admission(max_in_flight=2, max_queued=0)
+
+    entered = [admission.enter_now(), admission.enter_now(), admission.enter_now()]
+
+    assert entered == [True, True, False]
+    assert await admission.wait() is False
     assert admission.in_flight == 2
 
 
-async def test_without_a_queue_a_request_over_the_limit_is_refused_at_once() -> None:
-    admission = Admission(max_in_flight=1, max_queued=0)
-    admission.enter_now()
+async def test_a_burst_below_the_threshold_starts_in_one_pass_with_no_pacing_or_queue() -> None:
+    # given: the defaults' shape, 64 starts in a pass before anything is paced
+    admission = Admission(max_in_flight=64, max_queued=16, overload_starts=64)
+    started: list[int] = []
 
-    assert await admission.wait() is False
+    async def request(n: int) -> None:
+        assert admission.enter_now()  # never the queue: no wait() at all
+        started.append(n)
+        await _next_pass()  # in flight while the others start
+        admission.leave()
 
-
-async def test_a_short_queue_is_served_first_come_first_served() -> None:
-    # given: one request running, three waiting (under half of a queue of 8)
-    admission = Admission(max_in_flight=1, max_queued=8)
-    admission.enter_now()
-    served: list[int] = []
-
-    async def waiter(n: int) -> None:
-        if await admission.wait():
-            served.append(n)
-            admission.leave()
-
-    tasks = [asyncio.create_task(waiter(n)) for n in range(3)]
-    await _settle()
-
-    # when
-    admission.leave()
-    await asyncio.gather(*tasks)
+    # when: 48 concurrent requests (all arrive in one pass), then 48 more in the next passes
+    first = [asyncio.create_task(request(n)) for n in range(48)]
+    await _next_pass()
+    in_one_pass = len(started)
+    await asyncio.gather(*first)
+    second = [asyncio.create_task(request(n)) for n in range(48, 96)]
+    await asyncio.gather(*second)
 
     # then
-    assert served == [0, 1, 2]
+    assert in_one_pass == 48
+    assert started == list(range(96))
+    assert not admission.overloaded
     assert admission.in_flight == 0
 
 
-async def test_past_half_full_the_newest_waiter_goes_first() -> None:
-    admission = Admission(max_in_flight=1, max_queued=4)
+async def test_at_the_in_flight_limit_a_request_is_refused_at_once_never_queued() -> None:
+    admission = Admission(max_in_flight=1, max_queued=8)
     admission.enter_now()
-    turns = [asyncio.create_task(admission.wait()) for _ in range(3)]
+
+    assert admission.enter_now() is False
+    assert await admission.wait() is False
+
+
+async def test_a_pass_that_starts_overload_starts_requests_overloads_the_worker() -> None:
+    admission = Admission(max_in_flight=100, max_queued=8, overload_starts=4)
+
+    same_pass = await _arrivals(admission, 5)
+
+    assert same_pass == [True, True, True, True, False]
+    assert admission.overloaded
+
+
+async def test_one_task_starting_requests_one_after_another_is_not_a_burst() -> None:
+    admission = Admission(max_in_flight=100, max_queued=8, overload_starts=4)
+    entered = []
+
+    for _ in range(50):  # an in-process client: no pass of the loop between its requests
+        entered.append(admission.enter_now())
+        admission.leave()
+
+    assert entered == [True] * 50
+    assert not admission.overloaded
+
+
+async def test_when_overloaded_one_request_starts_per_pass() -> None:
+    admission = await _overloaded()
+    await _next_pass()
+
+    same_pass = [admission.enter_now(), admission.enter_now()]
+    await _next_pass()
+    next_pass = admission.enter_now()
+
+    assert same_pass == [True, False]
+    assert next_pass is True
+
+
+async def test_when_overloaded_only_the_newest_wait_and_the_oldest_are_refused() -> None:
+    # given: overloaded, queue of 2
+    admission = await _overloaded(queued=2)
+
+    # when: six wait in one pass
+    waiters = _waiters(admission, 6)
+    await _next_pass()
+
+    # then: the four oldest refused at once, the two newest still waiting
+    assert [w.done() and w.result() for w in waiters[:4]] == [False] * 4
+    assert not any(w.done() for w in waiters[4:])
+    await _cancel(waiters[4:])
+
+
+async def test_when_overloaded_the_first_arrival_of_a_pass_starts_before_older_waiters() -> None:
+    admission = await _overloaded()
+    old = _waiters(admission, 2)
+
+    await _next_pass()  # they register; nothing started in this pass yet
+    newest_first = admission.enter_now()
+
+    assert newest_first is True
+    assert not any(w.done() for w in old)
+    await _cancel(old)
+
+
+async def test_an_overloaded_worker_serves_its_waiters_newest_first_after_quiet_passes() -> None:
+    admission = await _overloaded(queued=2)
+    waiters = _waiters(admission, 3)
+    turns: list[int] = []
+
+    def record(n: int) -> Callable[[asyncio.Task[bool]], None]:
+        def done(waiter: asyncio.Task[bool]) -> None:
+            if waiter.result():
+                turns.append(n)
+
+        return done
+
+    for n, waiter in enumerate(waiters):
+        waiter.add_done_callback(record(n))
+
     await _settle()
 
+    assert waiters[0].result() is False  # the oldest, refused when the queue overflowed
+    assert turns == [2, 1]  # then the newest first
+
+
+async def test_overload_is_left_only_after_a_calm_period_then_bursts_start_at_once_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given: overloaded at t, its one waiter served
+    clock = _Clock(monkeypatch)
+    admission = await _overloaded(calm=0.1)
+    waiter = _waiters(admission, 1)
+    await _settle()
+    assert waiter[0].result() is True
+    admission.leave()
+
+    # when: quiet passes within the calm period (the queue is empty)
+    clock.now += 0.05
+    admission.enter_now()
     admission.leave()
     await _settle()
 
-    assert [t.done() for t in turns] == [False, False, True]
-    assert admission.in_flight == 1
-    for task in turns:
-        task.cancel()
+    # then: still overloaded, still one start a pass (no flip-flop on a lull)
+    assert admission.overloaded
+    assert [admission.enter_now(), admission.enter_now()] == [True, False]
+    admission.leave()
 
-
-async def test_a_full_queue_refuses_its_oldest_waiter_to_admit_an_arrival() -> None:
-    admission = Admission(max_in_flight=1, max_queued=2)
+    # when: a pass after the calm period
+    clock.now += 0.2
+    await _settle()
     admission.enter_now()
-    first, second = (asyncio.create_task(admission.wait()) for _ in range(2))
+    admission.leave()
     await _settle()
 
-    third = asyncio.create_task(admission.wait())
-    await _settle()
+    # then: not overloaded, and a burst below the threshold starts in one pass again
+    assert not admission.overloaded
+    assert [admission.enter_now() for _ in range(4)] == [True] * 4
 
-    assert [first.done(), second.done(), third.done()] == [True, False, False]
-    assert first.result() is False
-    for task in (second, third):
-        task.cancel()
+
+async def test_waiters_that_fit_in_the_queue_do_not_keep_the_worker_overloaded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given: overloaded at t (its queue never overflowed since), three waiting (closed-loop
+    # clients, fewer than the queue holds)
+    clock = _Clock(monkeypatch)
+    admission = await _overloaded(queued=4, calm=0.1)
+    waiters = _waiters(admission, 3)
+    await _next_pass()
+
+    # when: the first pass after the calm period
+    clock.now += 0.2
+    await _next_pass()
+    await _next_pass()
+
+    # then: all three started in that pass, and the worker is no longer overloaded
+    assert [w.done() and w.result() for w in waiters] == [True, True, True]
+    assert not admission.overloaded
+
+
+async def test_the_waiters_started_when_calm_do_not_count_towards_the_next_overload(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given: overloaded with 16 waiting, all started at the first pass after the calm period
+    clock = _Clock(monkeypatch)
+    admission = await _overloaded(starts=64, queued=16, calm=0.1)
+    waiters = _waiters(admission, 16)
+    await _next_pass()
+    clock.now += 0.2
+    await _settle()
+    assert [w.result() for w in waiters] == [True] * 16
+
+    # when: 49 arrive in one pass (fewer than 64 in a pass: not an overload)
+    entered = await _arrivals(admission, 49)
+
+    # then
+    assert entered == [True] * 49
+    assert not admission.overloaded
 
 
 async def test_a_waiter_whose_client_left_gives_up_its_place() -> None:
-    admission = Admission(max_in_flight=1, max_queued=4)
-    admission.enter_now()
+    admission = await _overloaded()
+    await _next_pass()
+    assert admission.enter_now()  # one in flight
     gone = asyncio.create_task(admission.wait())
-    await _settle()
+    await _next_pass()
     gone.cancel()
     with pytest.raises(asyncio.CancelledError):
         await gone
 
     admission.leave()
+    await _settle()
 
     assert admission.in_flight == 0
-    assert admission.enter_now() is True
+    assert not admission._waiting
+
+
+async def test_a_flood_through_the_edge_is_served_or_refused_with_503_and_retry_after() -> None:
+    # given: an app that answers without awaiting I/O, behind an overload threshold of 8
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    edge = Edge(app, max_in_flight=1000, max_queued=4)
+    edge.admission = Admission(max_in_flight=1000, max_queued=4, overload_starts=8)
+
+    async def request() -> list[Message]:
+        sent: list[Message] = []
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        scope: Scope = {"type": "http", "method": "POST", "path": "/graphql", "headers": []}
+        await edge(scope, receive, send)
+        return sent
+
+    # when: 40 requests arrive in one pass
+    answers = await asyncio.gather(*(request() for _ in range(40)))
+
+    # then: 8 start in that pass, the 4 newest of the rest wait and are served; 28 refused
+    statuses = [answer[0]["status"] for answer in answers]
+    assert statuses == [200] * 8 + [503] * 28 + [200] * 4
+    refused = answers[8]
+    headers = dict(refused[0]["headers"])
+    assert headers[b"retry-after"] == str(BUSY_RETRY_SECONDS).encode()
+    body = json.loads(refused[1]["body"])
+    assert body["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+    assert edge.admission.in_flight == 0

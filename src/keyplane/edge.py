@@ -9,10 +9,11 @@ comparisons of work. Each keeps its own module for its rules:
   413 and the router's 404 and 405 carry it too), and the id for the error log;
 - cors.py, when KEYPLANE_CORS_ORIGINS lists origins: preflights answered before anything
   counts or refuses them, and the CORS headers on every answer;
-- unavailable.py: up to `max_in_flight` requests in progress on this worker, up to
-  `max_queued` more waiting for a turn, and a 503 with Retry-After for the rest (requests,
-  not connections: an idle keep-alive connection never counts; health probes are never
-  refused nor queued);
+- unavailable.py: up to `max_in_flight` requests in progress on this worker, all starting at
+  once unless a pass of the event loop starts so many that the worker is overloaded (then one
+  a pass, up to `max_queued` waiting), and a 503 with Retry-After for the rest (requests, not
+  connections: an idle keep-alive connection never counts; health probes are never refused
+  nor queued);
 - body_limit.py: a request that declares one length within the limit, and no chunking,
   cannot exceed it (the server frames the body by that length) and goes straight on; every
   other one goes through Starlette's RequestBodyLimitMiddleware (413).

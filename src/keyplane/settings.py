@@ -118,11 +118,12 @@ class Settings:
     metrics_token: Secret | None = None
     # Seconds a connection may take to send a request head (read by keyplane.connections too).
     request_head_timeout: int = 10
-    # Requests one worker processes at once; up to `max_queued` more wait for a turn, and
-    # the rest get a 503 (unavailable.py `Admission`; bench/results/overload.md). The default
-    # queues nothing: a burst is refused at once rather than kept waiting.
+    # Requests one worker processes at once (past that, a 503 at once). Every request within
+    # that starts at once until one pass of the event loop starts more than 48: then it is
+    # overloaded, one starts per pass, up to `max_queued` wait (newest first) and the oldest
+    # are refused (unavailable.py `Admission`; bench/results/overload.md). 0: never paced.
     max_in_flight: int = 64
-    max_queued: int = 0
+    max_queued: int = 16
     # Browser origins allowed to call the API (cors.py); empty: no CORS headers at all.
     cors_origins: tuple[str, ...] = ()
     # KEYPLANE_CHECKS: the checks to run, by name and in order (permissions/checks/); None
@@ -164,7 +165,7 @@ class Settings:
         cache_size = _int(env, "KEYPLANE_CREDENTIAL_CACHE_SIZE", 10_000, 1, 10_000_000, problems)
         head_timeout = _int(env, "KEYPLANE_REQUEST_HEAD_TIMEOUT", 10, 1, 300, problems)
         max_in_flight = _int(env, "KEYPLANE_MAX_IN_FLIGHT", 64, 1, 100_000, problems)
-        max_queued = _int(env, "KEYPLANE_MAX_QUEUED", 0, 0, 100_000, problems)
+        max_queued = _int(env, "KEYPLANE_MAX_QUEUED", 16, 0, 100_000, problems)
         cors_origins = parse_origins(env.get("KEYPLANE_CORS_ORIGINS", ""), problems)
         checks = _names(env, "KEYPLANE_CHECKS", problems)
 
