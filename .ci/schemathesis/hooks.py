@@ -5,11 +5,15 @@ run's credential through KEYPLANE_CI_AUTH:
 
     anonymous   no Authorization header
     jwt         a dashboard session: logs in as KEYPLANE_CI_EMAIL / KEYPLANE_CI_PASSWORD
-    api_key     an all-scope key of KEYPLANE_CI_ENVIRONMENT_ID, created by that same user
+    api_key     an all-scope key, created by that same user in a new environment of
+                KEYPLANE_CI_PROJECT_ID at each fetch
 
 The credential is fetched again every REFRESH_SECONDS and after any 401, since the fuzzer
 may well log its own session out, revoke or rotate its own key, or lower its own key's limit:
 those are legitimate answers, and a fresh credential keeps the rest of the run meaningful.
+The key's environment is new at each fetch because an all-scope key may also set its own
+environment's key policy (`updateEnvironmentPolicy`, e.g. a maximum lifetime), which would
+then refuse the next fetch's key, made without an expiry.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import atexit
 import json
 import os
 from typing import Any
+from uuid import uuid4
 
 import graphql
 import requests
@@ -35,6 +40,9 @@ ALL_SCOPES = ["GENERATE_DOCUMENTS", "MANAGE_TEMPLATES", "VIEW_ANALYTICS", "MANAG
 
 LOG_IN = """mutation($email: String!, $password: String!) {
   logIn(input: {email: $email, password: $password}) { accessToken }
+}"""
+CREATE_ENVIRONMENT = """mutation($projectId: ID!, $name: String!) {
+  createEnvironment(input: {projectId: $projectId, name: $name}) { id }
 }"""
 CREATE_KEY = """mutation($environmentId: ID!, $scopes: [Scope!]!) {
   createApiKey(input: {environmentId: $environmentId, name: "schemathesis", scopes: $scopes}) {
@@ -166,8 +174,9 @@ class KeyplaneCredential:
         session = _log_in()
         if self.kind == "jwt":
             return session
-        environment = os.environ["KEYPLANE_CI_ENVIRONMENT_ID"]
-        variables = {"environmentId": environment, "scopes": ALL_SCOPES}
+        where = {"projectId": os.environ["KEYPLANE_CI_PROJECT_ID"], "name": f"key {uuid4().hex}"}
+        made = _graphql(session, CREATE_ENVIRONMENT, where)["data"]["createEnvironment"]
+        variables = {"environmentId": made["id"], "scopes": ALL_SCOPES}
         secret: str = _graphql(session, CREATE_KEY, variables)["data"]["createApiKey"]["secret"]
         return secret
 
