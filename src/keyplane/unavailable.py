@@ -64,12 +64,11 @@ class Admission:
     (bench/results/overload.md). What shows it is how many requests start in one pass. Every
     request within `max_in_flight` starts at once, as without any queue, and is only counted
     (if it comes from another task than the last start: one task's requests in a row are not a
-    burst);
-    the count restarts at the first pass after every 16th start (a quarter of
-    `overload_starts`). So it passes
-    `overload_starts` (64) only if one pass started more than 48 (closed-loop clients, one
-    request at a time per connection, never do it if there are no more than 48 of them), which
-    means arrivals outrun the worker: it is *overloaded*, until it is calm again. Then:
+    burst); the count restarts at the first pass after every 16th start (a quarter of
+    `overload_starts`). So it passes `overload_starts` (64) only if one pass started more than
+    48 (closed-loop clients, one request at a time per connection, never do it if there are no
+    more than 48 of them), which means arrivals outrun the worker: it is *overloaded*, until it
+    is calm again. Then:
     - one request starts per pass: the pass's own first arrival, the newest; if the pass has
       none, the newest waiter gets the turn;
     - the others wait, newest first, at most `max_queued` of them; an arrival that finds the
