@@ -317,6 +317,12 @@ async def _inner_limits(side: str, requests: int) -> None:
         "KEYPLANE_JWT_SECRET": "bench-secret-" + "x" * 32,
         "KEYPLANE_RATE_LIMITS": LIMITS,
         "KEYPLANE_OPERATION_TIMEOUT_SECONDS": "3600",  # valgrind is ~50x slower
+        # Each key is verified once and then trusted from memory for this long (30 s by
+        # default). A valgrind run takes about a minute, so with the default the 100 keys were
+        # looked up again, each a database read, a number of times that hangs on the machine's
+        # speed: the ratio moved by 13 % between runs (0.905 to 1.033). Serving 10,000 a
+        # minute, a key is looked up again once in 5,000 requests: nothing a ratio could see.
+        "KEYPLANE_CREDENTIAL_CACHE_SECONDS": "3600",
     }
     # No usage flush while counting: how many run depends on the wall-clock time a run takes
     # under valgrind, and each writes 100 keys' counters (~millions of instructions).
@@ -373,7 +379,10 @@ def _instructions(side: str, scenario: str, requests: int) -> int:
         scenario,
         str(requests),
     ]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    # One hash seed for every run: str hashes, and with them the probing of every dict and
+    # set keyed by strings, differ from one process to the next under a random seed.
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
     if done.returncode != 0 or found is None:
         raise RuntimeError(f"{side} / {scenario}: valgrind failed\n{done.stderr[-2000:]}")

@@ -390,6 +390,12 @@ def main(argv: list[str] | None = None) -> None:
         help="on a shared machine (as root): server and wrk at nice -20, their autogroups too",
     )
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="copy every answer file (one line a request: status, Retry-After, due, sent, done "
+        "in microseconds) and the server logs into this directory",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.burst, args.capacity_seconds, args.probe = 10.0, 3.0, 3.0
@@ -412,6 +418,10 @@ def main(argv: list[str] | None = None) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         run.stop_all()
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            for kept in [*workdir.glob("*.tsv"), *workdir.glob("*.log")]:
+                shutil.copy(kept, args.keep)
         shutil.rmtree(workdir, ignore_errors=True)
     text = report(results, args)
     args.output.parent.mkdir(parents=True, exist_ok=True)

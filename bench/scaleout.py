@@ -74,6 +74,9 @@ class Figures:
     # PostgreSQL transactions committed in the server's database over the run, a request
     # (the usage flush, once a second a worker; a kept key reads nothing): None on SQLite.
     pg_transactions: float | None = None
+    # Redis's own CPU (INFO cpu: the whole server, user + system) over the run, in ms a
+    # request: None without Redis. Redis is single-threaded and shares the two cores.
+    redis_cpu_ms: float | None = None
 
 
 async def _fresh_postgres(base: str, name: str) -> str:
@@ -113,6 +116,17 @@ async def _transactions(base: str, name: str) -> int:
     return int(value or 0)
 
 
+async def _redis_cpu_seconds(url: str) -> float:
+    import redis.asyncio as redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        info = await client.info("cpu")
+    finally:
+        await client.aclose()
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 async def _flush_redis(url: str) -> None:
     import redis.asyncio as redis
 
@@ -131,6 +145,7 @@ class Server:
     requests: list[tuple[str, str]]
     load: LoadGenerator
     database: str  # its PostgreSQL database, or ""
+    redis: str  # its Redis URL, or ""
 
 
 def start_server(setup: Setup, args: argparse.Namespace, workdir: Path, src: str) -> Server:
@@ -158,6 +173,7 @@ def start_server(setup: Setup, args: argparse.Namespace, workdir: Path, src: str
         [],
         LoadGenerator(args.load, args.concurrency, data_dir),
         database,
+        setup.storage if setup.storage.startswith("redis") else "",
     )
     deadline = time.monotonic() + READY_TIMEOUT
     while True:
@@ -175,9 +191,11 @@ def start_server(setup: Setup, args: argparse.Namespace, workdir: Path, src: str
 
 def measure(server: Server, args: argparse.Namespace) -> Figures:
     commits = asyncio.run(_transactions(args.postgres, server.database)) if server.database else 0
+    redis_before = asyncio.run(_redis_cpu_seconds(server.redis)) if server.redis else 0.0
     before = cpu_seconds(server.process.pid)
     measured: Measurement = server.load.run(server.port, server.requests, args.duration)
     used = cpu_seconds(server.process.pid) - before
+    redis_used = asyncio.run(_redis_cpu_seconds(server.redis)) - redis_before if server.redis else 0
     if server.database:
         commits = asyncio.run(_transactions(args.postgres, server.database)) - commits
     if measured.non_2xx or measured.errors:
@@ -187,6 +205,7 @@ def measure(server: Server, args: argparse.Namespace) -> Figures:
         measured.rps,
         measured.requests,
         commits / measured.requests if server.database else None,
+        1000 * redis_used / measured.requests if server.redis else None,
     )
 
 
@@ -319,6 +338,16 @@ def main() -> None:
             f"{min(per_request):.4f}, median {statistics.median(per_request):.4f} (the usage "
             "flush, about one a second a worker: a kept key reads nothing; pg_stat_database "
             "lags by up to 10 s and counts autovacuum, so some runs count more)"
+        )
+    for side in sides:
+        redis_cpu = {
+            name: statistics.median(f.redis_cpu_ms for f in figures if f.redis_cpu_ms is not None)
+            for name, figures in results[side].items()
+            if any(f.redis_cpu_ms is not None for f in figures)
+        }
+        lines.append(
+            f"- {side}: Redis CPU a request (ms, medians; the whole Redis server): "
+            + ", ".join(f"{name} {value:.4f}" for name, value in redis_cpu.items())
         )
     report = "\n".join(lines) + "\n"
     print(report, end="")

@@ -220,6 +220,8 @@ async def test_the_script_answers_as_limits_own_redis_window_for_one_sequence_of
         )
         assert (charged.refused == 0) == expected, step
         assert charged.used == their_used, step
+        # and ours keeps only the window: what has left it is gone from the list
+        assert min(await client.llen("LIMITS:ours"), limit) == charged.used, step
         if their_used:
             assert charged.start == their_start, step
         admitted += expected

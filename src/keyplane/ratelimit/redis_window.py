@@ -7,11 +7,16 @@ both (auth/changes.py). This script does the three in one call, and it is atomic
 buckets (a keyed logIn: the key's and the IP's) are all charged or none is, with no race
 between a test and a hit.
 
-The window is limits' moving window, unchanged: the same list per bucket (limits' key prefix
-and key), newest entry first; the same acquire test (the entry `limit - amount` from the
-front must be older than the window) and writes (LPUSH the timestamp `amount` times, LTRIM to
-the limit, EXPIRE); the same read (binary search for the oldest entry inside the window). The
-keys stay readable and clearable by limits' own storage methods (Limiter.peek, clear).
+The window is limits' moving window: the same list per bucket (limits' key prefix and key),
+newest entry first; the same acquire test (the entry `limit - amount` from the front must be
+older than the window) and writes (LPUSH the timestamp `amount` times, LTRIM to the limit,
+EXPIRE); the same answer to a read (the oldest entry inside the window, and how many are).
+One difference in what is kept, not in any answer: limits leaves the entries that have left
+the window in the list until LTRIM pushes them out, and finds the oldest one still inside by
+a binary search at every read (a dozen LINDEX walks into a list that holds a minute of traffic
+at a large limit); this script drops them from the list's end as they leave, each once, so
+the list holds the window and its length is the count. The keys stay readable and
+clearable by limits' own storage methods (Limiter.peek, clear).
 
 The version check: when the caller says which version it trusted its credential under, a
 different version in Redis means the credential must be verified again before anything is
@@ -93,22 +98,52 @@ end
 local key = KEYS[shown + 1]
 local limit = tonumber(ARGV[3 * shown])
 local start = now - tonumber(ARGV[3 * shown + 1])
--- limits searches the limit's whole range; entries past the list's end are nil either way
-local low, high, found = 0, math.min(limit, redis.call('llen', key)) - 1, nil
-while low <= high do
-    local mid = math.floor((low + high) / 2)
-    local value = tonumber(redis.call('lindex', key, mid))
-    if value and value >= start then
-        found = mid
-        low = mid + 1
-    else
-        high = mid - 1
+-- Entries leave the window from the list's end (the oldest). limits leaves them there until
+-- LTRIM pushes them out and binary-searches past them at every read (a dozen LINDEX walks
+-- into a list of a minute's traffic); here they are dropped as they leave, each once, so the
+-- list holds the window and its length is the count. The first one still inside is found by
+-- galloping from the end: at a steady rate one or two have left since the last request.
+local length = redis.call('llen', key)
+if length == 0 then
+    return {version, refused, '', 0}
+end
+local oldest = redis.call('lindex', key, -1)
+if tonumber(oldest) < start then
+    local kept, gone, step = -1, length - 1, 1  -- indexes known inside / known left
+    oldest = nil
+    while gone - step >= 0 do
+        local value = redis.call('lindex', key, gone - step - length)
+        if tonumber(value) >= start then
+            kept, oldest = gone - step, value
+            break
+        end
+        gone = gone - step
+        step = step * 2
     end
+    while gone - kept > 1 do
+        local mid = math.floor((kept + gone) / 2)
+        local value = redis.call('lindex', key, mid - length)
+        if tonumber(value) >= start then
+            kept, oldest = mid, value
+        else
+            gone = mid
+        end
+    end
+    if kept < 0 then
+        redis.call('del', key)
+        return {version, refused, '', 0}
+    end
+    redis.call('ltrim', key, 0, kept)
+    length = kept + 1
 end
-if found then
-    return {version, refused, redis.call('lindex', key, found), found + 1}
+-- limits reads only the limit's range (a limit lowered since those entries were added)
+if limit < 1 then
+    return {version, refused, '', 0}
 end
-return {version, refused, '', 0}
+if length > limit then
+    return {version, refused, redis.call('lindex', key, limit - 1), limit}
+end
+return {version, refused, oldest, length}
 """
 
 
