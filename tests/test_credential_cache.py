@@ -8,7 +8,9 @@ trusts what it kept. (Real worker processes: tests/test_serve.py.)
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -23,7 +25,7 @@ from tortoise import connections
 from keyplane.app import create_app
 from keyplane.auth.api_key import generate_secret
 from keyplane.auth.changes import FileVersion, RedisVersion
-from keyplane.auth.verified import VerifiedCredentials
+from keyplane.auth.verified import AGE_SPREAD, FreshEntries, VerifiedCredentials
 from keyplane.db import is_postgres, sqlite_path
 from keyplane.permissions.scopes import Role
 from keyplane.settings import Settings, SettingsError
@@ -470,3 +472,98 @@ async def test_a_change_that_cannot_move_the_version_still_stands_and_is_counted
     assert after.status == 401
     expected = 1 if credentials.enabled else 0
     assert f"keyplane_credential_version_failures_total {expected}" in metrics
+
+
+@pytest.mark.usefixtures("keeping")
+async def test_requests_that_bring_one_unread_key_at_once_cost_one_read_of_it(api: Api) -> None:
+    # given: a key this worker has not read yet
+    _, key_id, secret = await _key(api)
+
+    # when: 12 requests bring it at once
+    with counting_queries() as queries:
+        answers = await asyncio.gather(*(api.gql(VIEWER_KEY, token=secret) for _ in range(12)))
+
+    # then: every one is served, and the key was read once
+    assert {a.ok()["viewer"]["apiKey"]["id"] for a in answers} == {key_id}
+    assert len([q for q in queries if "WHERE secret_hash" in q]) == 1
+
+
+async def test_a_shared_read_serves_the_others_when_its_first_asker_goes_away(
+    tmp_path: Path,
+) -> None:
+    # given: a read that takes a while, asked for by three requests
+    credentials = VerifiedCredentials(FileVersion(tmp_path / "version"), max_age=30)
+    release, reads = asyncio.Event(), []
+
+    async def load() -> str:
+        reads.append(1)
+        await release.wait()
+        return "row"
+
+    def ask() -> asyncio.Task[str | None]:
+        asking = credentials.through_at(1, credentials.identities, "k", load, shared=True)
+        return asyncio.ensure_future(asking)
+
+    first, second, third = ask(), ask(), ask()
+    await asyncio.sleep(0)
+
+    # when: the first goes away before the read ends
+    first.cancel()
+    release.set()
+
+    # then: the others get the one read's row, and it is kept
+    assert await second == await third == "row"
+    assert first.cancelled()
+    assert reads == [1]
+    assert credentials.identities.get("k", 1) == "row"
+
+
+async def test_a_failed_shared_read_fails_every_asker_and_the_next_asker_reads_again(
+    tmp_path: Path,
+) -> None:
+    credentials = VerifiedCredentials(FileVersion(tmp_path / "version"), max_age=30)
+    reads: list[int] = []
+
+    async def failing() -> str:
+        reads.append(1)
+        await asyncio.sleep(0)
+        raise ConnectionError("database gone")
+
+    # given: a read that fails, asked for by two requests at once
+    first = credentials.through_at(1, credentials.identities, "k", failing, shared=True)
+    second = credentials.through_at(1, credentials.identities, "k", failing, shared=True)
+    results = await asyncio.gather(first, second, return_exceptions=True)
+
+    # then: both get its error from one read; the next asker reads again
+
+    assert [type(r) for r in results] == [ConnectionError, ConnectionError]
+    assert reads == [1]
+
+    async def working() -> str:
+        return "row"
+
+    again = await credentials.through_at(1, credentials.identities, "k", working, shared=True)
+    assert again == "row"
+    assert credentials.identities.get("k", 1) == "row"
+
+
+def test_entries_kept_together_leave_spread_over_the_last_fifth_of_their_reuse(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given: 200 keys kept at one instant, each trusted for at most 30 s
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    entries: FreshEntries[str] = FreshEntries(max_age=30)
+    for n in range(200):
+        entries.put(f"k{n}", "row", 1)
+
+    def kept_at(seconds: float) -> int:
+        now[0] = 1000.0 + seconds
+        return sum(entries.get(f"k{n}", 1) is not None for n in range(200))
+
+    # then: all are trusted until 80 % of the reuse, none at its end, and in between some are
+    # read again and some not (a key is read again, not all 200 in one instant)
+    assert AGE_SPREAD == 0.2
+    assert kept_at(30 * (1 - AGE_SPREAD) - 0.01) == 200
+    assert 40 < kept_at(27.0) < 160
+    assert kept_at(30.0) == 0

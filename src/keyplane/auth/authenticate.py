@@ -108,6 +108,7 @@ class Authenticator:
             secret_hash,
             load,
             absent=self._credentials.unknown_keys,
+            shared=True,
         )
         if record is None:
             raise InvalidCredentials(reason="unknown_key")
@@ -147,6 +148,7 @@ class Authenticator:
                 project_id=record.project_id, user_id=record.created_by_id
             ),
             absent=self._credentials.non_members,
+            shared=True,
         )
         return frozenset() if member is None else member.scopes_in(record.environment_id)
 
@@ -184,6 +186,7 @@ class Authenticator:
             lambda: self._lookups.live_session(
                 session_id=claims.session_id, user_id=claims.user_id
             ),
+            shared=True,
         )
         if expires_at is None or expires_at <= self._clock():
             raise InvalidCredentials(reason="ended_session")
@@ -209,7 +212,11 @@ class Authenticator:
             return user_id
 
         user_id = await self._credentials.through_at(
-            version, self._credentials.identities, f"{claims.issuer} {claims.subject}", linked
+            version,
+            self._credentials.identities,
+            f"{claims.issuer} {claims.subject}",
+            linked,
+            shared=True,
         )
         if user_id is None:
             raise InvalidCredentials(reason="unlinked_oauth_user")

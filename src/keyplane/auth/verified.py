@@ -8,14 +8,17 @@ credentials' version (auth/changes.py).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, TypeVar
+from functools import partial
+from typing import Any, Generic, TypeVar
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
@@ -29,6 +32,11 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_ENTRIES = 10_000
+# Each entry is trusted for between (1 - AGE_SPREAD) and 1 times the longest reuse, drawn when
+# it is kept: keys first seen together (a server's first seconds, a client's fleet starting)
+# would otherwise all be read again in one instant, each read a database query on that
+# instant's requests (bench/results/overload.md: 180 requests 350 ms late at once).
+AGE_SPREAD = 0.2
 
 
 class VerifiedTokens(Generic[T]):
@@ -69,6 +77,7 @@ class FreshEntries(Generic[T]):
         self._entries: dict[str, _Fresh[T]] = {}
         self._max_age = max_age
         self._max = max_entries
+        self._spread = max_age * AGE_SPREAD
 
     def get(self, key: str, version: int) -> T | None:
         entry = self._entries.get(key)
@@ -85,7 +94,9 @@ class FreshEntries(Generic[T]):
         self._entries.pop(key, None)
         if len(self._entries) >= self._max:
             del self._entries[next(iter(self._entries))]  # the oldest insertion
-        self._entries[key] = _Fresh(value, version, time.monotonic())
+        # Stamped up to `_spread` seconds early: it leaves a little sooner (see AGE_SPREAD).
+        born = time.monotonic() - random.random() * self._spread  # timing only: not a secret
+        self._entries[key] = _Fresh(value, version, born)
 
     def clear(self) -> None:
         self._entries.clear()
@@ -118,6 +129,8 @@ class VerifiedCredentials:
         self.non_members: FreshEntries[bool] = FreshEntries(max_age, max_entries)
         self.enabled = max_age > 0 and not isinstance(version, NoVersion)
         self.change_failures = 0
+        # Loads in progress that later askers of the same entry wait for (`shared` loads).
+        self._loading: dict[tuple[int, str, int], asyncio.Future[Any]] = {}
 
     async def version(self) -> int | None:
         if not self.enabled:
@@ -158,15 +171,49 @@ class VerifiedCredentials:
         load: Callable[[], Awaitable[T | None]],
         *,
         absent: FreshEntries[bool] | None = None,
+        shared: bool = False,
     ) -> T | None:
         """`through` under a version the caller read (before any of its loads), so that
-        several lookups of one request cost one read of the version."""
+        several lookups of one request cost one read of the version.
+
+        `shared`: requests that ask for the same entry while it is being loaded wait for that
+        one load instead of each making their own (a busy key that has to be read again is read
+        once, not once per request in flight). Only for loads that read no request's own state:
+        authentication, before any resolver and outside any transaction (the load runs in the
+        first asker's context). A waiter that goes away leaves the load to the others."""
         if version is not None:
             kept = entries.get(key, version)
             if kept is not None:
                 return kept
             if absent is not None and absent.get(key, version):
                 return None
+            if shared:
+                flight = (id(entries), key, version)
+                loading = self._loading.get(flight)
+                if loading is None:
+                    loading = asyncio.ensure_future(
+                        self._load(version, entries, key, load, absent=absent)
+                    )
+                    self._loading[flight] = loading
+                    loading.add_done_callback(partial(self._landed, flight))
+                value: T | None = await asyncio.shield(loading)
+                return value
+        return await self._load(version, entries, key, load, absent=absent)
+
+    def _landed(self, flight: tuple[int, str, int], loading: asyncio.Future[Any]) -> None:
+        self._loading.pop(flight, None)
+        if not loading.cancelled():
+            loading.exception()  # seen, even if every asker went away before it ended
+
+    async def _load(
+        self,
+        version: int | None,
+        entries: FreshEntries[T],
+        key: str,
+        load: Callable[[], Awaitable[T | None]],
+        *,
+        absent: FreshEntries[bool] | None,
+    ) -> T | None:
         value = await load()
         if version is not None:
             if value is None:
