@@ -9,13 +9,19 @@ from __future__ import annotations
 import collections.abc
 import inspect
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from graphql import (
+    Executor as GraphQLExecutor,
+)
+from graphql import (
     GraphQLError,
+    GraphQLResolveInfoHelpers,
     GraphQLSchema,
     GraphQLSyntaxError,
     MiddlewareManager,
+    execute,
     parse,
     specified_rules,
     validate,
@@ -181,6 +187,34 @@ def test_graphql_core_collects_sub_fields_in_the_method_the_executor_overrides()
     fields = set(inspect.signature(FieldDetails).parameters)
     assert {"node", "defer_usage", "fragment_variable_values"} <= fields
     assert {"grouped_field_set", "new_defer_usages"} <= set(CollectedFields._fields)
+
+
+async def test_graphql_core_binds_the_resolvers_helpers_as_the_executor_rebinds_them() -> None:
+    """schema/executor.py replaces `async_helpers` (two methods bound to the executor, a
+    reference cycle) with the same two methods reached through a weak reference."""
+    sdl = build_sdl("type Query { hello: String }")
+    made: list[GraphQLExecutor[Any]] = []
+
+    class Watching(GraphQLExecutor[Any]):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    execute(sdl, parse("{ hello }"), executor_class=Watching)
+    (executor,) = made
+    helpers = executor.async_helpers
+    assert isinstance(helpers, GraphQLResolveInfoHelpers)
+    assert helpers._fields == ("gather", "track")
+    assert helpers.gather == executor.gather_async_work
+    assert helpers.track == executor.track_async_work
+    assert list(inspect.signature(GraphQLExecutor.track_async_work).parameters) == [
+        "self",
+        "values",
+    ]
+    assert list(inspect.signature(GraphQLExecutor.gather_async_work).parameters) == [
+        "self",
+        "values",
+    ]
 
 
 def test_graphql_core_runs_each_field_through_the_method_leaf_fields_overrides() -> None:

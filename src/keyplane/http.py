@@ -519,9 +519,16 @@ class GraphQLView(GraphQL[Context, None]):
             sub_response.media_type = GRAPHQL_RESPONSE  # read by create_response
         if key is not None:
             usage.admitted(key.key_id, key.environment_id, context.now)
-        result = await super().execute_operation(
-            request, request_adapter, request_data, context, root_value, sub_response
-        )
+        try:
+            result = await super().execute_operation(
+                request, request_adapter, request_data, context, root_value, sub_response
+            )
+        finally:
+            # The viewer, made once and kept on the context for every item of a batch, holds
+            # the context (its fields read it): a reference cycle, which kept each request's
+            # context, request, response and everything they hold until the garbage collector
+            # found them. Once the operations have run, nothing reads it.
+            context.viewer = None
         if isinstance(result, ExecutionResult) and not result.errors:
             return result
         codes = _codes(result)

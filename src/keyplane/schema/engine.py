@@ -79,6 +79,10 @@ graphql-core 3.3
   instance of its type's class has its sub-fields run directly (`collect_and_execute_subfields`,
   `handle_field_error`); anything else, errors included, goes through graphql-core. Without ->
   with: 20-key page (dashboard) 18.45M -> 12.20M (leaves, 34 %) -> 10.61M (objects, 13 %).
+- `Executor.async_helpers` (graphql-core builds it in `__init__` from the executor's bound
+  `gather_async_work` and `track_async_work`): schema/executor.py rebuilds it from the same two
+  methods reached through a weak reference, so that no request leaves a reference cycle for
+  the garbage collector (tests/test_request_garbage.py).
 - A resolved value that is an exception is that field's (or list item's) error, and an
   awaitable value is awaited: schema/node.py answers a refused id of `nodes` with its error,
   schema/user.py an unreadable email with an awaitable that raises, so a readable one stays a

@@ -15,10 +15,12 @@ Anything else is collected per request, as graphql-core does.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Sequence
+from functools import partial
 from typing import Any
 from weakref import ref
 
-from graphql import GraphQLObjectType, OperationDefinitionNode
+from graphql import GraphQLObjectType, GraphQLResolveInfoHelpers, OperationDefinitionNode
 from graphql.execution.collect_fields import CollectedFields, FieldDetailsList
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
@@ -40,6 +42,21 @@ def _collections(operation: OperationDefinitionNode) -> Collections:
     return collections
 
 
+def _alive(executor: ref[Executor]) -> Executor:
+    running = executor()
+    if running is None:
+        raise RuntimeError("async_helpers called after its execution ended")
+    return running
+
+
+def _gather_async_work(executor: ref[Executor], values: Sequence[Awaitable[Any]]) -> Any:
+    return _alive(executor).gather_async_work(values)
+
+
+def _track_async_work(executor: ref[Executor], values: Sequence[Any]) -> None:
+    _alive(executor).track_async_work(values)
+
+
 def _reusable(field_details_list: FieldDetailsList) -> bool:
     for details in field_details_list:
         if details.defer_usage is not None or details.fragment_variable_values is not None:
@@ -56,6 +73,16 @@ class Executor(LeafFields, StrawberryGraphQLCoreExecutionContext):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # graphql-core gives resolvers helpers (`info.async_helpers`) made of two methods bound
+        # to this executor, and keeps them on it: a reference cycle, so every executor (and
+        # the context, request and response it holds) outlived its request until the garbage
+        # collector found it. The same methods, reached through a weak reference: only a
+        # resolver of this execution calls them, while the execution holds the executor.
+        executor = ref(self)
+        self.async_helpers = GraphQLResolveInfoHelpers(
+            gather=partial(_gather_async_work, executor),
+            track=partial(_track_async_work, executor),
+        )
         # This execution's own memo, by field list (as graphql-core's): the items of a list
         # share one field list, and looking it up costs less than building the shared key.
         self._this_execution: dict[tuple[Any, int], tuple[FieldDetailsList, CollectedFields]] = {}
