@@ -22,9 +22,11 @@ from typing import Any
 import pytest
 from starlette.applications import Starlette
 
+from keyplane.auth.api_key import generate_secret
 from tests.helpers import Api
 
 VIEWER_KEY = "{ viewer { kind apiKey { id name scopes totalRequests lastUsedAt } } }"
+REVOKE = "mutation($id: ID!) { revokeApiKey(id: $id) { id } }"
 VIEWER_USER = "{ viewer { kind user { id email } } }"
 PAGE = """query($e: ID!) { environment(id: $e) { apiKeys(first: 20) {
   edges { node { id name prefix scopes status createdBy { id email } } }
@@ -142,3 +144,17 @@ async def test_a_batch_leaves_no_garbage(
 
 async def test_an_anonymous_request_leaves_no_garbage(app: Starlette) -> None:
     assert await _twice(app, {"query": "{ __typename }"}) == Counter()
+
+
+async def test_a_refused_key_leaves_no_garbage_malformed_unknown_or_revoked(
+    app: Starlette, api: Api, owner_and_key: tuple[str, str, str]
+) -> None:
+    # A flood of bad keys is the load an API-key service meets most: each 401 must not leave
+    # its exception's traceback in a cycle either.
+    owner, environment, _ = owner_and_key
+    key_id, revoked = await api.create_key(owner, environment, ["VIEW_ANALYTICS"], name="gone")
+    (await api.gql(REVOKE, {"id": key_id}, token=owner)).ok()
+    for secret in ("fm_" + "a" * 40, generate_secret(), revoked):
+        status, _ = await asgi_post(app, {"query": VIEWER_KEY}, secret)
+        assert status == 401
+        assert await _twice(app, {"query": VIEWER_KEY}, secret) == Counter(), secret[:6]

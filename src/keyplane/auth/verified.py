@@ -196,7 +196,13 @@ class VerifiedCredentials:
                     )
                     self._loading[flight] = loading
                     loading.add_done_callback(partial(self._landed, flight))
-                value: T | None = await asyncio.shield(loading)
+                try:
+                    value: T | None = await asyncio.shield(loading)
+                finally:
+                    # A failed load's error holds its traceback, which holds this frame: this
+                    # frame must not hold the load (and so the error) back, or every refused
+                    # key leaves a reference cycle for the garbage collector.
+                    del loading
                 return value
         return await self._load(version, entries, key, load, absent=absent)
 
