@@ -158,3 +158,14 @@ async def test_a_refused_key_leaves_no_garbage_malformed_unknown_or_revoked(
         status, _ = await asgi_post(app, {"query": VIEWER_KEY}, secret)
         assert status == 401
         assert await _twice(app, {"query": VIEWER_KEY}, secret) == Counter(), secret[:6]
+
+
+async def test_a_refused_field_leaves_no_garbage(
+    app: Starlette, owner_and_key: tuple[str, str, str]
+) -> None:
+    # An environment that is not there: the field's NOT_FOUND error, answered by its code.
+    _, _, secret = owner_and_key
+    page = {"query": PAGE, "variables": {"e": "RW52aXJvbm1lbnQ6MTIz"}}
+    status, body = await asgi_post(app, page, secret)
+    assert (status, body["errors"][0]["extensions"]["code"]) == (200, "NOT_FOUND")
+    assert await _twice(app, page, secret) == Counter()
