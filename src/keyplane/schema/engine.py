@@ -157,17 +157,6 @@ _RUN_DIRECTLY = {
 _IS_AWAITABLE = cast("Callable[[Any], TypeGuard[Awaitable[Any]]]", optimized_is_awaitable)
 
 
-def _forget_refusals_tracebacks(errors: Iterable[GraphQLError]) -> None:
-    """A coded refusal (NOT_FOUND, FORBIDDEN...) is answered by its code and message; its
-    traceback is never shown nor logged. It holds the resolvers' frames, which hold the
-    executor, which holds the error: a reference cycle per refused field, kept until the
-    garbage collector found it. Unexpected errors keep theirs, for the log."""
-    for error in errors:
-        if isinstance(error.original_error, KeyplaneError):
-            error.original_error.__traceback__ = None
-            error.__traceback__ = None
-
-
 def fast_http_view() -> None:
     """Answer Strawberry's per-request content-type split and subscription check from caches
     (module docstring). Idempotent; the answers are the same as Strawberry's own."""
@@ -418,8 +407,6 @@ class KeyplaneSchema(strawberry.Schema):
             if not isinstance(exc, GraphQLError):
                 exc = GraphQLError(str(exc), original_error=exc)
             return ExecutionResult(data=None, errors=[exc])
-        if result.errors:
-            _forget_refusals_tracebacks(result.errors)
         return ExecutionResult(data=result.data, errors=result.errors)
 
     def _timed_out(self) -> ExecutionResult:

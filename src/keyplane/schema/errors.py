@@ -63,8 +63,9 @@ class MaskInternalErrors(MaskErrors):
     document and variable errors from graphql-core become BAD_USER_INPUT; with
     `hide_suggestions` (the production profile) no message says "Did you mean".
 
-    Errors are never changed in place: validation errors are kept with their document and
-    shared by every request sending it, so a changed error is a new one."""
+    Errors are never changed in place (but for dropping an answered refusal's traceback):
+    validation errors are kept with their document and shared by every request sending it,
+    so a changed error is a new one."""
 
     def __init__(self, *, hide_suggestions: bool = False) -> None:
         super().__init__(should_mask_error=_is_internal, error_message="Internal server error.")
@@ -84,6 +85,14 @@ class MaskInternalErrors(MaskErrors):
         return masked
 
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
+        for error in errors:
+            if error.original_error is not None and not _is_internal(error):
+                # Answered by its code and message, never logged: its traceback holds the
+                # resolvers' frames, which hold the executor, which holds this error, a
+                # reference cycle per refused field until the garbage collector found it.
+                # (Only the traceback is dropped; unexpected errors keep theirs for the log.)
+                error.original_error.__traceback__ = None
+                error.__traceback__ = None
         processed = [_translated(error) for error in super()._process_errors(errors)]
         return [self._coded(error) for error in processed]
 
