@@ -241,8 +241,8 @@ def one_limit(
         timeout = args.burst + PROBE_SECONDS + 120
         burst = finish(bursting, burst_file, timeout)
         probes = finish(probing, probe_file, timeout)
-        # when the burst's due times start (CLOCK_MONOTONIC, microseconds), for --keep
-        (workdir / f"burst-{limit}.t0.log").write_text(f"{burst.t0:.0f}\n")
+        if args.keep:  # when the burst's due times start (CLOCK_MONOTONIC, microseconds)
+            (workdir / f"burst-{limit}.t0.log").write_text(f"{burst.t0:.0f}\n")
         load_after = os.getloadavg()[0]
         time.sleep(2.5)  # two usage flushes
         after = total_requests(port, seeded)
