@@ -98,6 +98,32 @@ def boost(pid: int) -> None:
             autogroup.write_text("-20")
 
 
+def cpu_ticks(cpu: int) -> list[int]:
+    """/proc/stat's line for one CPU: user nice system idle iowait irq softirq steal ..."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{cpu} "):
+            return [int(x) for x in line.split()[1:]]
+    return []
+
+
+def involuntary_switches(pid: int) -> int:
+    """How often the server's threads were preempted (a runnable thread made to wait)."""
+    total = 0
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        for line in status.read_text().splitlines():
+            if line.startswith("nonvoluntary_ctxt_switches:"):
+                total += int(line.split()[1])
+    return total
+
+
+def stolen(before: list[int], after: list[int], switches: int) -> dict[str, float]:
+    """Of CPU 0's time over the burst: the share the hypervisor took (steal) and the share
+    spent on softirqs (loopback networking), and the server's preemptions a second."""
+    spent = [b - a for a, b in zip(before, after, strict=False)]
+    total = max(1, sum(spent[:8]))
+    return {"steal": spent[7] / total, "softirq": spent[6] / total, "switches": switches}
+
+
 def openloop(
     port: int, path: Path, answers: Path, schedule: list[tuple[float, float]], connections: int
 ) -> subprocess.Popen[bytes]:
@@ -237,9 +263,11 @@ def one_limit(
             [(0, args.burst), (PROBE_RATE, PROBE_SECONDS)],
             PROBE_CONNECTIONS,
         )
+        ticks, switches = cpu_ticks(0), involuntary_switches(server.pid)
         bursting = openloop(port, path, burst_file, [(rate, args.burst)], args.connections)
         timeout = args.burst + PROBE_SECONDS + 120
         burst = finish(bursting, burst_file, timeout)
+        cpu0 = stolen(ticks, cpu_ticks(0), involuntary_switches(server.pid) - switches)
         probes = finish(probing, probe_file, timeout)
         if args.keep:  # when the burst's due times start (CLOCK_MONOTONIC, microseconds)
             (workdir / f"burst-{limit}.t0.log").write_text(f"{burst.t0:.0f}\n")
@@ -283,6 +311,7 @@ def one_limit(
         "windows": [percentile(sorted(windows[w]), 0.99) for w in sorted(windows)],
         "recovered_after": recovery(seconds, base),
         "load": (load_before, load_after),
+        "cpu0": cpu0,
     }
 
 
@@ -303,7 +332,10 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "latency from each request's due time), with probes at "
         f"{PROBE_RATE}/s for {PROBE_SECONDS} s from the burst's end.",
         "- The machine may be shared with other work: latencies move between runs; the load "
-        "average (1 min) before and after each burst is given."
+        "average (1 min) before and after each burst is given, and, over the burst, the share "
+        "of CPU 0 (the server's) that the hypervisor took from this machine (steal) or that "
+        "went to softirqs, and how often the server's threads were preempted (involuntary "
+        "context switches, from /proc)."
         + (
             " With --boost: the server and wrk ran at nice -20 (their autogroups too), so "
             "that the other work took little of their cores."
@@ -314,8 +346,8 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "| KEYPLANE_MAX_IN_FLIGHT : MAX_QUEUED | capacity req/s | offered req/s | served req/s "
         "| admitted p99 / unloaded p50 (≤ 3) | refused: share, p50 / p99 ms, without Retry-After "
         "| lost from usage counts | back to normal after (≤ 5 s) | generator late p99 ms "
-        "| load average |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| load average | CPU 0 stolen, softirq; server preempted |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         b = r["burst"]
@@ -346,6 +378,8 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
             "not within 8 s" if back is None else f"**{back:g} s**",
             f"{r['lag_p99']:.2f}",
             f"{r['load'][0]:.2f} → {r['load'][1]:.2f}",
+            f"{r['cpu0']['steal']:.1%}, {r['cpu0']['softirq']:.1%}; "
+            f"{r['cpu0']['switches']:,.0f} times",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
