@@ -23,6 +23,7 @@ import pytest
 from starlette.applications import Starlette
 
 from keyplane.auth.api_key import generate_secret
+from keyplane.edge import Edge
 from tests.helpers import Api
 
 VIEWER_KEY = "{ viewer { kind apiKey { id name scopes totalRequests lastUsedAt } } }"
@@ -169,3 +170,30 @@ async def test_a_refused_field_leaves_no_garbage(
     status, body = await asgi_post(app, page, secret)
     assert (status, body["errors"][0]["extensions"]["code"]) == (200, "NOT_FOUND")
     assert await _twice(app, page, secret) == Counter()
+
+
+def _edge(app: Starlette) -> Edge:
+    """The app's outermost layer of its own (built with the app's first request)."""
+    layer: Any = app.middleware_stack
+    while not isinstance(layer, Edge):
+        layer = layer.app
+    return layer
+
+
+async def test_a_request_refused_as_busy_leaves_no_garbage(app: Starlette) -> None:
+    # Under overload most requests are these 503s: each must die by reference count too.
+    await asgi_post(app, {"query": "{ __typename }"})
+    admission = _edge(app).admission
+    admission.in_flight = admission.max_in_flight  # at the limit: refused at once
+    try:
+        status, body = await asgi_post(app, {"query": "{ __typename }"})
+        assert (status, body["errors"][0]["extensions"]["code"]) == (503, "SERVICE_UNAVAILABLE")
+        assert await _twice(app, {"query": "{ __typename }"}) == Counter()
+    finally:
+        admission.in_flight = 0
+
+
+async def test_a_request_without_a_query_leaves_no_garbage(app: Starlette) -> None:
+    status, _ = await asgi_post(app, {"variables": {}})
+    assert status == 400
+    assert await _twice(app, {"variables": {}}) == Counter()
