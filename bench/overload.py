@@ -98,14 +98,6 @@ def boost(pid: int) -> None:
             autogroup.write_text("-20")
 
 
-def cpu_ticks(cpu: int) -> list[int]:
-    """/proc/stat's line for one CPU: user nice system idle iowait irq softirq steal ..."""
-    for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith(f"cpu{cpu} "):
-            return [int(x) for x in line.split()[1:]]
-    return []
-
-
 def involuntary_switches(pid: int) -> int:
     """How often the server's threads were preempted (a runnable thread made to wait)."""
     total = 0
@@ -117,10 +109,11 @@ def involuntary_switches(pid: int) -> int:
 
 
 def stolen(before: list[int], after: list[int], switches: int) -> dict[str, float]:
-    """Of CPU 0's time over the burst: the share the hypervisor took (steal) and the share
-    spent on softirqs (loopback networking), and the server's preemptions a second."""
-    spent = [b - a for a, b in zip(before, after, strict=False)]
-    total = max(1, sum(spent[:8]))
+    """Of CPU 0's time between two `run.core_ticks` readings: the share the hypervisor took
+    (steal) and the share spent on softirqs (loopback networking); and `switches`, the
+    server's preemptions over the same time (a count)."""
+    spent = [b - a for a, b in zip(before, after, strict=True)]
+    total = max(1, sum(spent))
     return {"steal": spent[7] / total, "softirq": spent[6] / total, "switches": switches}
 
 
@@ -263,11 +256,11 @@ def one_limit(
             [(0, args.burst), (PROBE_RATE, PROBE_SECONDS)],
             PROBE_CONNECTIONS,
         )
-        ticks, switches = cpu_ticks(0), involuntary_switches(server.pid)
+        ticks, switches = run.core_ticks(0), involuntary_switches(server.pid)
         bursting = openloop(port, path, burst_file, [(rate, args.burst)], args.connections)
         timeout = args.burst + PROBE_SECONDS + 120
         burst = finish(bursting, burst_file, timeout)
-        cpu0 = stolen(ticks, cpu_ticks(0), involuntary_switches(server.pid) - switches)
+        cpu0 = stolen(ticks, run.core_ticks(0), involuntary_switches(server.pid) - switches)
         probes = finish(probing, probe_file, timeout)
         if args.keep:  # when the burst's due times start (CLOCK_MONOTONIC, microseconds)
             (workdir / f"burst-{limit}.t0.log").write_text(f"{burst.t0:.0f}\n")
@@ -332,7 +325,8 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "latency from each request's due time), with probes at "
         f"{PROBE_RATE}/s for {PROBE_SECONDS} s from the burst's end.",
         "- The machine may be shared with other work: latencies move between runs; the load "
-        "average (1 min) before and after each burst is given, and, over the burst, the share "
+        "average (1 min) before and after each burst is given, and, over the burst's wrk run "
+        "(the burst and a few seconds of start and grace), the share "
         "of CPU 0 (the server's) that the hypervisor took from this machine (steal) or that "
         "went to softirqs, and how often the server's threads were preempted (involuntary "
         "context switches, from /proc)."

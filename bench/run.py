@@ -148,18 +148,24 @@ def cpu_seconds(pid: int) -> float:
     return total / CLOCK_TICKS
 
 
+def core_ticks(cpu: int) -> list[int]:
+    """One core's clock ticks from /proc/stat: user nice system idle iowait irq softirq steal
+    (then guest times); all zeros if the core is not listed."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{cpu} "):
+            return [int(x) for x in line.split()[1:9]]
+    return [0] * 8
+
+
 def cpu_core_times(cpu: int) -> tuple[int, int]:
     """(busy, total) clock ticks of one core from /proc/stat; steal counts as busy.
 
     Interrupt time is left out of busy: on loopback much of it is the network stack carrying
     the measured server's own traffic, not somebody else's work.
     """
-    for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith(f"cpu{cpu} "):
-            user, nice, system, idle, iowait, irq, softirq, steal = map(int, line.split()[1:9])
-            busy = user + nice + system + steal
-            return busy, busy + idle + iowait + irq + softirq
-    return 0, 0
+    user, nice, system, idle, iowait, irq, softirq, steal = core_ticks(cpu)
+    busy = user + nice + system + steal
+    return busy, busy + idle + iowait + irq + softirq
 
 
 def _status_kib(pid: int, name: str) -> int:
