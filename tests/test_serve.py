@@ -8,10 +8,13 @@ without it these tests are skipped, since keyplane refuses to multiply its limit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from keyplane.listeners import balanced
 from tests.serve_process import Servers, any_worker, needs_redis, started_servers
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
@@ -231,3 +235,73 @@ async def test_two_servers_sharing_redis_admit_exactly_100_of_300_requests_with_
         )
         assert revoked.json()["data"]["revokeApiKey"] == {"status": "REVOKED"}
         assert (await _gql(two, VIEWER, token=secret)).status_code == 401
+
+
+def _sockets_on(port: int, pid: int) -> dict[str, list[int]]:
+    """Inodes of the TCP sockets process `pid` holds on local `port`, by state (Linux /proc)."""
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                held.add(int(target[8:-1]))
+    states = {"0A": "listening", "01": "established"}
+    found: dict[str, list[int]] = {"listening": [], "established": []}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            inode = int(fields[9])
+            if local_port == port and inode in held and fields[3] in states:
+                found[states[fields[3]]].append(inode)
+    return found
+
+
+def _listening_workers(supervisor: int, port: int) -> list[int]:
+    """The supervisor's children that listen on `port`, once there are two (one is ready
+    first: the other may still be starting), or what there is after 30 s."""
+    deadline = time.monotonic() + 30
+    while True:
+        children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+        workers = [int(pid) for pid in children if _sockets_on(port, int(pid))["listening"]]
+        if len(workers) >= 2 or time.monotonic() > deadline:
+            return workers
+        time.sleep(0.1)
+
+
+@needs_redis
+@pytest.mark.skipif(not balanced(), reason="SO_REUSEPORT balancing is Linux's")
+def test_each_worker_listens_on_its_own_socket_and_is_given_its_share_of_connections(
+    tmp_path: Path,
+) -> None:
+    # given: `keyplane serve --workers 2`
+    servers = Servers(tmp_path)
+    try:
+        base = servers.start()
+        port = int(base.rsplit(":", 1)[1])
+        supervisor = servers.processes[-1].pid
+        workers = _listening_workers(supervisor, port)
+
+        # when: a client opens 32 keep-alive connections at once, each answered once
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(32)]
+        try:
+            for client in clients:
+                client.sendall(b"GET /healthz HTTP/1.1\r\nHost: keyplane\r\n\r\n")
+            for client in clients:
+                assert client.recv(4096).startswith(b"HTTP/1.1 200")
+            held = {pid: _sockets_on(port, pid) for pid in workers}
+        finally:
+            for client in clients:
+                client.close()
+
+        # then: two workers, each listening on a socket of its own (not one shared socket),
+        # the supervisor on none, and each worker given its share of the connections (by a
+        # hash of their addresses: fewer than 4 of 32 on one side is about 1 in 10^5)
+        assert len(workers) == 2
+        listening = [inode for pid in workers for inode in held[pid]["listening"]]
+        assert len(listening) == len(set(listening)) == 2
+        assert _sockets_on(port, supervisor)["listening"] == []
+        assert sum(len(held[pid]["established"]) for pid in workers) == 32
+        assert min(len(held[pid]["established"]) for pid in workers) >= 4
+    finally:
+        servers.stop_all()

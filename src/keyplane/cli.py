@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import uvicorn
 
 from keyplane.db import apply_migrations_sync
+from keyplane.listeners import balanced, run_workers
 from keyplane.permissions.checks import UnknownCheck, select_checks
 from keyplane.redaction import log_config
 from keyplane.settings import Settings, SettingsError, database_url_from
+
+APP = "keyplane.main:app_factory"
 
 
 def _settings() -> Settings:
@@ -57,8 +61,7 @@ def serve(args: argparse.Namespace) -> None:
         )
     if settings.development:
         print(f"keyplane: GraphiQL on http://{args.host}:{args.port}/graphql", file=sys.stderr)
-    uvicorn.run(
-        "keyplane.main:app_factory",
+    options: dict[str, Any] = dict(
         factory=True,
         host=args.host,
         port=args.port,
@@ -74,6 +77,12 @@ def serve(args: argparse.Namespace) -> None:
         # that it stays short whatever uvicorn's default becomes).
         timeout_keep_alive=5,
     )
+    if args.workers > 1 and balanced():
+        # Each worker listens on a socket of its own, so connections spread (listeners.py).
+        with contextlib.suppress(KeyboardInterrupt):
+            run_workers(uvicorn.Config(APP, **options))
+        return
+    uvicorn.run(APP, **options)
 
 
 def migrate(args: argparse.Namespace) -> None:
