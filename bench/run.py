@@ -116,7 +116,7 @@ def free_port() -> int:
         return port
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
     """pid and every process below it (uvicorn serves one worker in-process, but be sure)."""
     parents: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
@@ -141,7 +141,7 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of pid and its descendants, from /proc/PID/stat."""
     total = 0
-    for each in _descendants(pid):
+    for each in descendants(pid):
         with contextlib.suppress(OSError):
             fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
@@ -178,7 +178,7 @@ def _status_kib(pid: int, name: str) -> int:
 def peak_rss_mb(pid: int) -> float:
     """VmHWM, the resident set's high-water mark, of the biggest process in the tree."""
     peaks = []
-    for each in _descendants(pid):
+    for each in descendants(pid):
         with contextlib.suppress(OSError):
             peaks.append(_status_kib(each, "VmHWM"))
     return max(peaks, default=0) / 1024
@@ -191,7 +191,7 @@ def rss_mb(pid: int) -> float:
 def reset_peak_rss(pid: int) -> bool:
     """Restart the high-water mark (writing 5 to clear_refs); False where not permitted."""
     try:
-        for each in _descendants(pid):
+        for each in descendants(pid):
             Path(f"/proc/{each}/clear_refs").write_text("5")
     except OSError:
         return False

@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from run import (
     Measurement,
     body,
     cpu_seconds,
+    descendants,
     free_port,
     keyplane_env,
     spawn,
@@ -77,6 +79,9 @@ class Figures:
     # Redis's own CPU (INFO cpu: the whole server, user + system) over the run, in ms a
     # request: None without Redis. Redis is single-threaded and shares the two cores.
     redis_cpu_ms: float | None = None
+    # With several workers: the load generator's connections each worker held halfway
+    # through the run, fewest first (from /proc: a lopsided split caps what a second worker adds).
+    connections: list[int] | None = None
 
 
 async def _fresh_postgres(base: str, name: str) -> str:
@@ -146,6 +151,7 @@ class Server:
     load: LoadGenerator
     database: str  # its PostgreSQL database, or ""
     redis: str  # its Redis URL, or ""
+    workers: int
 
 
 def start_server(setup: Setup, args: argparse.Namespace, workdir: Path, src: str) -> Server:
@@ -174,6 +180,7 @@ def start_server(setup: Setup, args: argparse.Namespace, workdir: Path, src: str
         LoadGenerator(args.load, args.concurrency, data_dir),
         database,
         setup.storage if setup.storage.startswith("redis") else "",
+        setup.workers,
     )
     deadline = time.monotonic() + READY_TIMEOUT
     while True:
@@ -192,8 +199,18 @@ def start_server(setup: Setup, args: argparse.Namespace, workdir: Path, src: str
 def measure(server: Server, args: argparse.Namespace) -> Figures:
     commits = asyncio.run(_transactions(args.postgres, server.database)) if server.database else 0
     redis_before = asyncio.run(_redis_cpu_seconds(server.redis)) if server.redis else 0.0
+    spread: list[list[int]] = []
+    sampler = None
+    if server.workers > 1:
+        sampler = threading.Timer(
+            args.duration / 2,
+            lambda: spread.append(connections_by_worker(server.process.pid, server.port)),
+        )
+        sampler.start()
     before = cpu_seconds(server.process.pid)
     measured: Measurement = server.load.run(server.port, server.requests, args.duration)
+    if sampler is not None:
+        sampler.join()
     used = cpu_seconds(server.process.pid) - before
     redis_used = asyncio.run(_redis_cpu_seconds(server.redis)) - redis_before if server.redis else 0
     if server.database:
@@ -206,7 +223,30 @@ def measure(server: Server, args: argparse.Namespace) -> Figures:
         measured.requests,
         commits / measured.requests if server.database else None,
         1000 * redis_used / measured.requests if server.redis else None,
+        spread[0] if spread else None,
     )
+
+
+def connections_by_worker(supervisor: int, port: int) -> list[int]:
+    """Established connections on `port` held by each process under `supervisor` that holds
+    any, fewest first (Linux /proc: each process's socket inodes, matched in /proc/net/tcp*)."""
+    established = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    established.add(f"socket:[{fields[9]}]")
+    counts = []
+    for pid in descendants(supervisor):
+        held = 0
+        with contextlib.suppress(OSError):
+            for fd in os.scandir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    held += os.readlink(fd.path) in established
+        if held:
+            counts.append(held)
+    return sorted(counts)
 
 
 def run_setup(
@@ -349,6 +389,18 @@ def main() -> None:
             f"- {side}: Redis CPU a request (ms, medians; the whole Redis server): "
             + ", ".join(f"{name} {value:.4f}" for name, value in redis_cpu.items())
         )
+    for side in sides:
+        spreads = [
+            "/".join(map(str, f.connections))
+            for figures in results[side].values()
+            for f in figures
+            if f.connections
+        ]
+        if spreads:
+            lines.append(
+                f"- {side}: the load generator's connections by worker, halfway through each "
+                f"2-worker run: {', '.join(spreads)}"
+            )
     report = "\n".join(lines) + "\n"
     print(report, end="")
     if args.output:
