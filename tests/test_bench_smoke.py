@@ -172,3 +172,7 @@ def test_the_scaleout_bench_serves_each_setup_and_reports_cpu_per_request(tmp_pa
     runs = json.loads(figures.read_text())["sides"]["this"]["setups"]
     assert sorted(runs) == sorted(SCALEOUT_SETUPS)
     assert all(run["requests"] > 0 and run["cpu_ms"] > 0 for [run] in runs.values())
+    # how the 4 connections were split between the two workers: all of them, on workers
+    [two_workers] = runs["2 workers, PostgreSQL + Redis"]
+    assert sum(two_workers["connections"]) == 4
+    assert "connections by worker, halfway through each 2-worker run: " in report
