@@ -63,6 +63,23 @@ def keyplane_serve(tmp_path: Path, **settings: str) -> Iterator[str]:
             process.wait()
 
 
+def refused_start(tmp_path: Path, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    """`keyplane serve *args` with these `KEYPLANE_*` settings, run to its end: for a server
+    that must refuse to start (its exit status and stderr are the result)."""
+    return subprocess.run(
+        [sys.executable, "-m", "keyplane", "serve", *args],
+        env={
+            **os.environ,
+            "KEYPLANE_DATA_DIR": str(tmp_path),
+            "KEYPLANE_JWT_SECRET": secrets.token_urlsafe(48),
+            **settings,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def wait_ready(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
     """Until the server answers /readyz (30 s at most); its log is shown if it does not."""
     deadline = time.monotonic() + 30

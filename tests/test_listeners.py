@@ -7,18 +7,15 @@ those sockets. tests/test_serve.py checks the same through real `keyplane serve`
 
 from __future__ import annotations
 
-import os
 import pickle
-import secrets
 import socket
-import subprocess
-import sys
 from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 
 import pytest
 
 from keyplane.listeners import WorkerListener, balanced, worker_listener
+from tests.serve_process import refused_start
 
 pytestmark = pytest.mark.skipif(not balanced(), reason="SO_REUSEPORT balancing is Linux's")
 
@@ -85,18 +82,11 @@ def test_a_port_in_use_stops_the_server_before_any_worker_starts(tmp_path: Path)
         port = taken.getsockname()[1]
 
         # when
-        completed = subprocess.run(
-            [sys.executable, "-m", "keyplane", "serve", "--workers", "2", "--port", str(port)],
-            env={
-                **os.environ,
-                "KEYPLANE_DATA_DIR": str(tmp_path),
-                # never contacted: the server stops before any worker starts
-                "KEYPLANE_RATE_LIMIT_STORAGE": "redis://127.0.0.1:1/0",
-                "KEYPLANE_JWT_SECRET": secrets.token_urlsafe(48),
-            },
-            capture_output=True,
-            text=True,
-            timeout=60,
+        completed = refused_start(
+            tmp_path,
+            *("--workers", "2", "--port", str(port)),
+            # never contacted: the server stops before any worker starts
+            KEYPLANE_RATE_LIMIT_STORAGE="redis://127.0.0.1:1/0",
         )
 
     # then: uvicorn's exit status for a failed start-up, and the reason

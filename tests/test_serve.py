@@ -10,10 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -24,7 +21,13 @@ import httpx
 import pytest
 
 from keyplane.listeners import balanced
-from tests.serve_process import Servers, any_worker, needs_redis, started_servers
+from tests.serve_process import (
+    Servers,
+    any_worker,
+    needs_redis,
+    refused_start,
+    started_servers,
+)
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 
@@ -186,17 +189,8 @@ async def _total_requests(client: httpx.AsyncClient, key_id: str, token: str, ex
 
 def test_several_workers_with_in_process_rate_limits_refuse_to_start(tmp_path: Path) -> None:
     # when
-    completed = subprocess.run(
-        [sys.executable, "-m", "keyplane", "serve", "--workers", "2", "--port", "1"],
-        env={
-            **os.environ,
-            "KEYPLANE_DATA_DIR": str(tmp_path),
-            "KEYPLANE_RATE_LIMIT_STORAGE": "memory://",
-            "KEYPLANE_JWT_SECRET": secrets.token_urlsafe(48),
-        },
-        capture_output=True,
-        text=True,
-        timeout=30,
+    completed = refused_start(
+        tmp_path, "--workers", "2", "--port", "1", KEYPLANE_RATE_LIMIT_STORAGE="memory://"
     )
 
     # then
