@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import time
 import uuid
@@ -297,5 +298,39 @@ def test_each_worker_listens_on_its_own_socket_and_is_given_its_share_of_connect
         assert _sockets_on(port, supervisor)["listening"] == []
         assert sum(len(held[pid]["established"]) for pid in workers) == 32
         assert min(len(held[pid]["established"]) for pid in workers) >= 4
+    finally:
+        servers.stop_all()
+
+
+@needs_redis
+@pytest.mark.skipif(not balanced(), reason="SO_REUSEPORT balancing is Linux's")
+def test_a_worker_that_dies_is_replaced_by_one_listening_on_a_socket_of_its_own(
+    tmp_path: Path,
+) -> None:
+    # given: `keyplane serve --workers 2`, both workers listening
+    servers = Servers(tmp_path)
+    try:
+        base = servers.start()
+        port = int(base.rsplit(":", 1)[1])
+        supervisor = servers.processes[-1].pid
+        dying, surviving = _listening_workers(supervisor, port)
+
+        # when: one worker is killed (the supervisor starts another)
+        os.kill(dying, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while True:
+            workers = _listening_workers(supervisor, port)
+            if (dying not in workers and len(workers) == 2) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+
+        # then: the new worker listens on a new socket of its own, beside the survivor's
+        assert surviving in workers
+        assert dying not in workers
+        assert len(workers) == 2
+        listening = [inode for pid in workers for inode in _sockets_on(port, pid)["listening"]]
+        assert len(listening) == len(set(listening)) == 2
+        answered = [httpx.get(f"{base}/healthz", timeout=5).status_code for _ in range(20)]
+        assert answered == [200] * 20
     finally:
         servers.stop_all()

@@ -13,15 +13,17 @@ addresses: an even spread in expectation, whichever worker is awake. The supervi
 address first without listening (a socket that does not listen is given no connections), so
 a port in use is reported before any worker starts and stays held while workers restart.
 uvicorn has no such setting (its pull request #2472 proposes one); elsewhere than Linux the
-kernel does not balance SO_REUSEPORT sockets, and uvicorn's shared socket is kept.
+kernel does not balance SO_REUSEPORT sockets, and uvicorn's shared socket is kept. The cost:
+a worker that dies takes with it the connections the kernel had queued on its socket and it had
+not yet accepted (they are reset), where a shared socket would have left them to the others.
 
 The uvicorn behaviour relied on: `uvicorn.supervisors.Multiprocess` hands each worker its
 sockets by pickling them into a `spawn`ed process. `WorkerListener` pickles to "bind a new
 socket to my address", so each worker (and each restarted one) unpickles its own.
 tests/test_listeners.py checks the pickling and the kernel's spread; tests/test_serve.py
 checks that every worker of a real `keyplane serve --workers 2` listens on a socket of its own
-and is given connections, which fails loudly if an upgrade of uvicorn changes how workers
-receive their sockets.
+and is given connections, and that a worker the supervisor starts again after one died does
+too, which fails loudly if an upgrade of uvicorn changes how workers receive their sockets.
 """
 
 from __future__ import annotations
