@@ -34,6 +34,7 @@ import sys
 from collections.abc import Callable
 
 from uvicorn import Config
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
 logger = logging.getLogger("uvicorn.error")
@@ -82,7 +83,7 @@ def run_workers(config: Config) -> None:
         listener = worker_listener(config.host, config.port)
     except OSError as exc:
         logger.error("cannot listen on %s:%d: %s", config.host, config.port, exc)
-        raise SystemExit(3) from exc  # uvicorn's STARTUP_FAILURE
+        raise SystemExit(STARTUP_FAILURE) from exc  # 3, as uvicorn's own bind failure
     host, port = listener.getsockname()[:2]
     shown = f"[{host}]" if listener.family == socket.AF_INET6 else host
     logger.info(
