@@ -14,7 +14,8 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -252,85 +253,90 @@ def _sockets_on(port: int, pid: int) -> dict[str, list[int]]:
     return found
 
 
-def _listening_workers(supervisor: int, port: int) -> list[int]:
-    """The supervisor's children that listen on `port`, once there are two (one is ready
-    first: the other may still be starting), or what there is after 30 s."""
+def _listening_workers(supervisor: int, port: int, without: Collection[int] = ()) -> list[int]:
+    """The supervisor's children that listen on `port`, none of them in `without`, once there
+    are two (one is ready first: the other may still be starting, or being started again), or
+    what there is after 30 s."""
     deadline = time.monotonic() + 30
     while True:
         children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
         workers = [int(pid) for pid in children if _sockets_on(port, int(pid))["listening"]]
-        if len(workers) >= 2 or time.monotonic() > deadline:
+        if (len(workers) >= 2 and not set(workers) & set(without)) or time.monotonic() > deadline:
             return workers
         time.sleep(0.1)
 
 
+@dataclass
+class TwoWorkers:
+    base: str
+    port: int
+    supervisor: int
+    workers: list[int]
+
+
+@pytest.fixture
+def two_workers(tmp_path: Path) -> Iterator[TwoWorkers]:
+    """`keyplane serve --workers 2` on Linux, once both workers listen; stopped at the end."""
+    if not balanced():
+        pytest.skip("SO_REUSEPORT balancing is Linux's")
+    servers = Servers(tmp_path)
+    try:
+        base = servers.start()
+        port = int(base.rsplit(":", 1)[1])
+        supervisor = servers.processes[-1].pid
+        yield TwoWorkers(base, port, supervisor, _listening_workers(supervisor, port))
+    finally:
+        servers.stop_all()
+
+
 @needs_redis
-@pytest.mark.skipif(not balanced(), reason="SO_REUSEPORT balancing is Linux's")
 def test_each_worker_listens_on_its_own_socket_and_is_given_its_share_of_connections(
-    tmp_path: Path,
+    two_workers: TwoWorkers,
 ) -> None:
     # given: `keyplane serve --workers 2`
-    servers = Servers(tmp_path)
+    port, workers = two_workers.port, two_workers.workers
+
+    # when: a client opens 32 keep-alive connections at once, each answered once
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(32)]
     try:
-        base = servers.start()
-        port = int(base.rsplit(":", 1)[1])
-        supervisor = servers.processes[-1].pid
-        workers = _listening_workers(supervisor, port)
-
-        # when: a client opens 32 keep-alive connections at once, each answered once
-        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(32)]
-        try:
-            for client in clients:
-                client.sendall(b"GET /healthz HTTP/1.1\r\nHost: keyplane\r\n\r\n")
-            for client in clients:
-                assert client.recv(4096).startswith(b"HTTP/1.1 200")
-            held = {pid: _sockets_on(port, pid) for pid in workers}
-        finally:
-            for client in clients:
-                client.close()
-
-        # then: two workers, each listening on a socket of its own (not one shared socket),
-        # the supervisor on none, and each worker given its share of the connections (by a
-        # hash of their addresses: fewer than 4 of 32 on one side is about 1 in 10^5)
-        assert len(workers) == 2
-        listening = [inode for pid in workers for inode in held[pid]["listening"]]
-        assert len(listening) == len(set(listening)) == 2
-        assert _sockets_on(port, supervisor)["listening"] == []
-        assert sum(len(held[pid]["established"]) for pid in workers) == 32
-        assert min(len(held[pid]["established"]) for pid in workers) >= 4
+        for client in clients:
+            client.sendall(b"GET /healthz HTTP/1.1\r\nHost: keyplane\r\n\r\n")
+        for client in clients:
+            assert client.recv(4096).startswith(b"HTTP/1.1 200")
+        held = {pid: _sockets_on(port, pid) for pid in workers}
     finally:
-        servers.stop_all()
+        for client in clients:
+            client.close()
+
+    # then: two workers, each listening on a socket of its own (not one shared socket),
+    # the supervisor on none, and each worker given its share of the connections (by a
+    # hash of their addresses: fewer than 4 of 32 on one side is about 1 in 10^5)
+    assert len(workers) == 2
+    listening = [inode for pid in workers for inode in held[pid]["listening"]]
+    assert len(listening) == len(set(listening)) == 2
+    assert _sockets_on(port, two_workers.supervisor)["listening"] == []
+    assert sum(len(held[pid]["established"]) for pid in workers) == 32
+    assert min(len(held[pid]["established"]) for pid in workers) >= 4
 
 
 @needs_redis
-@pytest.mark.skipif(not balanced(), reason="SO_REUSEPORT balancing is Linux's")
 def test_a_worker_that_dies_is_replaced_by_one_listening_on_a_socket_of_its_own(
-    tmp_path: Path,
+    two_workers: TwoWorkers,
 ) -> None:
     # given: `keyplane serve --workers 2`, both workers listening
-    servers = Servers(tmp_path)
-    try:
-        base = servers.start()
-        port = int(base.rsplit(":", 1)[1])
-        supervisor = servers.processes[-1].pid
-        dying, surviving = _listening_workers(supervisor, port)
+    dying, surviving = two_workers.workers
 
-        # when: one worker is killed (the supervisor starts another)
-        os.kill(dying, signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while True:
-            workers = _listening_workers(supervisor, port)
-            if (dying not in workers and len(workers) == 2) or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
+    # when: one worker is killed (the supervisor starts another)
+    os.kill(dying, signal.SIGKILL)
+    workers = _listening_workers(two_workers.supervisor, two_workers.port, without={dying})
 
-        # then: the new worker listens on a new socket of its own, beside the survivor's
-        assert surviving in workers
-        assert dying not in workers
-        assert len(workers) == 2
-        listening = [inode for pid in workers for inode in _sockets_on(port, pid)["listening"]]
-        assert len(listening) == len(set(listening)) == 2
-        answered = [httpx.get(f"{base}/healthz", timeout=5).status_code for _ in range(20)]
-        assert answered == [200] * 20
-    finally:
-        servers.stop_all()
+    # then: the new worker listens on a new socket of its own, beside the survivor's
+    assert surviving in workers
+    assert dying not in workers
+    assert len(workers) == 2
+    listening = [
+        inode for pid in workers for inode in _sockets_on(two_workers.port, pid)["listening"]
+    ]
+    assert len(listening) == len(set(listening)) == 2
+    answered = [httpx.get(f"{two_workers.base}/healthz", timeout=5).status_code for _ in range(20)]
+    assert answered == [200] * 20
