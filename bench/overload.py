@@ -158,8 +158,8 @@ def finish(process: subprocess.Popen[bytes], answers: Path, timeout: float) -> A
     return Answers(result["sent"], result["answered"], result["errors"], result["t0_us"], rows)
 
 
-def closed_loop(port: int, path: Path, seconds: float) -> float:
-    """2xx answers a second from wrk with bench/wrk.lua, 16 connections."""
+def closed_loop(port: int, path: Path, seconds: float) -> tuple[float, int]:
+    """2xx answers a second from wrk with bench/wrk.lua, 16 connections, and their number."""
     command = ["wrk", "-t1", "-c16", f"-d{max(1, round(seconds))}s", "--timeout", "10s"]
     command += ["-s", str(run.BENCH_DIR / "wrk.lua"), f"http://{HOST}:{port}/graphql", "--"]
     process = run.spawn([*command, str(path)], cpu=LOAD_CPU, stdout=subprocess.PIPE)
@@ -170,7 +170,8 @@ def closed_loop(port: int, path: Path, seconds: float) -> float:
         run.stop(process, timeout=5)
     line = next(x for x in out.decode().splitlines() if x.startswith("WRK-RESULT "))
     result = json.loads(line.removeprefix("WRK-RESULT "))
-    return float((result["requests"] - result["non_2xx"]) / (result["duration_us"] / 1e6))
+    answered = int(result["requests"] - result["non_2xx"])
+    return answered / (result["duration_us"] / 1e6), answered
 
 
 def total_requests(port: int, seeded: Seeded) -> int:
@@ -231,7 +232,9 @@ def one_limit(
         run.check(port, requests[:3], frozenset(), server.name)
         if args.warmup:
             closed_loop(port, path, args.warmup)
-        capacity = closed_loop(port, path, args.capacity_seconds)
+        cpu_before = run.cpu_seconds(server.pid)
+        capacity, answered = closed_loop(port, path, args.capacity_seconds)
+        served_cost = (run.cpu_seconds(server.pid) - cpu_before) / max(1, answered)
         unloaded_file = workdir / f"unloaded-{limit}.tsv"
         schedule = [(PROBE_RATE, args.probe)]
         unloaded = finish(
@@ -257,9 +260,11 @@ def one_limit(
             PROBE_CONNECTIONS,
         )
         ticks, switches = run.core_ticks(0), involuntary_switches(server.pid)
+        cpu_before = run.cpu_seconds(server.pid)
         bursting = openloop(port, path, burst_file, [(rate, args.burst)], args.connections)
         timeout = args.burst + PROBE_SECONDS + 120
         burst = finish(bursting, burst_file, timeout)
+        burst_cpu = run.cpu_seconds(server.pid) - cpu_before
         cpu0 = stolen(ticks, run.core_ticks(0), involuntary_switches(server.pid) - switches)
         probes = finish(probing, probe_file, timeout)
         if args.keep:  # when the burst's due times start (CLOCK_MONOTONIC, microseconds)
@@ -305,6 +310,10 @@ def one_limit(
         "recovered_after": recovery(seconds, base),
         "load": (load_before, load_after),
         "cpu0": cpu0,
+        # Server CPU a 2xx cost at capacity; and what the burst cost beyond its 2xx at that
+        # price, a 503 (refusing, and serving one request a pass rather than many).
+        "served_cost_us": served_cost * 1e6,
+        "refusal_cost_us": (burst_cpu - len(admitted) * served_cost) / max(1, len(refused)) * 1e6,
     }
 
 
@@ -329,7 +338,9 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "(the burst and a few seconds of start and grace), the share "
         "of CPU 0 (the server's) that the hypervisor took from this machine (steal) or that "
         "went to softirqs, and how often the server's threads were preempted (involuntary "
-        "context switches, from /proc)."
+        "context switches, from /proc). Server CPU (user + system, /proc): a 2xx's at "
+        "capacity; a 503's, what the burst cost beyond its 2xx at that price, over its 503s "
+        "(so it also carries the cost of serving one request a pass of the event loop)."
         + (
             " With --boost: the server and wrk ran at nice -20 (their autogroups too), so "
             "that the other work took little of their cores."
@@ -340,8 +351,9 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "| KEYPLANE_MAX_IN_FLIGHT : MAX_QUEUED | capacity req/s | offered req/s | served req/s "
         "| admitted p99 / unloaded p50 (≤ 3) | refused: share, p50 / p99 ms, without Retry-After "
         "| lost from usage counts | back to normal after (≤ 5 s) | generator late p99 ms "
-        "| load average | CPU 0 stolen, softirq; server preempted |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| load average | CPU 0 stolen, softirq; server preempted "
+        "| server CPU: a 2xx at capacity, a 503 in the burst |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         b = r["burst"]
@@ -374,6 +386,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
             f"{r['load'][0]:.2f} → {r['load'][1]:.2f}",
             f"{r['cpu0']['steal']:.1%}, {r['cpu0']['softirq']:.1%}; "
             f"{r['cpu0']['switches']:,.0f} times",
+            f"{r['served_cost_us']:.0f} µs, {r['refusal_cost_us']:.0f} µs",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
