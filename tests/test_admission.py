@@ -47,9 +47,18 @@ async def _arrivals(admission: Admission, count: int) -> list[bool]:
     return list(await asyncio.gather(*(_enter(admission) for _ in range(count))))
 
 
-async def _overloaded(starts: int = 4, queued: int = 2, calm: float = 3600.0) -> Admission:
-    """A worker made overloaded by one pass that starts `starts` requests, and one more."""
-    admission = Admission(max_in_flight=100, max_queued=queued, overload_starts=starts, calm=calm)
+async def _overloaded(
+    starts: int = 4, queued: int = 2, calm: float = 3600.0, max_wait: float = 3600.0
+) -> Admission:
+    """A worker made overloaded by one pass that starts `starts` requests, and one more
+    (waiters never wait too long unless `max_wait` is given: no test depends on speed)."""
+    admission = Admission(
+        max_in_flight=100,
+        max_queued=queued,
+        overload_starts=starts,
+        calm=calm,
+        max_wait=max_wait,
+    )
     assert await _arrivals(admission, starts + 1) == [True] * starts + [False]
     for _ in range(starts):
         admission.leave()
@@ -189,6 +198,27 @@ async def test_an_overloaded_worker_serves_its_waiters_newest_first_after_quiet_
     assert turns == [2, 1]  # then the newest first
 
 
+@pytest.mark.parametrize(
+    ("waited", "served"), [(0.001, [True, True, True]), (0.003, [False, False, False])]
+)
+async def test_waiters_that_waited_longer_than_max_wait_are_refused_not_served_late(
+    monkeypatch: pytest.MonkeyPatch, waited: float, served: list[bool]
+) -> None:
+    # given: an overloaded worker where a waiter may wait 2 ms
+    clock = _Clock(monkeypatch)
+    admission = await _overloaded(queued=4, max_wait=0.002)
+    waiters = _waiters(admission, 3)
+    await _next_pass()  # they wait, from now on
+
+    # when: their first chance of a turn comes `waited` seconds later
+    clock.now += waited
+    await _settle()
+
+    # then: within 2 ms they are served; past it, refused (and the worker stays overloaded)
+    assert [w.result() for w in waiters] == served
+    assert admission.overloaded
+
+
 async def test_overload_is_left_only_after_a_calm_period_then_bursts_start_at_once_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -287,7 +317,7 @@ async def test_a_flood_through_the_edge_is_served_or_refused_with_503_and_retry_
         await send({"type": "http.response.body", "body": b"{}"})
 
     edge = Edge(app, max_in_flight=1000, max_queued=4)
-    edge.admission = Admission(max_in_flight=1000, max_queued=4, overload_starts=8)
+    edge.admission = Admission(max_in_flight=1000, max_queued=4, overload_starts=8, max_wait=3600)
 
     async def request() -> list[Message]:
         sent: list[Message] = []

@@ -91,6 +91,7 @@ def test_uvicorn_still_has_what_the_head_deadline_relies_on() -> None:
             "connection_lost",
             "on_headers_complete",
             "on_response_complete",
+            "_start_asgi_task",  # an overloaded worker holds requests back here
         ),
         h11_impl.H11Protocol: (
             "connection_made",
@@ -121,20 +122,37 @@ def test_uvicorn_still_has_what_the_head_deadline_relies_on() -> None:
     attributes = {
         type(instance).__name__: sorted(
             name
-            for name in ("loop", "transport", "cycle", "conn", "head_deadline")
+            for name in ("loop", "transport", "cycle", "conn", "head_deadline", "app_state")
             if hasattr(instance, name)
         )
         for instance in instances
     }
     cycle_init = inspect.getsource(httptools_impl.RequestResponseCycle.__init__)
+    # What HeldRequest reads and sets on a cycle to answer it without ASGI.
+    held = [
+        "scope",
+        "keep_alive",
+        "default_headers",
+        "disconnected",
+        "response_started",
+        "response_complete",
+        "waiting_for_100_continue",
+        "message_event",
+        "on_response",
+        "access_log",
+        "access_logger",
+    ]
 
     # then
     assert missing == []
     assert attributes == {
-        "HttpToolsHeadDeadline": ["cycle", "head_deadline", "loop", "transport"],
-        "H11HeadDeadline": ["conn", "cycle", "head_deadline", "loop", "transport"],
+        "HttpToolsHeadDeadline": ["app_state", "cycle", "head_deadline", "loop", "transport"],
+        "H11HeadDeadline": ["app_state", "conn", "cycle", "head_deadline", "loop", "transport"],
     }
     assert "self.response_complete = False" in cycle_init
+    assert [name for name in held if f"self.{name} = " not in cycle_init] == []
+    start_task = inspect.signature(httptools_impl.HttpToolsProtocol._start_asgi_task)
+    assert list(start_task.parameters) == ["self", "cycle", "app"]
     assert HeadDeadlineProtocol is HttpToolsHeadDeadline
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
+from typing import Protocol
 
 from starlette.responses import JSONResponse
 from starlette.types import Message
@@ -50,6 +51,46 @@ def busy_messages() -> tuple[Message, Message]:
     return start, {"type": "http.response.body", "body": body}
 
 
+class Waiter(Protocol):
+    """A request waiting for its turn while the worker is overloaded: a task awaiting
+    `Admission.wait`, or one the HTTP protocol holds back before any task exists
+    (connections.py), which makes a refusal much cheaper."""
+
+    since: float  # loop time it began to wait (set by `Admission`)
+
+    def gone(self) -> bool:
+        """Its client left (or it was answered): it neither starts nor is refused."""
+        ...
+
+    def start(self) -> None:
+        """Its turn: it is already counted in flight."""
+        ...
+
+    def refuse(self) -> None:
+        """The 503."""
+        ...
+
+
+class _Awaiting:
+    """A waiter that is a task awaiting `Admission.wait`: the future says how it ends."""
+
+    __slots__ = ("since", "turn")
+
+    def __init__(self, turn: asyncio.Future[bool]) -> None:
+        self.turn = turn
+        self.since = 0.0
+
+    def gone(self) -> bool:
+        return self.turn.done()
+
+    def start(self) -> None:
+        self.turn.set_result(True)
+
+    def refuse(self) -> None:
+        if not self.turn.done():
+            self.turn.set_result(False)
+
+
 class Admission:
     """How many requests one worker works on at once, and what it does with a burst.
 
@@ -72,13 +113,21 @@ class Admission:
     - one request starts per pass: the pass's own first arrival, the newest; if the pass has
       none, the newest waiter gets the turn;
     - the others wait, newest first, at most `max_queued` of them; an arrival that finds the
-      queue full refuses the oldest waiter. So what is served is served about as fast as when
-      unloaded, and what is not gets its 503 after a few passes, not after a long wait;
-    - the worker is no longer overloaded at the first pass `calm` seconds after its queue last
-      overflowed (else every lull would let the next burst build up again): whoever waits
+      queue full refuses the oldest waiter, and so does a pass that finds the oldest has
+      waited more than `max_wait` (2 ms: served later, it would be served late). So what is
+      served is served about as fast as when unloaded, and what is not gets its 503 after a
+      few passes, not after a long wait;
+    - the worker is no longer overloaded at the first pass `calm` seconds after it last refused a
+      waiter (else every lull would let the next burst build up again): whoever waits
       starts then. Waiting alone does not count: closed-loop clients, fewer than `max_queued`,
       that come along while it is overloaded wait their turns, but never keep it overloaded.
     `max_queued` = 0 turns this off: every request within `max_in_flight` starts at once.
+
+    A waiter is a task in `wait` (the request that found the worker overloaded, or any
+    request when the server is not keyplane's), or, while overloaded, a request that
+    keyplane's HTTP protocol holds back before making its task (`hold`, connections.py): most
+    requests an overloaded worker gets are refused, and such a refusal costs no task, no
+    pass of the event loop and one write.
     """
 
     def __init__(
@@ -88,15 +137,17 @@ class Admission:
         max_queued: int,
         overload_starts: int = 64,
         calm: float = 0.1,
+        max_wait: float = 0.002,
     ) -> None:
         self.max_in_flight = max_in_flight
         self.max_queued = max_queued
         self.overload_starts = max(1, overload_starts)
         self.calm = calm
+        self.max_wait = max_wait
         self.in_flight = 0
         self.overloaded = False
-        self._pressed_at = 0.0  # loop time of the last sign of overload: a full queue
-        self._waiting: deque[asyncio.Future[bool]] = deque()
+        self._pressed_at = 0.0  # loop time of the last sign of overload: a waiter pushed out
+        self._waiting: deque[Waiter] = deque()
         # Requests started since the count restarted: overloaded, at each pass of the event
         # loop; else at the first pass after every `_check_every`-th start (one callback per
         # that many requests, not one per pass).
@@ -142,23 +193,35 @@ class Admission:
             return True  # no longer overloaded since this request was first turned away
         if not self.overloaded or self.in_flight >= self.max_in_flight:
             return False  # at the in-flight limit: refused at once, never queued
-        loop = asyncio.get_running_loop()
-        waiting = self._waiting
-        if len(waiting) >= self.max_queued:
-            self._pressed_at = loop.time()
-            while len(waiting) >= self.max_queued:
-                _refuse(waiting.popleft())
-        turn: asyncio.Future[bool] = loop.create_future()
-        waiting.append(turn)
-        self._call_next_pass()
+        turn: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        waiter = _Awaiting(turn)
+        self._queue(waiter)
         try:
             return await turn
         except asyncio.CancelledError:
             if turn.done() and not turn.cancelled() and turn.result():
                 self.leave()  # the turn was given just as the client went: pass it on
-            elif turn in waiting:
-                waiting.remove(turn)
+            elif waiter in self._waiting:
+                self._waiting.remove(waiter)
             raise
+
+    def hold(self, waiter: Waiter) -> None:
+        """An arrival turned away by `enter_now` while overloaded, held back by the HTTP
+        protocol before any task exists: it waits like a task in `wait`, or is refused."""
+        if not self.overloaded or self.in_flight >= self.max_in_flight:
+            waiter.refuse()  # at the in-flight limit (or no queue): refused at once
+            return
+        self._queue(waiter)
+
+    def _queue(self, waiter: Waiter) -> None:
+        waiting = self._waiting
+        waiter.since = now = asyncio.get_running_loop().time()
+        if len(waiting) >= self.max_queued:
+            self._pressed_at = now
+            while len(waiting) >= self.max_queued:
+                waiting.popleft().refuse()
+        waiting.append(waiter)
+        self._call_next_pass()
 
     def leave(self) -> None:
         """A request is done: its place is free for a waiter, in the next pass."""
@@ -180,42 +243,43 @@ class Admission:
         if not self.overloaded:
             return
         waiting = self._waiting
-        if asyncio.get_running_loop().time() - self._pressed_at > self.calm:
+        now = asyncio.get_running_loop().time()
+        if now - self._pressed_at > self.calm:
             # Calm: whoever waits starts now, as any arrival would (a closed loop keeps some
             # waiting at every pass, so an empty queue would never come).
             self.overloaded = False
             while waiting:
-                turn = waiting.popleft()
-                if turn.done():
+                waiter = waiting.popleft()
+                if waiter.gone():
                     continue
                 if self.in_flight >= self.max_in_flight:
-                    turn.set_result(False)
+                    waiter.refuse()
                     continue
                 self.in_flight += 1
                 self._started += 1
-                turn.set_result(True)
+                waiter.start()
             if self._started:
                 self._call_next_pass()  # they count as this pass's starts: restart next pass
             return
         if self.in_flight >= self.max_in_flight:
             while waiting:  # at the limit: refused at once, like an arrival
-                _refuse(waiting.popleft())
+                waiting.popleft().refuse()
+        stale = now - self.max_wait
+        while waiting and waiting[0].since < stale:
+            # Served now, it would be served late: refused, like a waiter pushed out.
+            waiting.popleft().refuse()
+            self._pressed_at = now
         if started and waiting:
             # The last pass had an arrival to start, and so may this one: its turn is kept
             # for that arrival, the newest; a waiter gets it after a pass that started nothing.
             self._call_next_pass()
             return
         while waiting:
-            turn = waiting.pop()
-            if turn.done():  # cancelled: its task has not run its handler yet
+            waiter = waiting.pop()
+            if waiter.gone():  # its client left (a task: cancelled, its handler not run yet)
                 continue
             self.in_flight += 1
-            turn.set_result(True)
+            waiter.start()
             self._started = 1
             self._call_next_pass()
             return
-
-
-def _refuse(turn: asyncio.Future[bool]) -> None:
-    if not turn.done():
-        turn.set_result(False)
