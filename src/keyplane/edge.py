@@ -59,9 +59,9 @@ class Edge:
         self._busy = busy_messages()
 
     def holds(self, scope: Scope) -> bool:
-        """Whether this arriving request's turn is decided before its task exists: only while
-        overloaded, and never for what this layer answers without a turn (health probes and
-        CORS preflights)."""
+        """Whether, while the worker is overloaded, this arriving request's turn may be decided
+        before its task exists: not for what this layer answers without a turn (health probes
+        and CORS preflights)."""
         if scope["path"] in EXEMPT_PATHS:
             return False
         cors = self.cors
