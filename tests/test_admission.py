@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
 from keyplane.edge import Edge
+from keyplane.settings import Settings, SettingsError
 from keyplane.unavailable import BUSY_RETRY_SECONDS, Admission
 
 
@@ -217,6 +219,18 @@ async def test_waiters_that_waited_longer_than_max_wait_are_refused_not_served_l
     # then: within 2 ms they are served; past it, refused (and the worker stays overloaded)
     assert [w.result() for w in waiters] == served
     assert admission.overloaded
+
+
+def test_the_longest_wait_is_a_setting_refused_when_out_of_range(tmp_path: Path) -> None:
+    development = {"KEYPLANE_ENV": "development", "KEYPLANE_DATA_DIR": str(tmp_path)}
+
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_environ({**development, "KEYPLANE_MAX_QUEUE_WAIT_MS": "0"})
+    waiting = Settings.from_environ({**development, "KEYPLANE_MAX_QUEUE_WAIT_MS": "5"})
+
+    assert any("KEYPLANE_MAX_QUEUE_WAIT_MS" in p for p in refused.value.problems)
+    assert Settings.from_environ(development).max_queue_wait_ms == 2
+    assert waiting.max_queue_wait_ms == 5
 
 
 async def test_overload_is_left_only_after_a_calm_period_then_bursts_start_at_once_again(

@@ -119,6 +119,7 @@ def create_app(
                 Edge,
                 max_in_flight=settings.max_in_flight,
                 max_queued=settings.max_queued,
+                max_queue_wait=settings.max_queue_wait_ms / 1000,
                 cors_origins=settings.cors_origins,
             ),
         ],

@@ -48,12 +48,15 @@ class Edge:
         *,
         max_in_flight: int,
         max_queued: int = 0,
+        max_queue_wait: float = 0.002,
         max_body_size: int = MAX_BODY_BYTES,
         cors_origins: Sequence[str] = (),
     ) -> None:
         self.app = app
         self.cors = Cors(cors_origins) if cors_origins else None
-        self.admission = Admission(max_in_flight=max_in_flight, max_queued=max_queued)
+        self.admission = Admission(
+            max_in_flight=max_in_flight, max_queued=max_queued, max_wait=max_queue_wait
+        )
         self.max_body_size = max_body_size
         self.limited = RequestBodyLimitMiddleware(app, max_body_size=max_body_size)
         self._busy = busy_messages()

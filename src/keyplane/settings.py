@@ -120,10 +120,12 @@ class Settings:
     request_head_timeout: int = 10
     # Requests one worker processes at once (past that, a 503 at once). Every request within
     # that starts at once until one pass of the event loop starts more than 48: then it is
-    # overloaded, one starts per pass, up to `max_queued` wait (newest first) and the oldest
-    # are refused (unavailable.py `Admission`; bench/results/overload.md). 0: never paced.
+    # overloaded, one starts per pass, up to `max_queued` wait (newest first) and the oldest,
+    # or any that waited `max_queue_wait_ms`, are refused (unavailable.py `Admission`;
+    # bench/results/overload.md). 0: never paced.
     max_in_flight: int = 64
     max_queued: int = 16
+    max_queue_wait_ms: int = 2
     # Browser origins allowed to call the API (cors.py); empty: no CORS headers at all.
     cors_origins: tuple[str, ...] = ()
     # KEYPLANE_CHECKS: the checks to run, by name and in order (permissions/checks/); None
@@ -166,6 +168,7 @@ class Settings:
         head_timeout = _int(env, "KEYPLANE_REQUEST_HEAD_TIMEOUT", 10, 1, 300, problems)
         max_in_flight = _int(env, "KEYPLANE_MAX_IN_FLIGHT", 64, 1, 100_000, problems)
         max_queued = _int(env, "KEYPLANE_MAX_QUEUED", 16, 0, 100_000, problems)
+        max_queue_wait = _int(env, "KEYPLANE_MAX_QUEUE_WAIT_MS", 2, 1, 60_000, problems)
         cors_origins = parse_origins(env.get("KEYPLANE_CORS_ORIGINS", ""), problems)
         checks = _names(env, "KEYPLANE_CHECKS", problems)
 
@@ -242,6 +245,7 @@ class Settings:
             cors_origins=cors_origins,
             checks=checks,
             max_queued=max_queued,
+            max_queue_wait_ms=max_queue_wait,
         )
 
 
