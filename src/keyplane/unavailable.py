@@ -208,8 +208,8 @@ class Admission:
     def hold(self, waiter: Waiter) -> None:
         """An arrival turned away by `enter_now` while overloaded, held back by the HTTP
         protocol before any task exists: it waits like a task in `wait`, or is refused."""
-        if not self.overloaded or self.in_flight >= self.max_in_flight:
-            waiter.refuse()  # at the in-flight limit (or no queue): refused at once
+        if self.in_flight >= self.max_in_flight:
+            waiter.refuse()  # at the in-flight limit: refused at once, never queued
             return
         self._queue(waiter)
 
