@@ -23,6 +23,16 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from keyplane.auth.dashboard import utcnow
 
 DEFAULT_MAX_COST = 25_000
+# The body of the 503 a busy worker answers (its in-flight limit, or overloaded).
+BUSY_BODY = {
+    "data": None,
+    "errors": [
+        {
+            "message": "The server is busy; retry shortly.",
+            "extensions": {"code": "SERVICE_UNAVAILABLE"},
+        }
+    ],
+}
 
 
 def cost(requested: int, maximum: int = DEFAULT_MAX_COST) -> dict[str, int]:

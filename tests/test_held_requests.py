@@ -26,17 +26,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from keyplane.connections import HttpToolsHeadDeadline
 from keyplane.edge import STATE_KEY, Edge
 from keyplane.unavailable import BUSY_RETRY_SECONDS, Admission
+from tests.helpers import BUSY_BODY
 
 ORIGIN = "https://dashboard.example"
-BUSY_BODY = {
-    "data": None,
-    "errors": [
-        {
-            "message": "The server is busy; retry shortly.",
-            "extensions": {"code": "SERVICE_UNAVAILABLE"},
-        }
-    ],
-}
 
 
 @dataclass

@@ -20,6 +20,7 @@ from uvicorn.protocols.http import h11_impl, httptools_impl
 from uvicorn.server import ServerState
 
 from keyplane.connections import H11HeadDeadline, HeadDeadlineProtocol, HttpToolsHeadDeadline
+from tests.helpers import BUSY_BODY
 from tests.serve_process import keyplane_serve
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
@@ -32,15 +33,6 @@ VIEWER_DATA = {
 JSON = {"Content-Type": "application/json"}
 # Enough anonymous requests for these tests: what is measured here is never the rate limit.
 GENEROUS = "anonymous=100000/minute"
-BUSY_BODY = {
-    "data": None,
-    "errors": [
-        {
-            "message": "The server is busy; retry shortly.",
-            "extensions": {"code": "SERVICE_UNAVAILABLE"},
-        }
-    ],
-}
 
 
 def _head(length: int) -> bytes:
