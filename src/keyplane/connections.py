@@ -156,6 +156,7 @@ class HeldRequest:
 
     def start(self) -> None:
         cast(dict[str, Any], self.cycle.scope)[ADMITTED] = True
+        # uvicorn's own method, not the override: the turn is decided, nothing to ask again.
         HttpToolsProtocol._start_asgi_task(self.protocol, self.cycle, self.app)
 
     def refuse(self) -> None:

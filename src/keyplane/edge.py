@@ -67,26 +67,30 @@ class Edge:
         and CORS preflights)."""
         if scope["path"] in EXEMPT_PATHS:
             return False
-        cors = self.cors
-        return cors is None or scope["method"] != "OPTIONS" or origin_of(scope["headers"]) is None
+        return self.cors is None or not _may_be_preflight(scope, origin_of(scope["headers"]))
 
     def busy_headers(self, scope: Scope) -> list[tuple[bytes, bytes]]:
         """The headers of the 503 for a request refused before its task existed, as
         `__call__` would have sent them (the body is `busy_body`)."""
-        start = self._busy[0]
-        return [*start["headers"], *self._added(scope["headers"])]
+        headers = scope["headers"]
+        origin = origin_of(headers) if self.cors is not None else None
+        return [*self._busy[0]["headers"], *self._answer_headers(request_id_of(headers), origin)]
 
     @property
     def busy_body(self) -> bytes:
         body: bytes = self._busy[1]["body"]
         return body
 
-    def _added(self, headers: list[tuple[bytes, bytes]]) -> tuple[tuple[bytes, bytes], ...]:
-        header = (HEADER, request_id_of(headers).encode("ascii"))
+    def _answer_headers(
+        self, request_id: str, origin: bytes | None
+    ) -> tuple[tuple[bytes, bytes], ...]:
+        """What this layer adds to every answer but a preflight's: the request id, and the
+        CORS headers when origins are configured."""
+        header = (HEADER, request_id.encode("ascii"))
         cors = self.cors
         if cors is None:
             return (header,)
-        return (header, *cors.answer_headers(origin_of(headers)))
+        return (header, *cors.answer_headers(origin))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -96,16 +100,18 @@ class Edge:
             return
         headers = scope["headers"]
         request_id = request_id_of(headers)
-        header = (HEADER, request_id.encode("ascii"))
-        added: tuple[tuple[bytes, bytes], ...] = (header,)
         preflight = None
+        origin = None
         cors = self.cors
         if cors is not None:
             origin = origin_of(headers)
-            if origin is not None and scope["method"] == "OPTIONS":
+            if _may_be_preflight(scope, origin):
                 preflight = cors.preflight(scope)
-            if preflight is None:
-                added = (header, *cors.answer_headers(origin))
+        added = (
+            ((HEADER, request_id.encode("ascii")),)
+            if preflight is not None
+            else self._answer_headers(request_id, origin)
+        )
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -141,3 +147,8 @@ class Edge:
                 admission.leave()
         finally:
             current_request_id.reset(token)
+
+
+def _may_be_preflight(scope: Scope, origin: bytes | None) -> bool:
+    """An OPTIONS request with an Origin: cors.py answers it if it asks for a preflight."""
+    return origin is not None and scope["method"] == "OPTIONS"
